@@ -1,0 +1,1 @@
+//! Tensors, checkpoints and model configs.

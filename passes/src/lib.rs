@@ -1,0 +1,3 @@
+//! Graph passes for the encoder pipeline (`aon`).
+//!
+//! Reserved: the pass trait and the named pipelines arrive with the ONNX export (issue 7).
