@@ -1,1 +1,65 @@
-//! CLI.
+//! The `alc` and `aon` command-line tools: argument groups in [`args`], one module per verb in
+//! [`commands`], and the shared terminal/JSON output in [`ui`].
+
+pub mod args;
+pub mod commands;
+pub mod ui;
+
+/// The tool's version as `--version` prints it: `0.1.0 (git abc123def456)`.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("AVA_GIT_COMMIT"),
+    ")"
+);
+/// The git commit the tool was built from.
+pub const GIT_COMMIT: &str = env!("AVA_GIT_COMMIT");
+
+/// Which of the two binaries is running (recorded in `created_by`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tool {
+    /// The LLM pipeline.
+    Alc,
+    /// The encoder pipeline.
+    Aon,
+}
+
+impl Tool {
+    /// The binary's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tool::Alc => "alc",
+            Tool::Aon => "aon",
+        }
+    }
+}
+
+/// Exit code for a failed command (usage errors exit 2, through clap).
+pub const EXIT_FAILURE: i32 = 1;
+/// Exit code for a usage error.
+pub const EXIT_USAGE: i32 = 2;
+
+/// Turns a command's result into the process exit code, printing the error chain on stderr
+/// (and, with `--json`, an error object on stdout). A closed stdout pipe is not an error.
+pub fn finish(ui: &ui::Ui, result: anyhow::Result<()>) -> std::process::ExitCode {
+    let Err(err) = result else {
+        return std::process::ExitCode::SUCCESS;
+    };
+    let broken_pipe = err
+        .chain()
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe);
+    if broken_pipe {
+        return std::process::ExitCode::SUCCESS;
+    }
+    eprintln!("{}: error: {err:#}", ui.tool.name());
+    if ui.json {
+        let entry = err
+            .chain()
+            .find_map(|e| e.downcast_ref::<ava_packaging::Error>())
+            .and_then(|e| e.entry());
+        let value = serde_json::json!({ "ok": false, "error": format!("{err:#}"), "entry": entry });
+        println!("{value}");
+    }
+    std::process::ExitCode::from(EXIT_FAILURE as u8)
+}

@@ -1,1 +1,25 @@
-//! Archive format v1.
+//! The versioned, checksummed archive format (v1) shared by `alc`, `aon` and the runtime.
+//!
+//! An archive is a deterministic `.tar` (or `.tar.zst` for transport) whose first entry is
+//! `manifest.json`, listing every other entry with its size, sha256 and role. The full
+//! specification is `docs/formats/package-v1.md`.
+#![deny(missing_docs)]
+
+mod dir;
+pub mod error;
+mod hashing;
+pub mod manifest;
+pub mod naming;
+pub mod reader;
+pub mod writer;
+
+pub use dir::{read_dir_manifest, verify_dir};
+pub use error::{Error, Result};
+pub use hashing::sha256_reader;
+pub use manifest::{
+    check_entry_path, CreatedBy, FileEntry, Manifest, PackageTarget, Role, Source, FORMAT_VERSION,
+    MANIFEST_NAME,
+};
+pub use naming::{archive_file_name, size_label};
+pub use reader::{read_manifest, scan, unpack, verify, MAX_ENTRIES, MAX_MANIFEST_BYTES};
+pub use writer::{write_archive, Compression, InputFile, PackageSpec, ALIGNMENT};

@@ -1,0 +1,81 @@
+# The README's two commands: `make demo` and `make test`. Everything else supports them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+APT_PACKAGES := gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user clang lld
+RUST_TARGETS := aarch64-unknown-linux-gnu aarch64-linux-android
+DEMO_DIR := target/demo
+DEMO_MODEL := fixtures/models/gemma3-tiny
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help setup build test test-cross lint docs-check demo bench fuzz clean fixtures-archives
+
+help:
+	@echo "make demo        package, inspect, verify and unpack the bundled tiny Gemma 3 checkpoint"
+	@echo "make test        lint + every test (host, and the runtime under qemu-aarch64)"
+	@echo "make setup       install apt packages and rustup targets (idempotent)"
+	@echo "make build       release build of alc and aon"
+	@echo "make lint        cargo fmt --check and clippy -D warnings"
+	@echo "make docs-check  check that docs/cli.md matches the binaries' --help"
+	@echo "make bench       benchmarks (results in docs/benchmarks.md)"
+	@echo "make fuzz        run the fuzz targets briefly (nightly toolchain, cargo-fuzz)"
+
+setup:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing$$missing"; \
+	  $(SUDO) apt-get update -qq >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@installed=$$(rustup target list --installed); for t in $(RUST_TARGETS); do \
+	  echo "$$installed" | grep -qx $$t || rustup target add $$t >/dev/null 2>&1 || { echo "setup: rustup target add $$t failed"; exit 1; }; \
+	done
+
+build:
+	$(CARGO) build --release --bins
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: setup lint
+	$(CARGO) test --workspace
+	$(MAKE) --no-print-directory test-cross
+	$(MAKE) --no-print-directory docs-check
+
+# The runtime is what ships to arm64: its tests run under qemu-aarch64 (runner set in
+# .cargo/config.toml), and it must build for Android without any C dependency.
+test-cross:
+	$(CARGO) test -p ava-runtime --target aarch64-unknown-linux-gnu
+	$(CARGO) build -p ava-runtime --target aarch64-linux-android
+
+docs-check:
+	$(CARGO) run -q --bin alc -- --help >/dev/null
+	./scripts/docs-check
+
+demo: setup
+	$(CARGO) build --release --bins
+	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
+	./target/release/alc package $(DEMO_MODEL) -o $(DEMO_DIR)
+	./target/release/alc inspect $(DEMO_DIR)/*.tar
+	./target/release/alc verify $(DEMO_DIR)/*.tar
+	./target/release/alc unpack $(DEMO_DIR)/*.tar -o $(DEMO_DIR)/unpacked
+	./target/release/alc verify $(DEMO_DIR)/unpacked
+	./target/release/alc package $(DEMO_MODEL) -o $(DEMO_DIR) --zstd -q
+	./target/release/alc verify $(DEMO_DIR)/*.tar.zst
+	@ls -l $(DEMO_DIR)
+
+bench:
+	@echo "No benchmarks yet: they arrive with the runtime (issue 4). See docs/benchmarks.md."
+
+fuzz:
+	cd fuzz && $(CARGO) +nightly fuzz run archive_reader -- -max_total_time=60
+	cd fuzz && $(CARGO) +nightly fuzz run checkpoint_loader -- -max_total_time=60
+
+# Regenerates the hostile archive corpus (committed) from its generator.
+fixtures-archives:
+	rm -rf fixtures/archives/bad && $(CARGO) run -q -p ava-packaging --example make_bad_archives -- fixtures/archives/bad
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,167 @@
+//! The committed corpus of hostile archives (`fixtures/archives/bad/`, made by
+//! `examples/make_bad_archives.rs`): each is rejected with its own error, by `verify` and by
+//! `unpack`, and `unpack` leaves nothing behind.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use ava_packaging::{read_manifest, unpack, verify, Error};
+
+fn corpus() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/archives/bad")
+}
+
+/// (file, does the error match, text the message must contain)
+type Case = (&'static str, fn(&Error) -> bool, &'static str);
+
+const CASES: &[Case] = &[
+    (
+        "traversal.tar",
+        |e| matches!(e, Error::UnsafePath { .. }),
+        "`..` component",
+    ),
+    (
+        "traversal-nested.tar",
+        |e| matches!(e, Error::UnsafePath { .. }),
+        "`..` component",
+    ),
+    (
+        "absolute.tar",
+        |e| matches!(e, Error::UnsafePath { .. }),
+        "absolute path",
+    ),
+    (
+        "symlink.tar",
+        |e| matches!(e, Error::ForbiddenEntryType { .. }),
+        "symlink entries are not allowed",
+    ),
+    (
+        "hardlink.tar",
+        |e| matches!(e, Error::ForbiddenEntryType { .. }),
+        "hard link entries are not allowed",
+    ),
+    (
+        "device.tar",
+        |e| matches!(e, Error::ForbiddenEntryType { .. }),
+        "device entries are not allowed",
+    ),
+    (
+        "directory.tar",
+        |e| matches!(e, Error::ForbiddenEntryType { .. }),
+        "directory entries",
+    ),
+    (
+        "duplicate.tar",
+        |e| matches!(e, Error::DuplicateEntry { .. }),
+        "appears more than once",
+    ),
+    (
+        "unlisted.tar",
+        |e| matches!(e, Error::UnlistedEntry { .. }),
+        "\"extra.txt\" is not listed",
+    ),
+    (
+        "missing.tar",
+        |e| matches!(e, Error::MissingEntry { .. }),
+        "\"hello.txt\" is listed in the manifest but missing",
+    ),
+    (
+        "size-mismatch.tar",
+        |e| matches!(e, Error::SizeMismatch { .. }),
+        "has 6 bytes, the manifest says 5",
+    ),
+    (
+        "checksum.tar",
+        |e| matches!(e, Error::ChecksumMismatch { .. }),
+        "\"hello.txt\" is corrupt",
+    ),
+    (
+        "manifest-not-first.tar",
+        |e| matches!(e, Error::Manifest { .. }),
+        "not manifest.json",
+    ),
+    (
+        "trailing-data.tar",
+        |e| matches!(e, Error::TrailingData { .. }),
+        "after the end-of-archive",
+    ),
+    (
+        "truncated.tar",
+        |e| matches!(e, Error::Truncated { .. }),
+        "truncated",
+    ),
+    (
+        "zstd-bomb.tar.zst",
+        |e| matches!(e, Error::LimitExceeded { .. }),
+        "decompressed stream exceeds the limit",
+    ),
+    (
+        "zstd-bomb-declared.tar.zst",
+        |e| matches!(e, Error::LimitExceeded { .. }),
+        "declared by the zstd frame",
+    ),
+    (
+        "huge-manifest.tar.zst",
+        |e| matches!(e, Error::LimitExceeded { .. }),
+        "manifest size exceeds the limit of 16777216",
+    ),
+    (
+        "format-version-2.tar",
+        |e| matches!(e, Error::Manifest { .. }),
+        "format_version 2 is not supported",
+    ),
+];
+
+#[test]
+fn every_corpus_file_has_a_case() {
+    let mut names: Vec<String> = fs::read_dir(corpus())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut cased: Vec<String> = CASES.iter().map(|c| c.0.to_string()).collect();
+    cased.sort();
+    assert_eq!(names, cased);
+}
+
+#[test]
+fn verify_rejects_each_with_its_error() {
+    for (file, is_expected, text) in CASES {
+        let path = corpus().join(file);
+        let err = verify(&path).expect_err(file);
+        let message = err.to_string();
+        assert!(is_expected(&err), "{file}: unexpected error {err:?}");
+        assert!(message.contains(text), "{file}: {message:?} lacks {text:?}");
+        assert!(
+            message.contains(file),
+            "{file}: the message names the archive: {message}"
+        );
+    }
+}
+
+#[test]
+fn unpack_rejects_each_and_writes_nothing() {
+    for (file, is_expected, _) in CASES {
+        let work = tempfile::tempdir().unwrap();
+        let dest = work.path().join("out");
+        let err = unpack(&corpus().join(file), &dest).expect_err(file);
+        assert!(is_expected(&err), "{file}: unexpected error {err:?}");
+        let left: Vec<_> = fs::read_dir(work.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(left.is_empty(), "{file}: left behind {left:?}");
+    }
+    // Nothing escaped into the corpus directory or its parent either.
+    assert!(!corpus().join("hello.txt").exists());
+    assert!(!corpus().parent().unwrap().join("hello.txt").exists());
+}
+
+#[test]
+fn inspect_reads_the_manifest_only_but_still_checks_it() {
+    // Entry-level problems are found by verify; the manifest itself is checked by inspect.
+    assert!(read_manifest(&corpus().join("checksum.tar")).is_ok());
+    assert!(read_manifest(&corpus().join("huge-manifest.tar.zst")).is_err());
+    assert!(read_manifest(&corpus().join("format-version-2.tar")).is_err());
+    assert!(read_manifest(&corpus().join("manifest-not-first.tar")).is_err());
+}

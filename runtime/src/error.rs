@@ -1,0 +1,43 @@
+//! The one error type of `ava-runtime`.
+
+use std::path::PathBuf;
+
+/// Result alias for this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What can go wrong while loading or running an archive.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O operation on `path` failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The archive is compressed; only an uncompressed `.tar` can be mapped in place.
+    #[error("{path}: zstd-compressed archives cannot be mapped; unpack it first (`alc unpack`)")]
+    Compressed {
+        /// The archive.
+        path: PathBuf,
+    },
+    /// The archive failed verification.
+    #[error(transparent)]
+    Package(#[from] ava_packaging::Error),
+    /// A weights entry is malformed.
+    #[error(transparent)]
+    Core(#[from] ava_core::Error),
+    /// Two weight files define the same tensor.
+    #[error("tensor {name:?} is defined by both {first} and {second}")]
+    DuplicateTensor {
+        /// The tensor name.
+        name: String,
+        /// The first entry defining it.
+        first: String,
+        /// The second entry defining it.
+        second: String,
+    },
+}

@@ -1,0 +1,181 @@
+//! An opened, verified archive: an uncompressed `.tar` mapped into memory (weights are sliced
+//! in place, nothing is extracted) or an unpacked archive directory.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Cursor;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use ava_core::{SafetensorsFile, TensorInfo, TensorView};
+use ava_packaging::{reader, Manifest, Role};
+use memmap2::Mmap;
+
+use crate::error::{Error, Result};
+
+/// Where an archive's bytes live.
+enum Storage {
+    /// One mapped `.tar`; entries are ranges of it.
+    Tar(Mmap),
+    /// An unpacked directory; each entry mapped on its own.
+    Dir(BTreeMap<String, Mmap>),
+}
+
+/// A tensor inside a weights entry.
+struct TensorSlot {
+    entry: String,
+    info: TensorInfo,
+    range: Range<usize>,
+}
+
+/// A verified archive whose entries and tensors can be read without copying.
+pub struct Package {
+    path: PathBuf,
+    manifest: Manifest,
+    storage: Storage,
+    entries: BTreeMap<String, Range<usize>>,
+    tensors: BTreeMap<String, TensorSlot>,
+}
+
+impl Package {
+    /// Opens and verifies an archive (`.tar`) or an unpacked archive directory.
+    ///
+    /// Every entry's sha256 is checked against the manifest before this returns.
+    pub fn open(path: &Path) -> Result<Self> {
+        let (manifest, storage, entries) = if path.is_dir() {
+            open_dir(path)?
+        } else {
+            open_tar(path)?
+        };
+        let mut package = Package {
+            path: path.to_path_buf(),
+            manifest,
+            storage,
+            entries,
+            tensors: BTreeMap::new(),
+        };
+        package.index_tensors()?;
+        Ok(package)
+    }
+
+    /// The archive's manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The bytes of an entry, borrowed from the mapping.
+    pub fn entry(&self, path: &str) -> Option<&[u8]> {
+        match &self.storage {
+            Storage::Tar(map) => self.entries.get(path).map(|r| &map[r.clone()]),
+            Storage::Dir(maps) => maps.get(path).map(|m| &m[..]),
+        }
+    }
+
+    /// Offset of an entry's data inside the mapped `.tar` (`None` for directories).
+    pub fn entry_offset(&self, path: &str) -> Option<u64> {
+        match self.storage {
+            Storage::Tar(_) => self.entries.get(path).map(|r| r.start as u64),
+            Storage::Dir(_) => None,
+        }
+    }
+
+    /// A tensor from any weights entry in safetensors format, borrowed in place.
+    pub fn tensor(&self, name: &str) -> Option<TensorView<'_>> {
+        let slot = self.tensors.get(name)?;
+        let bytes = self.entry(&slot.entry)?;
+        Some(TensorView {
+            name: &slot.info.name,
+            dtype: slot.info.dtype,
+            shape: &slot.info.shape,
+            data: bytes.get(slot.range.clone())?,
+        })
+    }
+
+    /// Names of all tensors, sorted.
+    pub fn tensor_names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    fn index_tensors(&mut self) -> Result<()> {
+        let weights: Vec<String> = self
+            .manifest
+            .files
+            .iter()
+            .filter(|f| f.role == Role::Weights && f.path.ends_with(".safetensors"))
+            .map(|f| f.path.clone())
+            .collect();
+        let mut tensors = BTreeMap::new();
+        for entry in weights {
+            let Some(bytes) = self.entry(&entry) else {
+                continue;
+            };
+            let label = self.path.join(&entry);
+            for (info, range) in SafetensorsFile::parse_header(&label, bytes)? {
+                if let Some(prev) = tensors.get(&info.name) {
+                    let prev: &TensorSlot = prev;
+                    return Err(Error::DuplicateTensor {
+                        name: info.name.clone(),
+                        first: prev.entry.clone(),
+                        second: entry.clone(),
+                    });
+                }
+                tensors.insert(
+                    info.name.clone(),
+                    TensorSlot {
+                        entry: entry.clone(),
+                        info,
+                        range,
+                    },
+                );
+            }
+        }
+        self.tensors = tensors;
+        Ok(())
+    }
+}
+
+type Opened = (Manifest, Storage, BTreeMap<String, Range<usize>>);
+
+fn open_tar(path: &Path) -> Result<Opened> {
+    if reader::is_zstd(path)? {
+        return Err(Error::Compressed {
+            path: path.to_path_buf(),
+        });
+    }
+    let file = File::open(path).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    // SAFETY: the mapping is read-only; the archive must not be modified while it is open
+    // (the same contract as every memory-mapped model loader). Contents are verified below.
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let mut entries = BTreeMap::new();
+    let manifest = reader::scan(path, Cursor::new(&map[..]), None, &mut |file, offset, _| {
+        let start = offset as usize;
+        entries.insert(file.path.clone(), start..start + file.size as usize);
+        Ok(())
+    })?;
+    Ok((manifest, Storage::Tar(map), entries))
+}
+
+fn open_dir(dir: &Path) -> Result<Opened> {
+    let manifest = ava_packaging::verify_dir(dir)?;
+    let mut maps = BTreeMap::new();
+    for file in &manifest.files {
+        let path = dir.join(&file.path);
+        let handle = File::open(&path).map_err(|e| Error::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+        // SAFETY: read-only mapping of a verified file; see `open_tar`.
+        let map = unsafe { Mmap::map(&handle) }.map_err(|e| Error::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+        maps.insert(file.path.clone(), map);
+    }
+    Ok((manifest, Storage::Dir(maps), BTreeMap::new()))
+}

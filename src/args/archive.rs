@@ -1,0 +1,82 @@
+//! Arguments of the archive verbs (`package`, `inspect`, `verify`, `unpack`), identical on
+//! `alc` and `aon`.
+
+use std::path::PathBuf;
+
+use ava_packaging::PackageTarget;
+use clap::{Args, Subcommand};
+
+/// The archive verbs, flattened into both binaries' command lists.
+#[derive(Subcommand, Clone, Debug)]
+pub enum ArchiveCommand {
+    /// Pack a model directory into a versioned, checksummed archive.
+    Package(PackageArgs),
+    /// Show an archive's manifest: model, provenance and files.
+    Inspect(InspectArgs),
+    /// Check every entry of an archive against its manifest (exit 0 when intact).
+    Verify(VerifyArgs),
+    /// Verify an archive and extract it into a new directory.
+    Unpack(UnpackArgs),
+}
+
+/// `package DIR -o OUT`.
+#[derive(Args, Clone, Debug)]
+#[command(
+    after_help = "OUT may be a file name or an existing directory, in which case the archive \
+gets its conventional name, e.g. gemma3-270m-q4bf16-android-arm64-v1.tar."
+)]
+pub struct PackageArgs {
+    /// A checkpoint directory (config.json, *.safetensors, tokenizer files) or a stage output.
+    pub dir: PathBuf,
+    /// Output archive file, or an existing directory to put it in.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
+    /// Compress with zstd (`.tar.zst`, for transport; unpack before mapping on a device).
+    #[arg(long)]
+    pub zstd: bool,
+    /// Package name (default: `{family}-{size}`, e.g. `gemma3-270m`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Package version.
+    #[arg(long = "package-version", value_name = "VERSION", default_value = "1")]
+    pub package_version: String,
+    /// Target the archive is for (`any` when it carries no native library).
+    #[arg(long, value_name = "TARGET")]
+    pub target: Option<PackageTarget>,
+    /// Model family (default: from config.json).
+    #[arg(long)]
+    pub family: Option<String>,
+    /// Quantization label (default: from the weights' dtype).
+    #[arg(long)]
+    pub quantization: Option<String>,
+    /// Source repository recorded in the manifest (default: from a hub cache path, else `local`).
+    #[arg(long, value_name = "REPO")]
+    pub source_repo: Option<String>,
+    /// Source revision recorded in the manifest.
+    #[arg(long, value_name = "REV")]
+    pub source_revision: Option<String>,
+}
+
+/// `inspect PKG`.
+#[derive(Args, Clone, Debug)]
+pub struct InspectArgs {
+    /// An archive (`.tar`, `.tar.zst`) or an unpacked archive directory.
+    pub package: PathBuf,
+}
+
+/// `verify PKG`.
+#[derive(Args, Clone, Debug)]
+pub struct VerifyArgs {
+    /// An archive (`.tar`, `.tar.zst`) or an unpacked archive directory.
+    pub package: PathBuf,
+}
+
+/// `unpack PKG -o DIR`.
+#[derive(Args, Clone, Debug)]
+pub struct UnpackArgs {
+    /// The archive to extract.
+    pub package: PathBuf,
+    /// Directory to create (must not exist).
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+}

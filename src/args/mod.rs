@@ -1,0 +1,26 @@
+//! Option groups shared by the verbs of both binaries, joined with `#[command(flatten)]`.
+
+mod archive;
+
+pub use archive::{ArchiveCommand, InspectArgs, PackageArgs, UnpackArgs, VerifyArgs};
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// Flags every subcommand accepts.
+#[derive(Args, Clone, Debug, Default)]
+pub struct GlobalArgs {
+    /// Print the result as JSON on stdout (human messages go to stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More detail on stderr (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Where downloaded checkpoints are cached (default: the Hugging Face hub cache).
+    #[arg(long, global = true, env = "AVA_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}

@@ -1,0 +1,91 @@
+//! `inspect PKG`: show an archive's manifest without reading its payload.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use ava_packaging::{read_dir_manifest, read_manifest, reader::is_zstd, Manifest};
+use serde::Serialize;
+
+use crate::args::InspectArgs;
+use crate::ui::{human_bytes, Ui};
+
+#[derive(Serialize)]
+struct InspectReport<'a> {
+    path: &'a Path,
+    compressed: bool,
+    archive_size: u64,
+    total_size: u64,
+    manifest: &'a Manifest,
+}
+
+/// Runs `inspect`.
+pub fn run(args: &InspectArgs, ui: &Ui) -> anyhow::Result<()> {
+    let path = &args.package;
+    let (manifest, compressed) = if path.is_dir() {
+        (read_dir_manifest(path)?, false)
+    } else {
+        (read_manifest(path)?, is_zstd(path)?)
+    };
+    let archive_size = std::fs::metadata(path)
+        .with_context(|| path.display().to_string())?
+        .len();
+    let report = InspectReport {
+        path,
+        compressed,
+        archive_size,
+        total_size: manifest.total_size(),
+        manifest: &manifest,
+    };
+    ui.result(&report, || describe(&manifest, compressed))
+}
+
+/// The human-readable summary of a manifest.
+fn describe(m: &Manifest, compressed: bool) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{} {} (format v{}{})",
+        m.name,
+        m.version,
+        m.format_version,
+        if compressed { ", zstd" } else { "" }
+    );
+    let _ = writeln!(s, "  family        {}", m.family);
+    let _ = writeln!(s, "  quantization  {}", m.quantization);
+    let _ = writeln!(s, "  target        {}", m.target);
+    let _ = writeln!(
+        s,
+        "  created by    {} {} (git {})",
+        m.created_by.tool, m.created_by.version, m.created_by.git_commit
+    );
+    let rev = m.source.revision.as_deref().unwrap_or("-");
+    let _ = writeln!(
+        s,
+        "  source        {} @ {} ({} input files)",
+        m.source.repository,
+        rev,
+        m.source.files.len()
+    );
+    if !m.stages.is_empty() {
+        let names: Vec<&str> = m.stages.keys().map(String::as_str).collect();
+        let _ = writeln!(s, "  stages        {}", names.join(", "));
+    }
+    let _ = writeln!(
+        s,
+        "  files         {} ({})",
+        m.files.len(),
+        human_bytes(m.total_size())
+    );
+    for f in &m.files {
+        let _ = writeln!(
+            s,
+            "    {:<10} {:>10}  {}  {}",
+            f.role.to_string(),
+            human_bytes(f.size),
+            &f.sha256[..12],
+            f.path
+        );
+    }
+    s
+}

@@ -1,0 +1,97 @@
+//! What a command prints: human messages on stderr, the machine-readable result on stdout with
+//! `--json`, and progress bars on a terminal only.
+
+use std::io::{IsTerminal, Write};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::args::GlobalArgs;
+use crate::Tool;
+
+/// Output settings of one invocation.
+#[derive(Clone, Debug)]
+pub struct Ui {
+    /// Which binary is running.
+    pub tool: Tool,
+    /// Emit JSON on stdout.
+    pub json: bool,
+    quiet: bool,
+    verbose: u8,
+}
+
+impl Ui {
+    /// Output settings from the global flags.
+    pub fn new(tool: Tool, global: &GlobalArgs) -> Self {
+        Ui {
+            tool,
+            json: global.json,
+            quiet: global.quiet,
+            verbose: global.verbose,
+        }
+    }
+
+    /// A status line on stderr (suppressed by `--quiet`).
+    pub fn info(&self, msg: impl AsRef<str>) {
+        if !self.quiet {
+            eprintln!("{}", msg.as_ref());
+        }
+    }
+
+    /// A detail line on stderr, shown with `-v`.
+    pub fn detail(&self, msg: impl AsRef<str>) {
+        if self.verbose > 0 && !self.quiet {
+            eprintln!("{}", msg.as_ref());
+        }
+    }
+
+    /// The command's result: `value` as JSON with `--json`, else the human text on stdout.
+    pub fn result<T: Serialize>(
+        &self,
+        value: &T,
+        human: impl FnOnce() -> String,
+    ) -> anyhow::Result<()> {
+        let mut out = std::io::stdout().lock();
+        if self.json {
+            serde_json::to_writer_pretty(&mut out, value)?;
+            writeln!(out)?;
+        } else {
+            write!(out, "{}", human())?;
+        }
+        out.flush()?;
+        Ok(())
+    }
+
+    /// A byte-count progress bar on stderr, hidden unless stderr is a terminal and output is
+    /// neither quiet nor JSON.
+    pub fn bytes_progress(&self, total: u64, what: &str) -> ProgressBar {
+        if self.quiet || self.json || !std::io::stderr().is_terminal() {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(total);
+        let style = ProgressStyle::with_template(
+            "{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.set_message(what.to_string());
+        bar
+    }
+}
+
+/// `1234567` -> `1.2 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
