@@ -51,7 +51,6 @@ test-cross:
 	$(CARGO) build -p ava-runtime --target aarch64-linux-android
 
 docs-check:
-	$(CARGO) run -q --bin alc -- --help >/dev/null
 	./scripts/docs-check
 
 demo: setup

@@ -1,1 +1,23 @@
-//! Tensors, checkpoints and model configs.
+//! Tensors, memory-mapped safetensors checkpoints and typed model configs.
+//!
+//! This is the bottom of the stack: it reads a Hugging Face style checkpoint directory
+//! ([`Checkpoint`]), validates every `.safetensors` file before handing out tensor bytes
+//! ([`SafetensorsFile`]), and parses `config.json` into typed configs for the supported
+//! families ([`Gemma3Config`], [`AlbertConfig`]). It also names the deployment [`Target`]s.
+#![deny(missing_docs)]
+
+pub mod checkpoint;
+pub mod config;
+pub mod dtype;
+pub mod error;
+pub mod safetensors_file;
+pub mod target;
+pub mod tensor;
+
+pub use checkpoint::{Checkpoint, CheckpointFile, FileRole};
+pub use config::{AlbertConfig, Gemma3Config, LayerKind, ModelFamily, RopeParams, RopeScaling};
+pub use dtype::DType;
+pub use error::{Error, Result};
+pub use safetensors_file::SafetensorsFile;
+pub use target::Target;
+pub use tensor::{TensorInfo, TensorView};

@@ -222,8 +222,7 @@ pub fn scan(
             entry: missing.path.clone(),
         });
     }
-    drop(tar);
-    check_trailer(archive, &mut budget)?;
+    check_trailer(archive, tar.into_inner())?;
     Ok(manifest)
 }
 

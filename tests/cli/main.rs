@@ -1,0 +1,95 @@
+//! End-to-end tests of the `alc` and `aon` binaries: one integration binary, topic modules,
+//! and a helper for running a binary in a temporary directory.
+
+mod archive;
+mod checkpoint;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository's `fixtures/` directory.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// The bundled tiny Gemma 3 checkpoint (transformers-5 config keys).
+pub fn gemma3_tiny() -> PathBuf {
+    fixtures().join("models/gemma3-tiny")
+}
+
+/// A finished run of one of the binaries.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// The stdout parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {}", self.stdout))
+    }
+
+    /// Asserts success and returns self.
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+fn run_bin(bin: &str, dir: &Path, args: &[&str]) -> Run {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = Command::new(bin)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("AVA_CACHE_DIR")
+        .output()
+        .expect("binary runs");
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// Runs `alc` in `dir`.
+pub fn alc(dir: &Path, args: &[&str]) -> Run {
+    run_bin(env!("CARGO_BIN_EXE_alc"), dir, args)
+}
+
+/// Runs `aon` in `dir`.
+pub fn aon(dir: &Path, args: &[&str]) -> Run {
+    run_bin(env!("CARGO_BIN_EXE_aon"), dir, args)
+}
+
+/// Copies a directory tree (regular files only).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Names of the entries in `dir`, sorted.
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
