@@ -56,12 +56,12 @@ docs-check:
 demo: setup
 	$(CARGO) build --release --bins
 	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
-	./target/release/alc package $(DEMO_MODEL) -o $(DEMO_DIR)
+	./target/release/alc package $(DEMO_MODEL) -o $(DEMO_DIR) --exclude goldens.json
 	./target/release/alc inspect $(DEMO_DIR)/*.tar
 	./target/release/alc verify $(DEMO_DIR)/*.tar
 	./target/release/alc unpack $(DEMO_DIR)/*.tar -o $(DEMO_DIR)/unpacked
 	./target/release/alc verify $(DEMO_DIR)/unpacked
-	./target/release/alc package $(DEMO_MODEL) -o $(DEMO_DIR) --zstd -q
+	./target/release/alc package $(DEMO_MODEL) -o $(DEMO_DIR) --exclude goldens.json --zstd -q
 	./target/release/alc verify $(DEMO_DIR)/*.tar.zst
 	@ls -l $(DEMO_DIR)
 

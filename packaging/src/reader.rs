@@ -103,6 +103,7 @@ pub fn unpack(path: &Path, dest: &Path) -> Result<Manifest> {
     let json =
         crate::writer::manifest_bytes(&manifest).map_err(|e| Error::io(&manifest_path, e))?;
     std::fs::write(&manifest_path, json).map_err(|e| Error::io(&manifest_path, e))?;
+    crate::writer::set_mode(&root, crate::writer::OUTPUT_DIR_MODE)?;
     let kept = tmp.keep();
     std::fs::rename(&kept, dest).map_err(|e| {
         let _ = std::fs::remove_dir_all(&kept);

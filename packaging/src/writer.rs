@@ -25,6 +25,10 @@ pub const ALIGNMENT: u64 = 4096;
 pub const ZSTD_LEVEL: i32 = 10;
 const BLOCK: u64 = 512;
 const FILE_MODE: u32 = 0o644;
+/// Permissions of a written archive and of unpacked files.
+pub(crate) const OUTPUT_FILE_MODE: u32 = 0o644;
+/// Permissions of an unpacked directory.
+pub(crate) const OUTPUT_DIR_MODE: u32 = 0o755;
 /// The pax record key used for padding.
 const PAD_KEY: &str = "comment";
 /// Name of the padding extended header (readers apply it to the next entry, never extract it).
@@ -120,8 +124,22 @@ pub fn write_archive(
     tmp.as_file()
         .sync_all()
         .map_err(|e| Error::io(tmp.path(), e))?;
+    set_mode(tmp.path(), OUTPUT_FILE_MODE)?;
     tmp.persist(out).map_err(|e| Error::io(out, e.error))?;
     Ok(manifest)
+}
+
+/// Temporary files are created private (0600); outputs get ordinary permissions.
+pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io(path, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    Ok(())
 }
 
 fn finish_buf(w: BufWriter<File>) -> io::Result<()> {

@@ -31,6 +31,9 @@ pub struct PackageArgs {
     /// Output archive file, or an existing directory to put it in.
     #[arg(short, long, value_name = "OUT")]
     pub output: PathBuf,
+    /// Leave out files matching this glob (relative path, e.g. `goldens.json`, `*.md`); repeatable.
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
     /// Compress with zstd (`.tar.zst`, for transport; unpack before mapping on a device).
     #[arg(long)]
     pub zstd: bool,

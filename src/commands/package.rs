@@ -13,6 +13,7 @@ use ava_packaging::{
     size_label, write_archive, Compression, CreatedBy, InputFile, Manifest, PackageSpec,
     PackageTarget, Role, Source,
 };
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::args::PackageArgs;
@@ -53,7 +54,8 @@ pub fn run(args: &PackageArgs, ui: &Ui) -> anyhow::Result<()> {
         bail!("{}: not a directory", dir.display());
     }
     let stage = read_stage_file(dir)?;
-    let inputs = collect_inputs(dir)?;
+    let exclude = glob_set(&args.exclude)?;
+    let inputs = collect_inputs(dir, &exclude)?;
     let checkpoint = if dir.join("config.json").is_file() {
         Some(
             Checkpoint::open(dir)
@@ -106,6 +108,19 @@ pub fn run(args: &PackageArgs, ui: &Ui) -> anyhow::Result<()> {
     })
 }
 
+/// Compiles `--exclude` patterns; `*` does not cross `/`.
+fn glob_set(patterns: &[String]) -> anyhow::Result<GlobSet> {
+    let mut set = GlobSetBuilder::new();
+    for pattern in patterns {
+        let glob = GlobBuilder::new(pattern)
+            .literal_separator(true)
+            .build()
+            .with_context(|| format!("--exclude {pattern:?}"))?;
+        set.add(glob);
+    }
+    Ok(set.build()?)
+}
+
 fn read_stage_file(dir: &Path) -> anyhow::Result<StageFile> {
     let path = dir.join(STAGE_FILE);
     if !path.exists() {
@@ -118,9 +133,10 @@ fn read_stage_file(dir: &Path) -> anyhow::Result<StageFile> {
 
 /// Every regular file under `dir` (symlinks followed, as in a hub snapshot), hidden entries
 /// and the stage file skipped, sorted by archive path.
-fn collect_inputs(dir: &Path) -> anyhow::Result<Vec<InputFile>> {
+fn collect_inputs(dir: &Path, exclude: &GlobSet) -> anyhow::Result<Vec<InputFile>> {
     let mut inputs = Vec::new();
     walk(dir, "", &mut inputs)?;
+    inputs.retain(|input| !exclude.is_match(&input.path));
     if inputs.is_empty() {
         bail!("{}: no files to package", dir.display());
     }
