@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use ava_packaging::PackageTarget;
 use clap::{Args, Subcommand};
 
-/// The archive verbs, flattened into both binaries' command lists.
+/// Verbs both binaries share (one implementation), flattened into their command lists.
 #[derive(Subcommand, Clone, Debug)]
-pub enum ArchiveCommand {
+pub enum CommonCommand {
     /// Pack a model directory into a versioned, checksummed archive.
     Package(PackageArgs),
     /// Show an archive's manifest: model, provenance and files.

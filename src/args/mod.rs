@@ -2,7 +2,7 @@
 
 mod archive;
 
-pub use archive::{ArchiveCommand, InspectArgs, PackageArgs, UnpackArgs, VerifyArgs};
+pub use archive::{CommonCommand, InspectArgs, PackageArgs, UnpackArgs, VerifyArgs};
 
 use std::path::PathBuf;
 

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use ava::args::{ArchiveCommand, GlobalArgs};
+use ava::args::{CommonCommand, GlobalArgs};
 use ava::ui::Ui;
 use ava::{commands, finish, Tool, LONG_VERSION};
 use clap::{Parser, Subcommand};
@@ -20,14 +20,14 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     #[command(flatten)]
-    Archive(ArchiveCommand),
+    Archive(CommonCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let ui = Ui::new(Tool::Aon, &cli.global);
     let result = match &cli.command {
-        Command::Archive(cmd) => commands::run_archive(cmd, &ui),
+        Command::Archive(cmd) => commands::run_common(cmd, &ui),
     };
     finish(&ui, result)
 }

@@ -5,15 +5,15 @@ pub mod package;
 pub mod unpack;
 pub mod verify;
 
-use crate::args::ArchiveCommand;
+use crate::args::CommonCommand;
 use crate::ui::Ui;
 
 /// Runs one of the archive verbs shared by both binaries.
-pub fn run_archive(command: &ArchiveCommand, ui: &Ui) -> anyhow::Result<()> {
+pub fn run_common(command: &CommonCommand, ui: &Ui) -> anyhow::Result<()> {
     match command {
-        ArchiveCommand::Package(args) => package::run(args, ui),
-        ArchiveCommand::Inspect(args) => inspect::run(args, ui),
-        ArchiveCommand::Verify(args) => verify::run(args, ui),
-        ArchiveCommand::Unpack(args) => unpack::run(args, ui),
+        CommonCommand::Package(args) => package::run(args, ui),
+        CommonCommand::Inspect(args) => inspect::run(args, ui),
+        CommonCommand::Verify(args) => verify::run(args, ui),
+        CommonCommand::Unpack(args) => unpack::run(args, ui),
     }
 }
