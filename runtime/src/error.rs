@@ -30,6 +30,29 @@ pub enum Error {
     /// A weights entry is malformed.
     #[error(transparent)]
     Core(#[from] ava_core::Error),
+    /// A file the model needs is absent.
+    #[error("{path}: missing")]
+    MissingFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The model's weights or config do not fit the architecture.
+    #[error("{0}")]
+    Model(String),
+    /// The tokenizer could not be loaded or failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// The context window is full.
+    #[error("context full: {needed} positions needed, the session holds {max} (start a new session or raise the context length)")]
+    ContextFull {
+        /// Positions the request needs.
+        needed: usize,
+        /// The session's context length.
+        max: usize,
+    },
+    /// Bad generation request (empty prompt, token id out of range, ...).
+    #[error("{0}")]
+    Request(String),
     /// Two weight files define the same tensor.
     #[error("tensor {name:?} is defined by both {first} and {second}")]
     DuplicateTensor {

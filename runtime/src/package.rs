@@ -58,6 +58,11 @@ impl Package {
         Ok(package)
     }
 
+    /// The archive's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The archive's manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest

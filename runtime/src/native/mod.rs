@@ -1,0 +1,13 @@
+//! The pure-Rust `native` backend: every kernel the models need, in f32 arithmetic.
+//!
+//! It is the reference for parity tests and the fallback where no TVM library exists. Inner
+//! loops are written so LLVM vectorises them for the baseline of each target (SSE2 on x86_64,
+//! NEON on aarch64); faster paths chosen at run time sit beside them in `simd`.
+
+mod matrix;
+mod ops;
+mod simd;
+
+pub use matrix::{Matrix, WeightData};
+pub use ops::{add_in_place, gelu_tanh_gate, rms_norm, rms_norm_rows, softmax_in_place, Rope};
+pub use simd::dot;

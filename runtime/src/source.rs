@@ -1,0 +1,72 @@
+//! Where a model's files come from: an archive (mapped `.tar` or unpacked directory with a
+//! manifest) or a plain Hugging Face checkpoint directory.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+
+use ava_core::{Checkpoint, TensorView};
+use ava_packaging::MANIFEST_NAME;
+
+use crate::error::{Error, Result};
+use crate::package::Package;
+
+/// An opened model: tensors by name plus side files (`config.json`, `tokenizer.json`).
+pub enum ModelSource {
+    /// A verified archive.
+    Package(Box<Package>),
+    /// A checkpoint directory (validated safetensors, no manifest).
+    Checkpoint(Checkpoint),
+}
+
+impl ModelSource {
+    /// Opens `path`: an archive file, an unpacked archive (a directory with `manifest.json`),
+    /// or a checkpoint directory.
+    pub fn open(path: &Path) -> Result<Self> {
+        if path.is_dir() && !path.join(MANIFEST_NAME).is_file() {
+            return Ok(ModelSource::Checkpoint(Checkpoint::open(path)?));
+        }
+        if !path.exists() {
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no such file or directory",
+                ),
+            });
+        }
+        Ok(ModelSource::Package(Box::new(Package::open(path)?)))
+    }
+
+    /// A tensor by full name.
+    pub fn tensor(&self, name: &str) -> Option<TensorView<'_>> {
+        match self {
+            ModelSource::Package(p) => p.tensor(name),
+            ModelSource::Checkpoint(c) => c.tensor(name).ok(),
+        }
+    }
+
+    /// A side file's bytes (`config.json`, `tokenizer.json`, ...).
+    pub fn file(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        match self {
+            ModelSource::Package(p) => p.entry(name).map(Cow::Borrowed),
+            ModelSource::Checkpoint(c) => std::fs::read(c.dir().join(name)).ok().map(Cow::Owned),
+        }
+    }
+
+    /// A path naming a file of this model in messages.
+    pub fn label(&self, name: &str) -> PathBuf {
+        match self {
+            ModelSource::Package(p) => p.path().join(name),
+            ModelSource::Checkpoint(c) => c.dir().join(name),
+        }
+    }
+
+    /// `config.json`, parsed.
+    pub fn config_json(&self) -> Result<serde_json::Value> {
+        let path = self.label("config.json");
+        let bytes = self
+            .file("config.json")
+            .ok_or_else(|| Error::MissingFile { path: path.clone() })?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Model(format!("{}: {e}", path.display())))
+    }
+}
