@@ -7,11 +7,17 @@
 
 pub mod error;
 pub mod gemma3;
+pub mod generate;
 pub mod native;
 pub mod package;
+pub mod sampling;
 pub mod source;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
 pub use gemma3::{Gemma3, KvCache};
+pub use generate::{Engine, GenerateOptions, Generation, Piece, Session, StopReason, Timings};
 pub use package::Package;
+pub use sampling::SamplingParams;
 pub use source::ModelSource;
+pub use tokenizer::Tokenizer;
