@@ -9,7 +9,7 @@ DEMO_DIR := target/demo
 DEMO_MODEL := fixtures/models/gemma3-tiny
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup build test test-cross lint docs-check demo bench fuzz clean fixtures-archives
+.PHONY: help setup build test test-cross lint docs-check demo bench fuzz clean fixtures-archives real-models test-real
 
 help:
 	@echo "make demo        package, inspect, verify and unpack the bundled tiny Gemma 3 checkpoint"
@@ -20,6 +20,8 @@ help:
 	@echo "make docs-check  check that docs/cli.md matches the binaries' --help"
 	@echo "make bench       benchmarks (results in docs/benchmarks.md)"
 	@echo "make fuzz        run the fuzz targets briefly (nightly toolchain, cargo-fuzz)"
+	@echo "make real-models fetch the real Gemma 3 270M GGUF + tokenizer into .cache/models and convert it"
+	@echo "make test-real   real-models, then the ignored real_* tests against the converted model"
 
 setup:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -69,6 +71,8 @@ bench:
 	@echo "No benchmarks yet: they arrive with the runtime (issue 4). See docs/benchmarks.md."
 
 fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	@rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
 	cd fuzz && $(CARGO) +nightly fuzz run archive_reader -- -max_total_time=60
 	cd fuzz && $(CARGO) +nightly fuzz run checkpoint_loader -- -max_total_time=60
 
@@ -78,3 +82,12 @@ fixtures-archives:
 
 clean:
 	$(CARGO) clean
+
+# The real Gemma 3 270M (Gemma Terms of Use: cached in .cache/models, never committed).
+# See scripts/fetch-real-models and docs/formats/gguf-import.md.
+real-models:
+	$(CARGO) build --release --bins
+	ALC=target/release/alc ./scripts/fetch-real-models
+
+test-real: real-models
+	$(CARGO) test --test cli -- --ignored real_

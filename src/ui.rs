@@ -9,13 +9,15 @@ use serde::Serialize;
 use crate::args::GlobalArgs;
 use crate::Tool;
 
-/// Output settings of one invocation.
+/// Settings of one invocation: output, and the global options every verb may need.
 #[derive(Clone, Debug)]
 pub struct Ui {
     /// Which binary is running.
     pub tool: Tool,
     /// Emit JSON on stdout.
     pub json: bool,
+    /// The global `--cache-dir`.
+    pub cache_dir: Option<std::path::PathBuf>,
     quiet: bool,
     verbose: u8,
 }
@@ -26,6 +28,7 @@ impl Ui {
         Ui {
             tool,
             json: global.json,
+            cache_dir: global.cache_dir.clone(),
             quiet: global.quiet,
             verbose: global.verbose,
         }

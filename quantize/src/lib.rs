@@ -1,3 +1,23 @@
-//! Weight quantization formats (Q4BF16, Q8BF16) and calibration.
+//! Weight formats: reading GGML/GGUF quantized models today; Q4BF16 / Q8BF16 quantization and
+//! calibration for our own archives later (issue 5).
 //!
-//! Reserved: the block formats, reference dequantizers and calibration arrive with issue 5.
+//! - [`gguf`]: a bounded, memory-mapped GGUF v2/v3 reader (header, metadata, tensor table).
+//! - [`blocks`]: the GGML block formats (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K,
+//!   Q5_K, Q6_K, Q8_K) as `#[repr(C)]` structs with scalar reference dequantizers that match
+//!   ggml and gguf-py bit for bit.
+//! - [`import`]: a llama.cpp `gemma3` GGUF -> Hugging Face `Gemma3ForCausalLM` checkpoint
+//!   (f32 or bf16 safetensors + transformers-5 `config.json`), behind `alc convert`.
+//!
+//! The stage sits between `ava-core` (checkpoints) and the kernel build: `download ->
+//! checkpoint -> (convert) -> quantize -> build -> package -> runtime`.
+#![deny(missing_docs)]
+
+pub mod blocks;
+pub mod error;
+pub mod gguf;
+pub mod import;
+
+pub use blocks::{dequantize, GgmlType};
+pub use error::{Error, Result};
+pub use gguf::{GgufFile, TensorInfo};
+pub use import::{ImportPlan, OutDtype};

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use ava_core::{SafetensorsFile, TensorInfo, TensorView};
 use ava_packaging::{reader, Manifest, Role};
+use std::sync::Arc;
+
 use memmap2::Mmap;
 
 use crate::error::{Error, Result};
@@ -16,9 +18,9 @@ use crate::error::{Error, Result};
 /// Where an archive's bytes live.
 enum Storage {
     /// One mapped `.tar`; entries are ranges of it.
-    Tar(Mmap),
+    Tar(Arc<Mmap>),
     /// An unpacked directory; each entry mapped on its own.
-    Dir(BTreeMap<String, Mmap>),
+    Dir(BTreeMap<String, Arc<Mmap>>),
 }
 
 /// A tensor inside a weights entry.
@@ -73,6 +75,21 @@ impl Package {
         match &self.storage {
             Storage::Tar(map) => self.entries.get(path).map(|r| &map[r.clone()]),
             Storage::Dir(maps) => maps.get(path).map(|m| &m[..]),
+        }
+    }
+
+    /// The mapping that holds `bytes` (a slice this package handed out) and their offset in it,
+    /// so weights can be used in place for as long as the mapping lives.
+    pub fn mapping_of(&self, bytes: &[u8]) -> Option<(Arc<Mmap>, usize)> {
+        let inside = |map: &Arc<Mmap>| {
+            let start = map.as_ptr() as usize;
+            let at = bytes.as_ptr() as usize;
+            (at >= start && at + bytes.len() <= start + map.len())
+                .then(|| (map.clone(), at - start))
+        };
+        match &self.storage {
+            Storage::Tar(map) => inside(map),
+            Storage::Dir(maps) => maps.values().find_map(inside),
         }
     }
 
@@ -163,7 +180,7 @@ fn open_tar(path: &Path) -> Result<Opened> {
         entries.insert(file.path.clone(), start..start + file.size as usize);
         Ok(())
     })?;
-    Ok((manifest, Storage::Tar(map), entries))
+    Ok((manifest, Storage::Tar(Arc::new(map)), entries))
 }
 
 fn open_dir(dir: &Path) -> Result<Opened> {
@@ -180,7 +197,7 @@ fn open_dir(dir: &Path) -> Result<Opened> {
             path: path.clone(),
             source: e,
         })?;
-        maps.insert(file.path.clone(), map);
+        maps.insert(file.path.clone(), Arc::new(map));
     }
     Ok((manifest, Storage::Dir(maps), BTreeMap::new()))
 }

@@ -45,6 +45,14 @@ impl ModelSource {
         }
     }
 
+    /// The mapping that holds a tensor's bytes, when they can be used in place (archives).
+    pub fn mapping_of(&self, bytes: &[u8]) -> Option<(std::sync::Arc<memmap2::Mmap>, usize)> {
+        match self {
+            ModelSource::Package(p) => p.mapping_of(bytes),
+            ModelSource::Checkpoint(_) => None,
+        }
+    }
+
     /// A side file's bytes (`config.json`, `tokenizer.json`, ...).
     pub fn file(&self, name: &str) -> Option<Cow<'_, [u8]>> {
         match self {

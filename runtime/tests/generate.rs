@@ -99,6 +99,11 @@ fn archives_generate_the_same_as_checkpoints() {
     let p = &prompts(&dir)[1];
     let input = ids(&p["input_ids"]);
     let from_archive = Engine::open(&archive).unwrap();
+    assert!(
+        from_archive.model().weights_mapped(),
+        "archive weights are used in place"
+    );
+    assert!(!Engine::open(&dir).unwrap().model().weights_mapped());
     let out = from_archive
         .session(256)
         .generate(&input, &greedy(32), &mut |_| true)

@@ -1,14 +1,18 @@
-//! Arguments of the archive verbs (`package`, `inspect`, `verify`, `unpack`), identical on
-//! `alc` and `aon`.
+//! Arguments of the verbs shared by `alc` and `aon` (`download`, and the archive verbs
+//! `package`, `inspect`, `verify`, `unpack`).
 
 use std::path::PathBuf;
 
 use ava_packaging::PackageTarget;
 use clap::{Args, Subcommand};
 
+use super::{DownloadArgs, HubArgs};
+
 /// Verbs both binaries share (one implementation), flattened into their command lists.
 #[derive(Subcommand, Clone, Debug)]
 pub enum CommonCommand {
+    /// Download a model repository from the Hugging Face hub into the shared cache.
+    Download(DownloadArgs),
     /// Pack a model directory into a versioned, checksummed archive.
     Package(PackageArgs),
     /// Show an archive's manifest: model, provenance and files.
@@ -26,7 +30,9 @@ pub enum CommonCommand {
 gets its conventional name, e.g. gemma3-270m-q4bf16-android-arm64-v1.tar."
 )]
 pub struct PackageArgs {
-    /// A checkpoint directory (config.json, *.safetensors, tokenizer files) or a stage output.
+    /// A checkpoint directory (config.json, *.safetensors, tokenizer files), a stage output, or a
+    /// hub repository id (`org/name[@REV]`, downloaded first).
+    #[arg(value_name = "DIR|REPO_ID")]
     pub dir: PathBuf,
     /// Output archive file, or an existing directory to put it in.
     #[arg(short, long, value_name = "OUT")]
@@ -58,6 +64,8 @@ pub struct PackageArgs {
     /// Source revision recorded in the manifest.
     #[arg(long, value_name = "REV")]
     pub source_revision: Option<String>,
+    #[command(flatten)]
+    pub hub: HubArgs,
 }
 
 /// `inspect PKG`.

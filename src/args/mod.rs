@@ -1,8 +1,14 @@
 //! Option groups shared by the verbs of both binaries, joined with `#[command(flatten)]`.
 
 mod archive;
+mod convert;
+mod download;
+pub mod run;
 
 pub use archive::{CommonCommand, InspectArgs, PackageArgs, UnpackArgs, VerifyArgs};
+pub use convert::{ConvertArgs, ConvertDtype};
+pub use download::{DownloadArgs, HubArgs};
+pub use run::RunArgs;
 
 use std::path::PathBuf;
 

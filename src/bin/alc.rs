@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use ava::args::{CommonCommand, GlobalArgs};
+use ava::args::{CommonCommand, ConvertArgs, GlobalArgs, RunArgs};
 use ava::ui::Ui;
 use ava::{commands, finish, Tool, LONG_VERSION};
 use clap::{Parser, Subcommand};
@@ -20,14 +20,20 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     #[command(flatten)]
-    Archive(CommonCommand),
+    Common(CommonCommand),
+    /// Convert a GGUF file into a Hugging Face-layout checkpoint (safetensors + config.json).
+    Convert(ConvertArgs),
+    /// Generate text with a Gemma 3 archive or checkpoint, streaming to stdout.
+    Run(RunArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let ui = Ui::new(Tool::Alc, &cli.global);
     let result = match &cli.command {
-        Command::Archive(cmd) => commands::run_common(cmd, &ui),
+        Command::Common(cmd) => commands::run_common(cmd, &ui),
+        Command::Convert(args) => commands::convert::run(args, &ui),
+        Command::Run(args) => commands::run::run(args, &ui),
     };
     finish(&ui, result)
 }

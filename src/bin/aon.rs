@@ -20,14 +20,14 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     #[command(flatten)]
-    Archive(CommonCommand),
+    Common(CommonCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let ui = Ui::new(Tool::Aon, &cli.global);
     let result = match &cli.command {
-        Command::Archive(cmd) => commands::run_common(cmd, &ui),
+        Command::Common(cmd) => commands::run_common(cmd, &ui),
     };
     finish(&ui, result)
 }

@@ -1,7 +1,10 @@
 //! One module per verb, each with a single `run`.
 
+pub mod convert;
+pub mod download;
 pub mod inspect;
 pub mod package;
+pub mod run;
 pub mod unpack;
 pub mod verify;
 
@@ -11,6 +14,7 @@ use crate::ui::Ui;
 /// Runs one of the archive verbs shared by both binaries.
 pub fn run_common(command: &CommonCommand, ui: &Ui) -> anyhow::Result<()> {
     match command {
+        CommonCommand::Download(args) => download::run(args, ui),
         CommonCommand::Package(args) => package::run(args, ui),
         CommonCommand::Inspect(args) => inspect::run(args, ui),
         CommonCommand::Verify(args) => verify::run(args, ui),

@@ -1,6 +1,7 @@
 //! `package DIR -o OUT`: a model directory becomes a v1 archive.
 //!
-//! The directory is either a Hugging Face checkpoint or a stage output; an optional
+//! The directory is either a Hugging Face checkpoint or a stage output (or a hub repository id,
+//! downloaded into the cache first, whose snapshot path then names the source); an optional
 //! `ava-stage.json` in it (see `docs/formats/stage-dir.md`) supplies the manifest fields and
 //! stage metadata that earlier stages recorded. Command-line flags override both.
 
@@ -17,6 +18,7 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::args::PackageArgs;
+use crate::hub::resolve_checkpoint;
 use crate::ui::{human_bytes, Ui};
 
 /// File in a stage output directory holding manifest fields and stage metadata.
@@ -49,7 +51,10 @@ struct PackageReport<'a> {
 
 /// Runs `package`.
 pub fn run(args: &PackageArgs, ui: &Ui) -> anyhow::Result<()> {
-    let dir = &args.dir;
+    let dir = &match args.dir.to_str() {
+        Some(arg) => resolve_checkpoint(arg, &args.hub.options(ui), ui)?,
+        None => args.dir.clone(),
+    };
     if !dir.is_dir() {
         bail!("{}: not a directory", dir.display());
     }
@@ -64,7 +69,7 @@ pub fn run(args: &PackageArgs, ui: &Ui) -> anyhow::Result<()> {
     } else {
         None
     };
-    let spec = package_spec(args, ui, stage, checkpoint.as_ref())?;
+    let spec = package_spec(args, dir, ui, stage, checkpoint.as_ref())?;
     let zstd = args.zstd || args.output.extension().is_some_and(|e| e == "zst");
     let total: u64 = inputs
         .iter()
@@ -184,6 +189,7 @@ fn walk(root: &Path, prefix: &str, out: &mut Vec<InputFile>) -> anyhow::Result<(
 
 fn package_spec(
     args: &PackageArgs,
+    dir: &Path,
     ui: &Ui,
     stage: StageFile,
     checkpoint: Option<&Checkpoint>,
@@ -192,7 +198,7 @@ fn package_spec(
         (Some(f), _, _) => f.clone(),
         (None, Some(f), _) => f,
         (None, None, Some(ck)) => ck.family()?.name().to_string(),
-        (None, None, None) => bail!("{}: no config.json: pass --family", args.dir.display()),
+        (None, None, None) => bail!("{}: no config.json: pass --family", dir.display()),
     };
     if let Some(ck) = checkpoint {
         check_checkpoint(ck)?;
@@ -203,16 +209,16 @@ fn package_spec(
         (None, None, Some(ck)) => weights_quantization(ck),
         (None, None, None) => bail!(
             "{}: cannot tell the quantization: pass --quantization",
-            args.dir.display()
+            dir.display()
         ),
     };
     let name = match (&args.name, stage.name, checkpoint) {
         (Some(n), _, _) => n.clone(),
         (None, Some(n), _) => n,
         (None, None, Some(ck)) => format!("{family}-{}", size_label(ck.num_parameters())),
-        (None, None, None) => bail!("{}: pass --name", args.dir.display()),
+        (None, None, None) => bail!("{}: pass --name", dir.display()),
     };
-    let mut source = stage.source.unwrap_or_else(|| hub_source(&args.dir));
+    let mut source = stage.source.unwrap_or_else(|| hub_source(dir));
     if let Some(repo) = &args.source_repo {
         source.repository = repo.clone();
     }

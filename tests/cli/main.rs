@@ -3,6 +3,10 @@
 
 mod archive;
 mod checkpoint;
+mod convert;
+mod download;
+mod hubserver;
+mod run;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

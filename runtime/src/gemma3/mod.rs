@@ -57,8 +57,13 @@ impl Gemma3 {
             ));
         }
         let p = cfg.weight_prefix.clone();
-        let matrix =
-            |name: String| -> Result<Matrix> { Matrix::from_view(&tensor(source, &name)?) };
+        let matrix = |name: String| -> Result<Matrix> {
+            let view = tensor(source, &name)?;
+            match source.mapping_of(view.data) {
+                Some((map, offset)) => Matrix::from_mapped(&view, map, offset),
+                None => Matrix::from_view(&view),
+            }
+        };
         let vector =
             |name: String| -> Result<Vec<f32>> { Ok(tensor(source, &name)?.to_f32_vec()?) };
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
@@ -104,6 +109,11 @@ impl Gemma3 {
     /// The model's config.
     pub fn config(&self) -> &Gemma3Config {
         &self.cfg
+    }
+
+    /// Whether the big matrices are used in place from a mapped archive (no copy).
+    pub fn weights_mapped(&self) -> bool {
+        self.embed.is_mapped()
     }
 
     /// Bytes of weights held in memory.

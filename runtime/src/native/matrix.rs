@@ -1,6 +1,9 @@
 //! Weight matrices in their stored float format, and the matrix product against activations.
 
+use std::sync::Arc;
+
 use ava_core::{DType, TensorView};
+use memmap2::Mmap;
 use rayon::prelude::*;
 
 use super::simd::dot;
@@ -9,16 +12,23 @@ use crate::error::{Error, Result};
 /// Rows computed per parallel task.
 const ROWS_PER_TASK: usize = 16;
 
-/// Weight values as stored: f32, or 16-bit floats widened on the fly.
+/// Where weight values live: copied into memory, or in place in a mapped archive.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum WeightData {
-    /// 32-bit floats.
+    /// Owned 32-bit floats.
     F32(Vec<f32>),
-    /// bfloat16 bit patterns.
-    Bf16(Vec<u16>),
-    /// IEEE half bit patterns.
-    F16(Vec<u16>),
+    /// Owned 16-bit patterns (bf16 or f16, as `Matrix::dtype` says).
+    Half(Vec<u16>),
+    /// In place: `len` bytes at `offset` of a read-only mapping (checked aligned for the dtype).
+    Mapped {
+        /// The mapping; it lives as long as the matrix.
+        map: Arc<Mmap>,
+        /// Byte offset of the first value.
+        offset: usize,
+        /// Byte length.
+        len: usize,
+    },
 }
 
 /// A row-major `[rows, cols]` weight matrix (PyTorch's `[out, in]` layout).
@@ -28,71 +38,105 @@ pub struct Matrix {
     pub rows: usize,
     /// Input features.
     pub cols: usize,
+    dtype: DType,
     data: WeightData,
 }
 
 impl Matrix {
     /// Copies a 2-D (or 1-D, as one row) float tensor into a matrix.
     pub fn from_view(view: &TensorView<'_>) -> Result<Self> {
-        let (rows, cols) = match view.shape {
-            [r, c] => (*r, *c),
-            [c] => (1, *c),
-            other => {
-                return Err(Error::Model(format!(
-                    "{}: expected a matrix, got shape {other:?}",
-                    view.name
-                )))
-            }
-        };
-        let pairs = |bytes: &[u8]| -> Vec<u16> {
-            bytes
-                .chunks_exact(2)
-                .map(|b| u16::from_le_bytes([b[0], b[1]]))
-                .collect()
-        };
+        let (rows, cols) = shape_of(view)?;
         let data = match view.dtype {
             DType::F32 => WeightData::F32(view.to_f32_vec()?),
-            DType::BF16 => WeightData::Bf16(pairs(view.data)),
-            DType::F16 => WeightData::F16(pairs(view.data)),
-            other => {
-                return Err(Error::Model(format!(
-                    "{}: unsupported weight dtype {other}",
-                    view.name
-                )))
-            }
+            DType::BF16 | DType::F16 => WeightData::Half(
+                view.data
+                    .chunks_exact(2)
+                    .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                    .collect(),
+            ),
+            other => return Err(unsupported(view, other)),
         };
-        Ok(Matrix { rows, cols, data })
+        Ok(Matrix {
+            rows,
+            cols,
+            dtype: view.dtype,
+            data,
+        })
+    }
+
+    /// Uses the tensor in place inside `map` (its bytes start at `offset`), falling back to a
+    /// copy when they are not aligned for their dtype or the target is big-endian.
+    pub fn from_mapped(view: &TensorView<'_>, map: Arc<Mmap>, offset: usize) -> Result<Self> {
+        let (rows, cols) = shape_of(view)?;
+        let aligned = match view.dtype {
+            DType::F32 => bytemuck::try_cast_slice::<u8, f32>(view.data).is_ok(),
+            DType::BF16 | DType::F16 => bytemuck::try_cast_slice::<u8, u16>(view.data).is_ok(),
+            other => return Err(unsupported(view, other)),
+        };
+        if !aligned
+            || cfg!(target_endian = "big")
+            || view.data.len() != rows * cols * view.dtype.size_in_bytes()
+        {
+            return Self::from_view(view);
+        }
+        let data = WeightData::Mapped {
+            map,
+            offset,
+            len: view.data.len(),
+        };
+        Ok(Matrix {
+            rows,
+            cols,
+            dtype: view.dtype,
+            data,
+        })
+    }
+
+    /// Whether the weights are used in place from a mapping.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.data, WeightData::Mapped { .. })
+    }
+
+    fn bytes_slice(&self) -> &[u8] {
+        match &self.data {
+            WeightData::F32(v) => bytemuck::cast_slice(v),
+            WeightData::Half(v) => bytemuck::cast_slice(v),
+            WeightData::Mapped { map, offset, len } => &map[*offset..*offset + *len],
+        }
+    }
+
+    /// The values as f32 (only for f32 matrices; alignment was checked at construction).
+    fn f32s(&self) -> &[f32] {
+        bytemuck::cast_slice(self.bytes_slice())
+    }
+
+    /// The values as 16-bit patterns (bf16 / f16 matrices).
+    fn u16s(&self) -> &[u16] {
+        bytemuck::cast_slice(self.bytes_slice())
     }
 
     /// Bytes the weights occupy.
     pub fn bytes(&self) -> usize {
-        match &self.data {
-            WeightData::F32(v) => v.len() * 4,
-            WeightData::Bf16(v) | WeightData::F16(v) => v.len() * 2,
-        }
+        self.rows * self.cols * self.dtype.size_in_bytes()
     }
 
     /// The dtype the weights are stored in.
     pub fn dtype(&self) -> DType {
-        match self.data {
-            WeightData::F32(_) => DType::F32,
-            WeightData::Bf16(_) => DType::BF16,
-            WeightData::F16(_) => DType::F16,
-        }
+        self.dtype
     }
 
     /// Writes row `r` widened to f32 into `out` (length `cols`).
     pub fn row_into(&self, r: usize, out: &mut [f32]) {
         let range = r * self.cols..(r + 1) * self.cols;
-        match &self.data {
-            WeightData::F32(v) => out.copy_from_slice(&v[range]),
-            WeightData::Bf16(v) => {
-                for (o, b) in out.iter_mut().zip(&v[range]) {
+        match self.dtype {
+            DType::F32 => out.copy_from_slice(&self.f32s()[range]),
+            DType::BF16 => {
+                for (o, b) in out.iter_mut().zip(&self.u16s()[range]) {
                     *o = f32::from_bits(u32::from(*b) << 16);
                 }
             }
-            WeightData::F16(v) => {
-                for (o, b) in out.iter_mut().zip(&v[range]) {
+            _ => {
+                for (o, b) in out.iter_mut().zip(&self.u16s()[range]) {
                     *o = half::f16::from_bits(*b).to_f32();
                 }
             }
@@ -141,8 +185,8 @@ impl Matrix {
 
     /// Row `r` as f32: borrowed for f32 weights, widened into `buf` otherwise.
     fn row_slice<'a>(&'a self, r: usize, buf: &'a mut [f32]) -> &'a [f32] {
-        match &self.data {
-            WeightData::F32(v) => &v[r * self.cols..(r + 1) * self.cols],
+        match self.dtype {
+            DType::F32 => &self.f32s()[r * self.cols..(r + 1) * self.cols],
             _ => {
                 self.row_into(r, buf);
                 buf
@@ -153,6 +197,21 @@ impl Matrix {
     fn row_dot(&self, r: usize, x: &[f32], buf: &mut [f32]) -> f32 {
         dot(self.row_slice(r, buf), x)
     }
+}
+
+fn shape_of(view: &TensorView<'_>) -> Result<(usize, usize)> {
+    match view.shape {
+        [r, c] => Ok((*r, *c)),
+        [c] => Ok((1, *c)),
+        other => Err(Error::Model(format!(
+            "{}: expected a matrix, got shape {other:?}",
+            view.name
+        ))),
+    }
+}
+
+fn unsupported(view: &TensorView<'_>, dtype: DType) -> Error {
+    Error::Model(format!("{}: unsupported weight dtype {dtype}", view.name))
 }
 
 #[cfg(test)]
@@ -166,6 +225,7 @@ mod tests {
         Matrix {
             rows,
             cols,
+            dtype: DType::F32,
             data: WeightData::F32(v),
         }
     }
@@ -177,9 +237,7 @@ mod tests {
             let x: Vec<f32> = (0..n * 19).map(|i| (i % 5) as f32 - 2.0).collect();
             let mut out = vec![0f32; n * 37];
             m.matmul(&x, n, &mut out);
-            let WeightData::F32(w) = &m.data else {
-                unreachable!()
-            };
+            let w = m.f32s();
             for t in 0..n {
                 for r in 0..37 {
                     let want: f32 = (0..19).map(|c| x[t * 19 + c] * w[r * 19 + c]).sum();
@@ -198,7 +256,8 @@ mod tests {
         let m = Matrix {
             rows: 1,
             cols: 3,
-            data: WeightData::Bf16(bits),
+            dtype: DType::BF16,
+            data: WeightData::Half(bits),
         };
         let mut row = [0f32; 3];
         m.row_into(0, &mut row);

@@ -1,0 +1,36 @@
+//! Arguments of `alc convert`.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+/// `convert FILE.gguf -o DIR`.
+#[derive(Args, Clone, Debug)]
+#[command(
+    after_help = "Only llama.cpp `gemma3` GGUF files are understood. Quantized tensors (Q4_0, \
+Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, Q8_K) are dequantized; norm weights lose llama.cpp's +1. \
+The 5-local:1-global layer pattern, local RoPE theta 10000 and query_pre_attn_scalar = head_dim \
+are assumed, as llama.cpp does, since the file does not record them."
+)]
+pub struct ConvertArgs {
+    /// The GGUF file to convert.
+    pub input: PathBuf,
+    /// Output checkpoint directory (must not exist; written under a temporary name first).
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Element type of the written weights.
+    #[arg(long, value_enum, default_value_t = ConvertDtype::F32)]
+    pub dtype: ConvertDtype,
+    /// A tokenizer.json to copy into the checkpoint.
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<PathBuf>,
+}
+
+/// `--dtype`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvertDtype {
+    /// float32: the dequantized values exactly.
+    F32,
+    /// bfloat16, rounded to nearest even: half the size.
+    Bf16,
+}

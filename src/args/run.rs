@@ -1,0 +1,69 @@
+//! Arguments of `alc run`.
+
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Args, ValueEnum};
+
+/// Which kernels run the model.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// TVM kernels when the archive has a library for this machine, else native.
+    Auto,
+    /// The pure-Rust reference kernels.
+    Native,
+    /// The archive's TVM-compiled library (fails when there is none).
+    Tvm,
+}
+
+/// `run PKG|DIR (--prompt TEXT | --prompt-ids IDS)`.
+#[derive(Args, Clone, Debug)]
+#[command(group(ArgGroup::new("input").required(true).args(["prompt", "prompt_ids"])))]
+pub struct RunArgs {
+    /// An archive (`.tar`), an unpacked archive, or a checkpoint directory.
+    pub model: PathBuf,
+    /// The prompt text (tokenized with the model's tokenizer, BOS added).
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// The prompt as token ids, comma-separated (used as given).
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    pub prompt_ids: Option<Vec<u32>>,
+    /// Wrap the prompt in the Gemma chat template (one user turn).
+    #[arg(long, requires = "prompt")]
+    pub chat: bool,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Keep only the K most likely tokens (0: off).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Nucleus sampling threshold (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Drop tokens below P times the top probability (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f32,
+    /// Repetition penalty over the last 64 tokens (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Random seed for sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop when this text appears (repeatable); it is not printed.
+    #[arg(long, value_name = "TEXT")]
+    pub stop: Vec<String>,
+    /// Generate past EOS and `<end_of_turn>` until --max-tokens.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Context length of the session (KV cache positions).
+    #[arg(long, default_value_t = ava_runtime::generate::DEFAULT_CONTEXT)]
+    pub context: usize,
+    /// Kernel backend.
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    pub backend: Backend,
+    /// Write the last prompt position's logits as a float32 .npy vector.
+    #[arg(long, value_name = "FILE.npy")]
+    pub logits_out: Option<PathBuf>,
+}

@@ -1,0 +1,234 @@
+//! `alc convert FILE.gguf -o DIR`: a llama.cpp `gemma3` GGUF becomes a Hugging Face-layout
+//! checkpoint (`model.safetensors` in f32 or bf16, transformers-5 `config.json`,
+//! `generation_config.json`, and `tokenizer.json` when `--tokenizer` is given).
+//!
+//! The work is `ava_quantize::import`; this verb adds the temporary directory that is renamed
+//! into place only when everything is written and reloads, the tokenizer, and the output.
+//! Format notes: `docs/formats/gguf-import.md`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use ava_core::LayerKind;
+use ava_quantize::import::{write_checkpoint, ImportPlan, OutDtype};
+use ava_quantize::GgufFile;
+use serde::Serialize;
+
+use crate::args::{ConvertArgs, ConvertDtype};
+use crate::ui::{human_bytes, Ui};
+
+/// The tokenizer file name inside the checkpoint.
+const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// What `convert --json` prints.
+#[derive(Serialize)]
+struct ConvertReport<'a> {
+    input: &'a Path,
+    output: &'a Path,
+    dtype: OutDtype,
+    tensors: usize,
+    weights_bytes: u64,
+    source_types: BTreeMap<&'static str, usize>,
+    vocab_rows: usize,
+    gguf_tokenizer_tokens: Option<usize>,
+    tokenizer_json_vocab: Option<usize>,
+    seconds: f64,
+    config: ConfigSummary,
+}
+
+/// The config values people check first.
+#[derive(Serialize)]
+struct ConfigSummary {
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: usize,
+    head_dim: usize,
+    sliding_window: usize,
+    max_position_embeddings: usize,
+    global_layers: Vec<usize>,
+    layer_types_from_file: bool,
+    rope_theta_global: f64,
+    rope_theta_local: f64,
+    tie_word_embeddings: bool,
+}
+
+/// Removes the temporary output directory unless the conversion completed.
+struct TempDir(Option<PathBuf>);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Runs `convert`.
+pub fn run(args: &ConvertArgs, ui: &Ui) -> anyhow::Result<()> {
+    let started = Instant::now();
+    if args.output.exists() {
+        bail!(
+            "{}: already exists (convert writes a new directory)",
+            args.output.display()
+        );
+    }
+    let dtype = match args.dtype {
+        ConvertDtype::F32 => OutDtype::F32,
+        ConvertDtype::Bf16 => OutDtype::BF16,
+    };
+    let file =
+        GgufFile::open(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
+    let plan = ImportPlan::gemma3(&file)
+        .with_context(|| format!("converting {}", args.input.display()))?;
+    let tokenizer_vocab = match &args.tokenizer {
+        Some(path) => Some(tokenizer_vocab_size(path)?),
+        None => None,
+    };
+    report_vocab(ui, &plan, tokenizer_vocab);
+    let total = plan.output_bytes(dtype);
+    ui.detail(format!(
+        "{}: {} tensors {:?} -> {} of {} weights",
+        args.input.display(),
+        plan.tensors.len(),
+        plan.source_types(),
+        human_bytes(total),
+        dtype.torch_name()
+    ));
+    let temp = TempDir(Some(create_temp_dir(&args.output)?));
+    let dir = temp.0.as_deref().context("temporary directory")?;
+    let bar = ui.bytes_progress(total, "converting");
+    write_checkpoint(&file, &plan, dtype, dir, &mut |n| bar.set_position(n))
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    bar.finish_and_clear();
+    if let Some(src) = &args.tokenizer {
+        std::fs::copy(src, dir.join(TOKENIZER_FILE))
+            .with_context(|| format!("copying {}", src.display()))?;
+    }
+    std::fs::rename(dir, &args.output)
+        .with_context(|| format!("moving {} into place", args.output.display()))?;
+    std::mem::forget(temp);
+    let report = ConvertReport {
+        input: &args.input,
+        output: &args.output,
+        dtype,
+        tensors: plan.tensors.len(),
+        weights_bytes: total,
+        source_types: plan.source_types(),
+        vocab_rows: plan.params.vocab_size,
+        gguf_tokenizer_tokens: plan.params.tokenizer_tokens,
+        tokenizer_json_vocab: tokenizer_vocab,
+        seconds: started.elapsed().as_secs_f64(),
+        config: summary(&plan),
+    };
+    ui.result(&report, || human(&report))
+}
+
+fn summary(plan: &ImportPlan) -> ConfigSummary {
+    let p = &plan.params;
+    ConfigSummary {
+        vocab_size: p.vocab_size,
+        hidden_size: p.hidden_size,
+        intermediate_size: p.intermediate_size,
+        num_hidden_layers: p.num_hidden_layers,
+        num_attention_heads: p.num_attention_heads,
+        num_key_value_heads: p.num_key_value_heads,
+        head_dim: p.head_dim,
+        sliding_window: p.sliding_window,
+        max_position_embeddings: p.max_position_embeddings,
+        global_layers: (0..p.layer_types.len())
+            .filter(|&i| p.layer_types[i] == LayerKind::Full)
+            .collect(),
+        layer_types_from_file: p.layer_types_from_file,
+        rope_theta_global: p.rope_theta_global,
+        rope_theta_local: p.rope_theta_local,
+        tie_word_embeddings: p.tie_word_embeddings,
+    }
+}
+
+fn human(r: &ConvertReport<'_>) -> String {
+    let c = &r.config;
+    format!(
+        "{}\n  gemma3: hidden {}, {} layers (global {:?}), {} heads / {} kv, head_dim {}, \
+         vocab {}\n  {} tensors from {:?} -> {} {} in {:.1}s\n",
+        r.output.display(),
+        c.hidden_size,
+        c.num_hidden_layers,
+        c.global_layers,
+        c.num_attention_heads,
+        c.num_key_value_heads,
+        c.head_dim,
+        c.vocab_size,
+        r.tensors,
+        r.source_types,
+        human_bytes(r.weights_bytes),
+        r.dtype.torch_name(),
+        r.seconds
+    )
+}
+
+/// Says when the embedding has fewer rows than a tokenizer knows tokens (those ids would be
+/// out of range) or more (unused rows, kept).
+fn report_vocab(ui: &Ui, plan: &ImportPlan, tokenizer_json: Option<usize>) {
+    let rows = plan.params.vocab_size;
+    let sources = [
+        ("the GGUF tokenizer", plan.params.tokenizer_tokens),
+        ("tokenizer.json", tokenizer_json),
+    ];
+    for (what, n) in sources {
+        match n {
+            Some(n) if n > rows => ui.info(format!(
+                "warning: the embedding has {rows} rows but {what} has {n} tokens: ids {rows}.. \
+                 have no embedding"
+            )),
+            Some(n) if n < rows => ui.detail(format!(
+                "the embedding has {rows} rows, {what} {n} tokens (the extra rows are kept)"
+            )),
+            _ => {}
+        }
+    }
+}
+
+/// Tokens a tokenizer.json knows: its model vocabulary and added tokens (highest id + 1).
+fn tokenizer_vocab_size(path: &Path) -> anyhow::Result<usize> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let json: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: not valid JSON", path.display()))?;
+    let vocab = &json["model"]["vocab"];
+    let model = vocab
+        .as_object()
+        .map(|o| o.len())
+        .or_else(|| vocab.as_array().map(Vec::len))
+        .with_context(|| format!("{}: no model.vocab (not a tokenizer.json?)", path.display()))?;
+    let added = json["added_tokens"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["id"].as_u64())
+        .map(|id| id as usize + 1)
+        .max()
+        .unwrap_or(0);
+    Ok(model.max(added))
+}
+
+/// An empty directory beside `output` (same file system, so the final rename is atomic).
+fn create_temp_dir(output: &Path) -> anyhow::Result<PathBuf> {
+    let name = output
+        .file_name()
+        .with_context(|| format!("{}: not a directory name", output.display()))?;
+    let parent = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let temp = parent.join(format!(
+        ".{}.partial-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::create_dir(&temp).with_context(|| format!("creating {}", temp.display()))?;
+    Ok(temp)
+}

@@ -1,0 +1,173 @@
+//! `alc run`: generate text with the runtime, streaming to stdout.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use ava_runtime::tokenizer::gemma_chat_turn;
+use ava_runtime::{Engine, GenerateOptions, SamplingParams};
+use serde::Serialize;
+
+use crate::args::run::Backend;
+use crate::args::RunArgs;
+use crate::ui::Ui;
+
+#[derive(Serialize)]
+struct RunReport<'a> {
+    tokens: &'a [u32],
+    text: &'a str,
+    stop_reason: &'a str,
+    prompt_tokens: usize,
+    timings: TimingsReport,
+    peak_rss_bytes: Option<u64>,
+    kv_cache_bytes: usize,
+    weights_bytes: usize,
+    backend: &'a str,
+}
+
+#[derive(Serialize)]
+struct TimingsReport {
+    load_ms: f64,
+    ttft_ms: f64,
+    prefill_tok_s: f64,
+    decode_tok_s: f64,
+}
+
+/// Runs `run`.
+pub fn run(args: &RunArgs, ui: &Ui) -> anyhow::Result<()> {
+    if args.backend == Backend::Tvm {
+        bail!("the tvm backend needs an archive with a kernel library for this machine; none is built yet (use --backend native)");
+    }
+    let engine =
+        Engine::open(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
+    ui.detail(format!(
+        "loaded in {:.0} ms",
+        engine.load_time().as_secs_f64() * 1e3
+    ));
+    let prompt = prompt_ids(args, &engine)?;
+    let options = GenerateOptions {
+        max_tokens: args.max_tokens,
+        sampling: SamplingParams {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            min_p: args.min_p,
+            repeat_penalty: args.repeat_penalty,
+            seed: args.seed,
+            ..SamplingParams::default()
+        },
+        stop_strings: args.stop.clone(),
+        ignore_eos: args.ignore_eos,
+    };
+    let mut session = engine.session(args.context);
+    let stream = !ui.json;
+    let mut stdout = std::io::stdout().lock();
+    let mut write_error = None;
+    let out = session.generate(&prompt, &options, &mut |piece| {
+        if stream {
+            if let Err(e) = stdout
+                .write_all(piece.text.as_bytes())
+                .and_then(|()| stdout.flush())
+            {
+                write_error = Some(e);
+                return false;
+            }
+        }
+        true
+    })?;
+    if let Some(e) = write_error {
+        return Err(e.into());
+    }
+    if stream {
+        writeln!(stdout)?;
+    }
+    drop(stdout);
+    if let Some(path) = &args.logits_out {
+        write_npy(path, &out.prompt_logits)?;
+    }
+    let t = &out.timings;
+    ui.detail(format!(
+        "stop: {}, prefill {:.1} tok/s, decode {:.1} tok/s",
+        out.stop_reason.name(),
+        t.prefill_tokens_per_second(),
+        t.decode_tokens_per_second()
+    ));
+    if !ui.json {
+        return Ok(());
+    }
+    let report = RunReport {
+        tokens: &out.tokens,
+        text: &out.text,
+        stop_reason: out.stop_reason.name(),
+        prompt_tokens: prompt.len(),
+        timings: TimingsReport {
+            load_ms: engine.load_time().as_secs_f64() * 1e3,
+            ttft_ms: t.time_to_first_token.as_secs_f64() * 1e3,
+            prefill_tok_s: t.prefill_tokens_per_second(),
+            decode_tok_s: t.decode_tokens_per_second(),
+        },
+        peak_rss_bytes: peak_rss_bytes(),
+        kv_cache_bytes: session.cache().bytes(),
+        weights_bytes: engine.model().weight_bytes(),
+        backend: "native",
+    };
+    ui.result(&report, String::new)
+}
+
+fn prompt_ids(args: &RunArgs, engine: &Engine) -> anyhow::Result<Vec<u32>> {
+    if let Some(ids) = &args.prompt_ids {
+        return Ok(ids.clone());
+    }
+    let text = args.prompt.as_deref().unwrap_or_default();
+    let text = if args.chat {
+        gemma_chat_turn(text, true)
+    } else {
+        text.to_string()
+    };
+    Ok(engine.tokenizer().encode(&text, true)?)
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), if known.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Writes a float32 vector as a NumPy `.npy` file (format 1.0).
+pub fn write_npy(path: &Path, values: &[f32]) -> anyhow::Result<()> {
+    const MAGIC: &[u8] = b"\x93NUMPY\x01\x00";
+    let mut header = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}",
+        values.len()
+    );
+    // Magic, version and length take 10 bytes; the header ends with '\n' on a 64-byte boundary.
+    while (MAGIC.len() + 2 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = MAGIC.to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    values
+        .iter()
+        .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile_in(dir)?;
+    tmp.write_all(&bytes)?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn tempfile_in(dir: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(".ava-")
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))
+}

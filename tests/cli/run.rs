@@ -1,0 +1,139 @@
+//! `alc run` against the transformers goldens of the tiny fixtures.
+
+use std::fs;
+
+use crate::{alc, gemma3_tiny};
+
+fn golden(index: usize) -> serde_json::Value {
+    let json: serde_json::Value =
+        serde_json::from_slice(&fs::read(gemma3_tiny().join("goldens.json")).unwrap()).unwrap();
+    json["prompts"][index].clone()
+}
+
+/// Parses a float32 `.npy` vector.
+fn read_npy(bytes: &[u8]) -> Vec<f32> {
+    assert_eq!(&bytes[..6], b"\x93NUMPY");
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
+    assert!(header.contains("'descr': '<f4'"), "{header}");
+    assert_eq!((10 + header_len) % 64, 0);
+    bytes[10 + header_len..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+#[test]
+fn greedy_run_matches_goldens_from_an_archive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = gemma3_tiny();
+    alc(
+        tmp.path(),
+        &["-q", "package", model.to_str().unwrap(), "-o", "m.tar"],
+    )
+    .ok();
+    let g = golden(0);
+    let prompt = g["prompt"].as_str().unwrap();
+    let run = alc(
+        tmp.path(),
+        &[
+            "--json",
+            "run",
+            "m.tar",
+            "--prompt",
+            prompt,
+            "--max-tokens",
+            "32",
+            "--ignore-eos",
+            "--logits-out",
+            "l.npy",
+        ],
+    )
+    .ok();
+    let report = run.json();
+    assert_eq!(report["tokens"], g["greedy_ids"]);
+    assert_eq!(report["stop_reason"], "max_tokens");
+    assert_eq!(
+        report["prompt_tokens"],
+        g["input_ids"].as_array().unwrap().len()
+    );
+    for key in ["load_ms", "ttft_ms", "prefill_tok_s", "decode_tok_s"] {
+        assert!(report["timings"][key].as_f64().unwrap() > 0.0, "{key}");
+    }
+    assert!(report["peak_rss_bytes"].as_u64().unwrap() > 0);
+    assert!(report["kv_cache_bytes"].as_u64().unwrap() > 0);
+    let logits = read_npy(&fs::read(tmp.path().join("l.npy")).unwrap());
+    let expected: Vec<f32> = g["last_logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let diff = logits
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(diff <= 1e-3, "{diff}");
+}
+
+#[test]
+fn streamed_text_and_prompt_ids() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = golden(2);
+    let ids: Vec<String> = g["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    let model = gemma3_tiny();
+    let run = alc(
+        tmp.path(),
+        &[
+            "run",
+            model.to_str().unwrap(),
+            "--prompt-ids",
+            &ids.join(","),
+            "--max-tokens",
+            "32",
+            "--ignore-eos",
+        ],
+    )
+    .ok();
+    assert_eq!(
+        run.stdout,
+        format!("{}\n", g["greedy_text"].as_str().unwrap())
+    );
+}
+
+#[test]
+fn bad_requests_fail_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = gemma3_tiny();
+    let model = model.to_str().unwrap();
+    let run = alc(
+        tmp.path(),
+        &[
+            "run",
+            model,
+            "--prompt",
+            "a b c d e f g h i j k l m n o p",
+            "--context",
+            "4",
+        ],
+    );
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("context full"), "{}", run.stderr);
+    let run = alc(tmp.path(), &["run", model, "--prompt-ids", "2,99999"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("outside the vocabulary"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(alc(tmp.path(), &["run", model]).code, 2);
+    let run = alc(tmp.path(), &["run", "no-such-model", "--prompt", "x"]);
+    assert_eq!(run.code, 1);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+}
