@@ -237,7 +237,7 @@ fn write_safetensors(
     let mut values = Vec::new();
     let mut encoded = Vec::new();
     for t in &plan.tensors {
-        let src = file.tensor_data(&t.source);
+        let src = file.tensor_data(&t.source)?;
         let row = t.source.dims[0] as usize;
         let row_bytes = t.source.ggml_type.bytes_for(row as u64).unwrap_or(0) as usize;
         let rows_per_chunk = (CHUNK_ELEMENTS / row.max(1)).max(1);

@@ -58,7 +58,7 @@ fn header_and_alignment() {
     for t in file.tensors() {
         assert_eq!(t.offset % 64, 0, "{}", t.name);
         assert_eq!(t.shape(), vec![2, 512]);
-        assert_eq!(file.tensor_data(t).len() as u64, t.n_bytes);
+        assert_eq!(file.tensor_data(t).unwrap().len() as u64, t.n_bytes);
     }
     let q4k = file.tensor("q4_k").unwrap();
     assert_eq!(q4k.ggml_type, GgmlType::Q4K);

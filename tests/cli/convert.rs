@@ -271,38 +271,22 @@ fn real_gemma3_270m_matches_gguf_py() {
     for t in reference["tensors"].as_array().unwrap() {
         let name = t["hf_name"].as_str().unwrap();
         types.insert(t["type"].as_str().unwrap().to_string());
-        let view = ck.tensor(name).unwrap();
-        let values = view.to_f32_vec().unwrap();
-        let bf16 = ck16.tensor(name).unwrap().to_f32_vec().unwrap();
+        let (view, view16) = (ck.tensor(name).unwrap(), ck16.tensor(name).unwrap());
+        assert_eq!((view.dtype, view16.dtype), (DType::F32, DType::BF16));
         let cols = *view.shape.last().unwrap();
-        for (row, bits) in t["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .zip(t["bits"].as_array().unwrap())
-        {
+        let rows = t["rows"].as_array().unwrap();
+        for (row, bits) in rows.iter().zip(t["bits"].as_array().unwrap()) {
             let r = row.as_u64().unwrap() as usize;
-            let got = &values[r * cols..(r + 1) * cols];
-            let want: Vec<u32> = bits
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|b| b.as_u64().unwrap() as u32)
-                .collect();
-            assert_eq!(got.len(), want.len(), "{name} row {r}");
-            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert_eq!(
-                    g.to_bits(),
-                    *w,
-                    "{name}[{r}, {i}]: {g} vs {}",
-                    f32::from_bits(*w)
-                );
-                let b = half::bf16::from_f32(f32::from_bits(*w)).to_f32();
-                assert_eq!(
-                    bf16[r * cols + i].to_bits(),
-                    b.to_bits(),
-                    "{name}[{r}, {i}] bf16"
-                );
+            let got = &view.data[r * cols * 4..(r + 1) * cols * 4];
+            let got16 = &view16.data[r * cols * 2..(r + 1) * cols * 2];
+            let want = bits.as_array().unwrap();
+            assert_eq!(want.len(), cols, "{name} row {r}");
+            for (i, w) in want.iter().enumerate() {
+                let w = f32::from_bits(w.as_u64().unwrap() as u32);
+                let g = f32::from_le_bytes(got[4 * i..4 * i + 4].try_into().unwrap());
+                assert_eq!(g.to_bits(), w.to_bits(), "{name}[{r}, {i}]: {g} vs {w}");
+                let g16 = half::bf16::from_le_bytes([got16[2 * i], got16[2 * i + 1]]);
+                assert_eq!(g16, half::bf16::from_f32(w), "{name}[{r}, {i}] bf16");
             }
         }
     }

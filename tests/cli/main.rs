@@ -6,6 +6,7 @@ mod checkpoint;
 mod convert;
 mod download;
 mod hubserver;
+mod real;
 mod run;
 
 use std::path::{Path, PathBuf};

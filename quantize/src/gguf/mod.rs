@@ -204,21 +204,27 @@ impl GgufFile {
         self.by_name.get(name).map(|&i| &self.tensors[i])
     }
 
-    /// The raw bytes of `info` (a tensor of this file: in bounds, checked at open).
-    pub fn tensor_data(&self, info: &TensorInfo) -> &[u8] {
-        let start = (self.data_offset + info.offset) as usize;
-        &self.bytes()[start..start + info.n_bytes as usize]
+    /// The raw bytes of `info`, a tensor of this file (checked in range at open; a
+    /// [`TensorInfo`] from elsewhere that does not fit gives an error, not a panic).
+    pub fn tensor_data(&self, info: &TensorInfo) -> Result<&[u8]> {
+        let range = self
+            .data_offset
+            .checked_add(info.offset)
+            .and_then(|start| Some(start..start.checked_add(info.n_bytes)?))
+            .and_then(|r| Some(usize::try_from(r.start).ok()?..usize::try_from(r.end).ok()?));
+        range
+            .and_then(|r| self.bytes().get(r))
+            .ok_or_else(|| Error::tensor(&self.path, &info.name, "data out of range of the file"))
     }
 
     /// The tensor's elements as f32.
     pub fn dequantize(&self, info: &TensorInfo) -> Result<Vec<f32>> {
         self.check_supported(info)?;
-        blocks::dequantize_to_vec(
-            info.ggml_type,
-            self.tensor_data(info),
-            info.numel() as usize,
-        )
-        .map_err(|e| Error::tensor(&self.path, &info.name, e.to_string()))
+        let data = self.tensor_data(info)?;
+        let numel = usize::try_from(info.numel())
+            .map_err(|_| Error::tensor(&self.path, &info.name, "too many elements"))?;
+        blocks::dequantize_to_vec(info.ggml_type, data, numel)
+            .map_err(|e| Error::tensor(&self.path, &info.name, e.to_string()))
     }
 
     /// Fails with [`Error::UnsupportedType`] unless the tensor's type can be dequantized.
