@@ -67,8 +67,11 @@ demo: setup
 	./target/release/alc verify $(DEMO_DIR)/*.tar.zst
 	@ls -l $(DEMO_DIR)
 
-bench:
-	@echo "No benchmarks yet: they arrive with the runtime (issue 4). See docs/benchmarks.md."
+# Measures, never asserts: each script under scripts/bench/ rewrites its section of
+# docs/benchmarks.md. Needs the real models (make real-models) and builds llama.cpp as the peer.
+bench: setup
+	$(CARGO) build --release --bins
+	./scripts/bench.sh
 
 fuzz:
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked

@@ -19,8 +19,10 @@ pub enum Backend {
 #[derive(Args, Clone, Debug)]
 #[command(group(ArgGroup::new("input").required(true).args(["prompt", "prompt_ids"])))]
 pub struct RunArgs {
-    /// An archive (`.tar`), an unpacked archive, or a checkpoint directory.
-    pub model: PathBuf,
+    /// An archive (`.tar`), an unpacked archive, a checkpoint directory, or a hub repository
+    /// id (`org/name[@REV]`, downloaded first).
+    #[arg(value_name = "PKG|DIR|REPO_ID")]
+    pub model: String,
     /// The prompt text (tokenized with the model's tokenizer, BOS added).
     #[arg(long)]
     pub prompt: Option<String>,
@@ -66,4 +68,6 @@ pub struct RunArgs {
     /// Write the last prompt position's logits as a float32 .npy vector.
     #[arg(long, value_name = "FILE.npy")]
     pub logits_out: Option<PathBuf>,
+    #[command(flatten)]
+    pub hub: super::HubArgs,
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::args::run::Backend;
 use crate::args::RunArgs;
+use crate::hub::resolve_checkpoint;
 use crate::ui::Ui;
 
 #[derive(Serialize)]
@@ -38,8 +39,8 @@ pub fn run(args: &RunArgs, ui: &Ui) -> anyhow::Result<()> {
     if args.backend == Backend::Tvm {
         bail!("the tvm backend needs an archive with a kernel library for this machine; none is built yet (use --backend native)");
     }
-    let engine =
-        Engine::open(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
+    let model = resolve_checkpoint(&args.model, &args.hub.options(ui), ui)?;
+    let engine = Engine::open(&model).with_context(|| format!("loading {}", model.display()))?;
     ui.detail(format!(
         "loaded in {:.0} ms",
         engine.load_time().as_secs_f64() * 1e3
