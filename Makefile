@@ -5,6 +5,9 @@ SHELL := /bin/bash
 CARGO ?= cargo
 APT_PACKAGES := gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user clang lld
 RUST_TARGETS := aarch64-unknown-linux-gnu aarch64-linux-android
+TVM_PIN := apache-tvm==0.27.0.post1
+# onnxruntime runs the exported ONNX graphs in the aon tests (tests/scripts/ort_check.py).
+ORT_PINS := onnxruntime==1.23.2 numpy==2.2.6
 DEMO_DIR := target/demo
 DEMO_MODEL := fixtures/models/gemma3-tiny
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -33,6 +36,14 @@ setup:
 	@installed=$$(rustup target list --installed); for t in $(RUST_TARGETS); do \
 	  echo "$$installed" | grep -qx $$t || rustup target add $$t >/dev/null 2>&1 || { echo "setup: rustup target add $$t failed"; exit 1; }; \
 	done
+	@# The TVM kernel driver's Python (ava-targets runs .venv/bin/python targets/driver/build.py).
+	@if ! .venv/bin/python -c 'import importlib.metadata as m, sys; sys.exit(m.version("apache-tvm") != "$(subst apache-tvm==,,$(TVM_PIN))")' >/dev/null 2>&1; then \
+	  echo "setup: creating .venv with $(TVM_PIN)"; \
+	  python3 -m venv .venv && .venv/bin/pip install -q --disable-pip-version-check $(TVM_PIN) || { echo "setup: pip install $(TVM_PIN) failed"; exit 1; }; \
+	fi
+	@test -x .venv/bin/python || python3 -m venv .venv
+	@.venv/bin/python -c 'import onnxruntime, numpy' >/dev/null 2>&1 || { echo "setup: installing $(ORT_PINS) into .venv"; \
+	  .venv/bin/pip install -q --disable-pip-version-check $(ORT_PINS) || { echo "setup: pip install $(ORT_PINS) failed"; exit 1; }; }
 
 build:
 	$(CARGO) build --release --bins

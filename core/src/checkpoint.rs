@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::config::gemma3::WEIGHT_PREFIXES;
 use crate::config::{read_json, AlbertConfig, Gemma3Config, ModelFamily};
 use crate::error::{Error, Result};
+use crate::quant::{group_fits, scales_shape, QuantFormat, SCALES_SUFFIX};
 use crate::safetensors_file::SafetensorsFile;
 use crate::tensor::{TensorInfo, TensorView};
 
@@ -186,6 +187,11 @@ impl Checkpoint {
         self.tensors.contains_key(name)
     }
 
+    /// Whether the checkpoint has weight `name`, plain or as quantized planes.
+    pub fn contains_weight(&self, name: &str) -> bool {
+        self.contains(name) || QuantFormat::detect(name, |n| self.contains(n)).is_some()
+    }
+
     /// The file holding tensor `name`.
     pub fn tensor_file(&self, name: &str) -> Option<&Path> {
         let &i = self.tensors.get(name)?;
@@ -208,6 +214,9 @@ impl Checkpoint {
     /// gives [`Error::MissingTensor`], the first wrong one [`Error::ShapeMismatch`].
     pub fn check_shapes(&self, expected: &[(String, Vec<usize>)]) -> Result<()> {
         for (name, shape) in expected {
+            if !self.contains(name) && self.check_quantized(name, shape)? {
+                continue;
+            }
             let t = self.tensor(name)?;
             if t.shape != shape.as_slice() {
                 return Err(Error::ShapeMismatch {
@@ -219,6 +228,39 @@ impl Checkpoint {
             }
         }
         Ok(())
+    }
+
+    /// Whether `name` (a `[rows, cols]` weight) is stored as quantized planes
+    /// (`docs/formats/q4bf16.md`) of the right shapes; `false` when it has no planes.
+    fn check_quantized(&self, name: &str, shape: &[usize]) -> Result<bool> {
+        let Some(format) = QuantFormat::detect(name, |n| self.contains(n)) else {
+            return Ok(false);
+        };
+        let &[rows, cols] = shape else {
+            return Ok(false);
+        };
+        let scales_name = format!("{name}{SCALES_SUFFIX}");
+        let scales = self.tensor(&scales_name)?;
+        let group = match scales.shape {
+            [r, g] if *r == rows && *g > 0 && cols % g == 0 => cols / g,
+            _ => 0,
+        };
+        let planes = [
+            (format!("{name}{}", format.code_suffix()), format.code_shape(rows, cols)),
+            (scales_name, scales_shape(rows, cols, group.max(1))),
+        ];
+        for (plane, want) in planes {
+            let t = self.tensor(&plane)?;
+            if t.shape != want.as_slice() || !group_fits(cols, group) {
+                return Err(Error::ShapeMismatch {
+                    path: self.tensor_file(&plane).unwrap_or(&self.dir).to_path_buf(),
+                    name: plane.clone(),
+                    expected: want,
+                    found: t.shape.to_vec(),
+                });
+            }
+        }
+        Ok(true)
     }
 
     /// Total number of tensor elements.
@@ -253,7 +295,7 @@ impl Checkpoint {
     fn find_prefix(&self, candidates: &[&str], suffix: &str) -> Result<String> {
         candidates
             .iter()
-            .find(|p| self.contains(&format!("{p}{suffix}")))
+            .find(|p| self.contains_weight(&format!("{p}{suffix}")))
             .map(|p| p.to_string())
             .ok_or_else(|| Error::MissingTensor {
                 path: self.dir.clone(),

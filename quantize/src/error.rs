@@ -99,6 +99,12 @@ pub enum Error {
     /// The checkpoint written does not pass `ava-core`'s own checks.
     #[error(transparent)]
     Core(#[from] ava_core::Error),
+    /// Running the model (calibration, perplexity) failed.
+    #[error(transparent)]
+    Runtime(#[from] ava_runtime::Error),
+    /// A bad quantization request (policy, group size, tensor that cannot be quantized).
+    #[error("{0}")]
+    Quantize(String),
 }
 
 impl Error {

@@ -1,5 +1,5 @@
-//! Weight formats: reading GGML/GGUF quantized models today; Q4BF16 / Q8BF16 quantization and
-//! calibration for our own archives later (issue 5).
+//! Weight formats: reading GGML/GGUF quantized models, and Q4BF16 / Q8BF16 quantization with
+//! calibration for our own archives (`docs/quantization.md`, `docs/formats/q4bf16.md`).
 //!
 //! - [`gguf`]: a bounded, memory-mapped GGUF v2/v3 reader (header, metadata, tensor table).
 //! - [`blocks`]: the GGML block formats (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K,
@@ -7,15 +7,25 @@
 //!   ggml and gguf-py bit for bit.
 //! - [`import`]: a llama.cpp `gemma3` GGUF -> Hugging Face `Gemma3ForCausalLM` checkpoint
 //!   (f32 or bf16 safetensors + transformers-5 `config.json`), behind `alc convert`.
+//! - [`policy`], [`grouped`], [`calib`], [`awq`], [`awq_gemma3`], [`stage`]: `alc quantize`
+//!   (per-tensor policy, RTN / AWQ with clip search, the streamed stage writer);
+//!   [`perplexity`]: `alc perplexity`.
 //!
 //! The stage sits between `ava-core` (checkpoints) and the kernel build: `download ->
 //! checkpoint -> (convert) -> quantize -> build -> package -> runtime`.
 #![deny(missing_docs)]
 
+pub mod awq;
+pub mod awq_gemma3;
 pub mod blocks;
+pub mod calib;
 pub mod error;
 pub mod gguf;
+pub mod grouped;
 pub mod import;
+pub mod perplexity;
+pub mod policy;
+pub mod stage;
 
 pub use blocks::{dequantize, GgmlType};
 pub use error::{Error, Result};

@@ -11,6 +11,7 @@ use crate::gemma3::{Gemma3, KvCache};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::source::ModelSource;
 use crate::tokenizer::{Tokenizer, END_OF_TURN};
+use crate::tvm::{Backend, Gemma3Tvm};
 
 /// Context length of a session when none is asked for.
 pub const DEFAULT_CONTEXT: usize = 4096;
@@ -18,6 +19,8 @@ pub const DEFAULT_CONTEXT: usize = 4096;
 /// A Gemma 3 model and its tokenizer, ready to serve sessions.
 pub struct Engine {
     model: Gemma3,
+    /// The TVM kernels, when the `tvm` backend was chosen (or found by `auto`).
+    tvm: Option<Gemma3Tvm>,
     tokenizer: Tokenizer,
     load_time: Duration,
 }
@@ -26,6 +29,12 @@ impl Engine {
     /// Loads an archive, an unpacked archive or a checkpoint directory. The archive's mapping
     /// is released once the weights are loaded.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, Backend::Native)
+    }
+
+    /// Like [`Engine::open`], with the backend chosen: `Auto` takes the archive's TVM kernel
+    /// library for this machine when it has one, `Tvm` requires it.
+    pub fn open_with(path: &Path, backend: Backend) -> Result<Self> {
         let start = Instant::now();
         let source = ModelSource::open(path)?;
         let config_path = source.label("config.json");
@@ -36,8 +45,19 @@ impl Engine {
         })?;
         let tokenizer = Tokenizer::from_bytes(&bytes, &tokenizer_path)?;
         let model = Gemma3::load(&source, config)?;
+        let use_tvm = match backend {
+            Backend::Tvm => true,
+            Backend::Auto => Gemma3Tvm::available(&source),
+            _ => false,
+        };
+        let tvm = if use_tvm {
+            Some(Gemma3Tvm::load(source, model.config())?)
+        } else {
+            None
+        };
         Ok(Engine {
             model,
+            tvm,
             tokenizer,
             load_time: start.elapsed(),
         })
@@ -46,6 +66,23 @@ impl Engine {
     /// The model.
     pub fn model(&self) -> &Gemma3 {
         &self.model
+    }
+
+    /// The backend running the model: `native` or `tvm`.
+    pub fn backend_name(&self) -> &'static str {
+        if self.tvm.is_some() {
+            "tvm"
+        } else {
+            "native"
+        }
+    }
+
+    /// Runs `tokens` on the chosen backend; returns the last token's logits.
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
+        match &self.tvm {
+            Some(tvm) => tvm.forward(tokens, cache),
+            None => self.model.forward(tokens, cache),
+        }
     }
 
     /// The tokenizer.
@@ -220,8 +257,8 @@ impl Session<'_> {
         if input.is_empty() {
             return Err(Error::Request("empty prompt".into()));
         }
-        let model = self.engine.model();
-        let mut logits = model.forward(&input, &mut self.cache)?;
+        let engine = self.engine;
+        let mut logits = engine.forward(&input, &mut self.cache)?;
         self.pending = None;
         self.history.extend_from_slice(&input);
         let mut timings = Timings {
@@ -260,7 +297,7 @@ impl Session<'_> {
                 break StopReason::MaxTokens;
             }
             let step = Instant::now();
-            logits = model.forward(&[token], &mut self.cache)?;
+            logits = engine.forward(&[token], &mut self.cache)?;
             timings.decode += step.elapsed();
             timings.decode_tokens += 1;
             self.history.push(token);

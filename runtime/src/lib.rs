@@ -5,6 +5,8 @@
 //! builds for Android without an NDK.
 #![deny(missing_docs)]
 
+#[cfg(feature = "capi")]
+pub mod capi;
 pub mod error;
 pub mod gemma3;
 pub mod generate;
@@ -13,6 +15,7 @@ pub mod package;
 pub mod sampling;
 pub mod source;
 pub mod tokenizer;
+pub mod tvm;
 
 pub use error::{Error, Result};
 pub use gemma3::{Gemma3, KvCache};
@@ -21,3 +24,4 @@ pub use package::Package;
 pub use sampling::SamplingParams;
 pub use source::ModelSource;
 pub use tokenizer::Tokenizer;
+pub use tvm::Backend;

@@ -1,14 +1,19 @@
 //! Option groups shared by the verbs of both binaries, joined with `#[command(flatten)]`.
 
+mod aon;
 mod archive;
+pub mod build;
 mod convert;
 mod download;
 pub mod run;
+mod quantize;
 
+pub use aon::{AonConvertArgs, ExportArgs, OptimizeArgs};
 pub use archive::{CommonCommand, InspectArgs, PackageArgs, UnpackArgs, VerifyArgs};
 pub use convert::{ConvertArgs, ConvertDtype};
 pub use download::{DownloadArgs, HubArgs};
 pub use run::RunArgs;
+pub use quantize::{MethodArg, PerplexityArgs, QuantArg, QuantizeArgs};
 
 use std::path::PathBuf;
 

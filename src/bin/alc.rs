@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use ava::args::{CommonCommand, ConvertArgs, GlobalArgs, RunArgs};
+use ava::args::{CommonCommand, ConvertArgs, GlobalArgs, PerplexityArgs, QuantizeArgs, RunArgs};
 use ava::ui::Ui;
 use ava::{commands, finish, Tool, LONG_VERSION};
 use clap::{Parser, Subcommand};
@@ -25,6 +25,12 @@ enum Command {
     Convert(ConvertArgs),
     /// Generate text with a Gemma 3 archive or checkpoint, streaming to stdout.
     Run(RunArgs),
+    /// Quantize a Gemma 3 checkpoint (Q4BF16 / Q8BF16 / float), optionally calibrated (AWQ).
+    Quantize(QuantizeArgs),
+    /// Perplexity of a text under a model (the quality gate of quantization).
+    Perplexity(PerplexityArgs),
+    /// Generate, compile and link the model's TVM kernels for each target (lib/<target>/).
+    Build(ava::args::build::BuildArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +40,9 @@ fn main() -> ExitCode {
         Command::Common(cmd) => commands::run_common(cmd, &ui),
         Command::Convert(args) => commands::convert::run(args, &ui),
         Command::Run(args) => commands::run::run(args, &ui),
+        Command::Quantize(args) => commands::quantize::run(args, &ui),
+        Command::Perplexity(args) => commands::perplexity::run(args, &ui),
+        Command::Build(args) => commands::build::run(args, &ui),
     };
     finish(&ui, result)
 }

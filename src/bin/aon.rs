@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use ava::args::{CommonCommand, GlobalArgs};
+use ava::args::{AonConvertArgs, CommonCommand, ExportArgs, GlobalArgs, OptimizeArgs};
 use ava::ui::Ui;
 use ava::{commands, finish, Tool, LONG_VERSION};
 use clap::{Parser, Subcommand};
@@ -21,6 +21,12 @@ struct Cli {
 enum Command {
     #[command(flatten)]
     Common(CommonCommand),
+    /// ALBERT checkpoint -> mALBERT intent classifier (pruned vocabulary, capped length, head).
+    Convert(AonConvertArgs),
+    /// Checkpoint -> ONNX opset 17 (shared layer stored once).
+    Export(ExportArgs),
+    /// Run graph passes over an ONNX file and report node counts.
+    Optimize(OptimizeArgs),
 }
 
 fn main() -> ExitCode {
@@ -28,6 +34,9 @@ fn main() -> ExitCode {
     let ui = Ui::new(Tool::Aon, &cli.global);
     let result = match &cli.command {
         Command::Common(cmd) => commands::run_common(cmd, &ui),
+        Command::Convert(args) => commands::aon_convert::run(args, &ui),
+        Command::Export(args) => commands::export::run(args, &ui),
+        Command::Optimize(args) => commands::optimize::run(args, &ui),
     };
     finish(&ui, result)
 }

@@ -1,12 +1,18 @@
 //! One module per verb, each with a single `run`.
 
+pub mod aon_convert;
 pub mod convert;
+pub mod export;
+pub mod optimize;
 pub mod download;
 pub mod inspect;
 pub mod package;
 pub mod run;
 pub mod unpack;
 pub mod verify;
+pub mod quantize;
+pub mod perplexity;
+pub mod build;
 
 use crate::args::CommonCommand;
 use crate::ui::Ui;

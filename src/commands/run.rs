@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use ava_runtime::tokenizer::gemma_chat_turn;
 use ava_runtime::{Engine, GenerateOptions, SamplingParams};
 use serde::Serialize;
@@ -36,14 +36,18 @@ struct TimingsReport {
 
 /// Runs `run`.
 pub fn run(args: &RunArgs, ui: &Ui) -> anyhow::Result<()> {
-    if args.backend == Backend::Tvm {
-        bail!("the tvm backend needs an archive with a kernel library for this machine; none is built yet (use --backend native)");
-    }
+    let backend = match args.backend {
+        Backend::Auto => ava_runtime::Backend::Auto,
+        Backend::Native => ava_runtime::Backend::Native,
+        Backend::Tvm => ava_runtime::Backend::Tvm,
+    };
     let model = resolve_checkpoint(&args.model, &args.hub.options(ui), ui)?;
-    let engine = Engine::open(&model).with_context(|| format!("loading {}", model.display()))?;
+    let engine = Engine::open_with(&model, backend)
+        .with_context(|| format!("loading {}", model.display()))?;
     ui.detail(format!(
-        "loaded in {:.0} ms",
-        engine.load_time().as_secs_f64() * 1e3
+        "loaded in {:.0} ms ({} backend)",
+        engine.load_time().as_secs_f64() * 1e3,
+        engine.backend_name()
     ));
     let prompt = prompt_ids(args, &engine)?;
     let options = GenerateOptions {
@@ -110,7 +114,7 @@ pub fn run(args: &RunArgs, ui: &Ui) -> anyhow::Result<()> {
         peak_rss_bytes: peak_rss_bytes(),
         kv_cache_bytes: session.cache().bytes(),
         weights_bytes: engine.model().weight_bytes(),
-        backend: "native",
+        backend: engine.backend_name(),
     };
     ui.result(&report, String::new)
 }

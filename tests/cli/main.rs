@@ -1,6 +1,7 @@
 //! End-to-end tests of the `alc` and `aon` binaries: one integration binary, topic modules,
 //! and a helper for running a binary in a temporary directory.
 
+mod aon;
 mod archive;
 mod checkpoint;
 mod convert;
@@ -8,6 +9,7 @@ mod download;
 mod hubserver;
 mod real;
 mod run;
+mod tvm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

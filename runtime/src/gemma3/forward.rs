@@ -8,6 +8,26 @@ use super::{Gemma3, Layer};
 use crate::error::{Error, Result};
 use crate::native::{add_in_place, dot, gelu_tanh_gate, rms_norm, rms_norm_rows, softmax_in_place};
 
+/// Positions whose logits [`Gemma3::forward_all`] computes in one matmul against the head.
+const LOGIT_BLOCK: usize = 16;
+
+/// Which projection input an [`ActivationHook`] is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Site {
+    /// The normed input of q/k/v_proj, `[n, hidden]`.
+    Attention,
+    /// The attention output, input of o_proj, `[n, heads * head_dim]`.
+    Output,
+    /// The normed input of gate/up_proj, `[n, hidden]`.
+    Mlp,
+    /// The gated activation, input of down_proj, `[n, intermediate]`.
+    Down,
+}
+
+/// Sees every projection input of a forward pass: `(layer, site, rows)`.
+pub type ActivationHook<'a> = dyn FnMut(usize, Site, &[f32]) + 'a;
+
 /// Activations of one chunk, `[n, width]` row-major.
 struct Chunk {
     n: usize,
@@ -19,6 +39,60 @@ impl Gemma3 {
     ///
     /// The cache advances by `tokens.len()`; on error it is left unchanged.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
+        let h = self.hidden_states(tokens, cache, None)?;
+        let hidden = self.cfg.hidden_size;
+        let mut last = h[(tokens.len() - 1) * hidden..].to_vec();
+        rms_norm(&mut last, &self.final_norm, self.cfg.rms_norm_eps as f32);
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        let mut logits = vec![0f32; head.rows];
+        head.matmul(&last, 1, &mut logits);
+        Ok(logits)
+    }
+
+    /// Runs `tokens` like [`Gemma3::forward`] and hands the logits of every position from
+    /// `first` on, in order, to `each(position_in_chunk, logits)` (for perplexity); the head
+    /// runs over `LOGIT_BLOCK` positions at a time, so all the logits never exist at once.
+    pub fn forward_all(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        first: usize,
+        each: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<()> {
+        let h = self.hidden_states(tokens, cache, None)?;
+        let hidden = self.cfg.hidden_size;
+        let mut h = h[first.min(tokens.len()) * hidden..].to_vec();
+        rms_norm_rows(&mut h, &self.final_norm, self.cfg.rms_norm_eps as f32);
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        let mut logits = vec![0f32; LOGIT_BLOCK * head.rows];
+        for (b, rows) in h.chunks(LOGIT_BLOCK * hidden).enumerate() {
+            let n = rows.len() / hidden;
+            head.matmul(rows, n, &mut logits[..n * head.rows]);
+            for (t, l) in logits[..n * head.rows].chunks(head.rows).enumerate() {
+                each(first + b * LOGIT_BLOCK + t, l);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `tokens` through the decoder layers only, showing every projection input to
+    /// `hook` (calibration statistics); the cache advances as in [`Gemma3::forward`].
+    pub fn forward_observed(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        hook: &mut ActivationHook<'_>,
+    ) -> Result<()> {
+        self.hidden_states(tokens, cache, Some(hook)).map(drop)
+    }
+
+    /// The residual stream after the last layer, `[n, hidden]`; advances the cache.
+    fn hidden_states(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        mut hook: Option<&mut ActivationHook<'_>>,
+    ) -> Result<Vec<f32>> {
         let chunk = self.check_request(tokens, cache)?;
         let hidden = self.cfg.hidden_size;
         let mut h = vec![0f32; chunk.n * hidden];
@@ -28,16 +102,17 @@ impl Gemma3 {
             row.iter_mut().for_each(|v| *v *= self.embed_scale);
         }
         for (i, layer) in self.layers.iter().enumerate() {
-            self.attention_block(layer, &mut h, &chunk, &mut cache.layers[i], cache.width);
-            self.mlp_block(layer, &mut h, chunk.n);
+            let mut observe = |site: Site, x: &[f32]| {
+                if let Some(hook) = hook.as_mut() {
+                    hook(i, site, x);
+                }
+            };
+            let (cache_layer, width) = (&mut cache.layers[i], cache.width);
+            self.attention_block(layer, &mut h, &chunk, cache_layer, width, &mut observe);
+            self.mlp_block(layer, &mut h, chunk.n, &mut observe);
         }
         cache.advance(chunk.n);
-        let mut last = h[(chunk.n - 1) * hidden..].to_vec();
-        rms_norm(&mut last, &self.final_norm, self.cfg.rms_norm_eps as f32);
-        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        let mut logits = vec![0f32; head.rows];
-        head.matmul(&last, 1, &mut logits);
-        Ok(logits)
+        Ok(h)
     }
 
     fn check_request(&self, tokens: &[u32], cache: &KvCache) -> Result<Chunk> {
@@ -70,12 +145,14 @@ impl Gemma3 {
         chunk: &Chunk,
         cache: &mut LayerCache,
         width: usize,
+        observe: &mut dyn FnMut(Site, &[f32]),
     ) {
         let c = &self.cfg;
         let eps = c.rms_norm_eps as f32;
         let n = chunk.n;
         let mut x = h.to_vec();
         rms_norm_rows(&mut x, &layer.input_norm, eps);
+        observe(Site::Attention, &x);
         let mut q = vec![0f32; n * layer.q.rows];
         let mut k = vec![0f32; n * width];
         let mut v = vec![0f32; n * width];
@@ -99,6 +176,7 @@ impl Gemma3 {
         let mut attn = vec![0f32; n * layer.q.rows];
         self.attend(layer.kind, &q, (&k, &v), chunk, cache, &mut attn);
         cache.store(chunk.start, &k, &v, width);
+        observe(Site::Output, &attn);
         let mut out = vec![0f32; n * c.hidden_size];
         layer.o.matmul(&attn, n, &mut out);
         rms_norm_rows(&mut out, &layer.post_attention_norm, eps);
@@ -159,16 +237,24 @@ impl Gemma3 {
         });
     }
 
-    fn mlp_block(&self, layer: &Layer, h: &mut [f32], n: usize) {
+    fn mlp_block(
+        &self,
+        layer: &Layer,
+        h: &mut [f32],
+        n: usize,
+        observe: &mut dyn FnMut(Site, &[f32]),
+    ) {
         let c = &self.cfg;
         let eps = c.rms_norm_eps as f32;
         let mut x = h.to_vec();
         rms_norm_rows(&mut x, &layer.pre_feedforward_norm, eps);
+        observe(Site::Mlp, &x);
         let mut gate = vec![0f32; n * c.intermediate_size];
         let mut up = vec![0f32; n * c.intermediate_size];
         layer.gate.matmul(&x, n, &mut gate);
         layer.up.matmul(&x, n, &mut up);
         gelu_tanh_gate(&mut gate, &up);
+        observe(Site::Down, &gate);
         let mut down = vec![0f32; n * c.hidden_size];
         layer.down.matmul(&gate, n, &mut down);
         rms_norm_rows(&mut down, &layer.post_feedforward_norm, eps);

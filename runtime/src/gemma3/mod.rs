@@ -9,12 +9,15 @@
 mod forward;
 mod kv_cache;
 
+pub use forward::{ActivationHook, Site};
 pub use kv_cache::KvCache;
 
 use ava_core::{DType, Gemma3Config, LayerKind, RopeScaling};
 
 use crate::error::{Error, Result};
-use crate::native::{Matrix, Rope};
+use ava_core::quant::{QuantFormat, SCALES_SUFFIX};
+
+use crate::native::{Matrix, QuantWeights, Rope};
 use crate::source::ModelSource;
 
 /// One decoder layer's weights.
@@ -58,6 +61,9 @@ impl Gemma3 {
         }
         let p = cfg.weight_prefix.clone();
         let matrix = |name: String| -> Result<Matrix> {
+            if let Some(m) = quantized_matrix(source, &name)? {
+                return Ok(m);
+            }
             let view = tensor(source, &name)?;
             match source.mapping_of(view.data) {
                 Some((map, offset)) => Matrix::from_mapped(&view, map, offset),
@@ -93,7 +99,7 @@ impl Gemma3 {
             Some(matrix(cfg.lm_head_name())?)
         };
         let model = Gemma3 {
-            embed_scale: embed_scale(cfg.hidden_size, embed.dtype()),
+            embed_scale: embed_scale(cfg.hidden_size, source_dtype(&cfg, &embed)),
             final_norm: vector(format!("{p}norm.weight"))?,
             rope_local: rope(&cfg, LayerKind::Sliding)?,
             rope_global: rope(&cfg, LayerKind::Full)?,
@@ -192,7 +198,11 @@ fn tensor<'a>(source: &'a ModelSource, name: &str) -> Result<ava_core::TensorVie
 fn find_prefix(source: &ModelSource, cfg: &Gemma3Config) -> Result<String> {
     std::iter::once(cfg.weight_prefix.as_str())
         .chain(ava_core::config::gemma3::WEIGHT_PREFIXES)
-        .find(|p| source.tensor(&format!("{p}embed_tokens.weight")).is_some())
+        .find(|p| {
+            let name = format!("{p}embed_tokens.weight");
+            let has = |n: &str| source.tensor(n).is_some();
+            has(&name) || QuantFormat::detect(&name, has).is_some()
+        })
         .map(str::to_string)
         .ok_or_else(|| {
             Error::Model(format!(
@@ -210,6 +220,38 @@ fn rope(cfg: &Gemma3Config, kind: LayerKind) -> Result<Rope> {
         ref other => return Err(Error::Model(format!("unsupported rope scaling {other:?}"))),
     };
     Ok(Rope::new(cfg.head_dim, params.theta, factor))
+}
+
+/// A weight stored as Q4BF16 / Q8BF16 planes (`docs/formats/q4bf16.md`), if it is.
+fn quantized_matrix(source: &ModelSource, name: &str) -> Result<Option<Matrix>> {
+    if source.tensor(name).is_some() {
+        return Ok(None);
+    }
+    let Some(format) = QuantFormat::detect(name, |n| source.tensor(n).is_some()) else {
+        return Ok(None);
+    };
+    let codes = tensor(source, &format!("{name}{}", format.code_suffix()))?;
+    let scales = tensor(source, &format!("{name}{SCALES_SUFFIX}"))?;
+    let (rows, cols) = match (codes.shape, format) {
+        ([r, c], QuantFormat::Q4Bf16) => (*r, c * 2),
+        ([r, c], _) => (*r, *c),
+        _ => return Err(Error::Model(format!("{name}: code plane is not 2-D"))),
+    };
+    let weights = QuantWeights::from_planes(format, &codes, &scales, rows, cols)?;
+    Ok(Some(Matrix::from_quantized(weights, rows, cols)))
+}
+
+/// The dtype the model was trained/converted in: the matrix's, or for quantized weights the
+/// one `config.json` names (the embedding scale is rounded to it).
+fn source_dtype(cfg: &Gemma3Config, m: &Matrix) -> DType {
+    if m.quantized().is_none() {
+        return m.dtype();
+    }
+    match cfg.dtype.as_deref() {
+        Some("bfloat16") => DType::BF16,
+        Some("float16") => DType::F16,
+        _ => DType::F32,
+    }
 }
 
 /// `sqrt(hidden)` rounded to the embedding's dtype, as transformers computes it.

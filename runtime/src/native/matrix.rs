@@ -6,6 +6,7 @@ use ava_core::{DType, TensorView};
 use memmap2::Mmap;
 use rayon::prelude::*;
 
+use super::q4::QuantWeights;
 use super::simd::dot;
 use crate::error::{Error, Result};
 
@@ -29,6 +30,8 @@ pub enum WeightData {
         /// Byte length.
         len: usize,
     },
+    /// Q4BF16 / Q8BF16 codes and scales, dequantized inside the matmul (`q4.rs`).
+    Quantized(QuantWeights),
 }
 
 /// A row-major `[rows, cols]` weight matrix (PyTorch's `[out, in]` layout).
@@ -92,6 +95,24 @@ impl Matrix {
         })
     }
 
+    /// A matrix over quantized planes (`docs/formats/q4bf16.md`); `dtype` reports bf16.
+    pub fn from_quantized(weights: QuantWeights, rows: usize, cols: usize) -> Self {
+        Matrix {
+            rows,
+            cols,
+            dtype: DType::BF16,
+            data: WeightData::Quantized(weights),
+        }
+    }
+
+    /// The quantized weights, when the matrix holds codes rather than floats.
+    pub fn quantized(&self) -> Option<&QuantWeights> {
+        match &self.data {
+            WeightData::Quantized(q) => Some(q),
+            _ => None,
+        }
+    }
+
     /// Whether the weights are used in place from a mapping.
     pub fn is_mapped(&self) -> bool {
         matches!(self.data, WeightData::Mapped { .. })
@@ -102,6 +123,7 @@ impl Matrix {
             WeightData::F32(v) => bytemuck::cast_slice(v),
             WeightData::Half(v) => bytemuck::cast_slice(v),
             WeightData::Mapped { map, offset, len } => &map[*offset..*offset + *len],
+            WeightData::Quantized(_) => &[],
         }
     }
 
@@ -117,6 +139,9 @@ impl Matrix {
 
     /// Bytes the weights occupy.
     pub fn bytes(&self) -> usize {
+        if let Some(q) = self.quantized() {
+            return q.bytes();
+        }
         self.rows * self.cols * self.dtype.size_in_bytes()
     }
 
@@ -127,6 +152,9 @@ impl Matrix {
 
     /// Writes row `r` widened to f32 into `out` (length `cols`).
     pub fn row_into(&self, r: usize, out: &mut [f32]) {
+        if let Some(q) = self.quantized() {
+            return q.row_into(r, self.cols, out);
+        }
         let range = r * self.cols..(r + 1) * self.cols;
         match self.dtype {
             DType::F32 => out.copy_from_slice(&self.f32s()[range]),
@@ -186,7 +214,7 @@ impl Matrix {
     /// Row `r` as f32: borrowed for f32 weights, widened into `buf` otherwise.
     fn row_slice<'a>(&'a self, r: usize, buf: &'a mut [f32]) -> &'a [f32] {
         match self.dtype {
-            DType::F32 => &self.f32s()[r * self.cols..(r + 1) * self.cols],
+            DType::F32 if self.quantized().is_none() => &self.f32s()[r * self.cols..(r + 1) * self.cols],
             _ => {
                 self.row_into(r, buf);
                 buf
@@ -195,6 +223,9 @@ impl Matrix {
     }
 
     fn row_dot(&self, r: usize, x: &[f32], buf: &mut [f32]) -> f32 {
+        if let Some(q) = self.quantized() {
+            return q.row_dot(r, x);
+        }
         dot(self.row_slice(r, buf), x)
     }
 }

@@ -1,0 +1,227 @@
+//! The quantize stage: plans each tensor's scheme from the policy, and streams the checkpoint
+//! tensor by tensor from its mapping into one `model.safetensors` of float tensors and
+//! Q4BF16 / Q8BF16 planes (`docs/formats/q4bf16.md`). Only the tensor being written (as f32)
+//! and its encoded form are in memory at a time; AWQ's scales arrive as a [`Transform`].
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use ava_core::quant::{group_fits, scales_shape, SCALES_SUFFIX};
+use ava_core::safetensors_file::METADATA_KEY;
+use ava_core::{Checkpoint, DType};
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::grouped::{self, Layout};
+use crate::policy::{Policy, Scheme};
+
+/// Write buffer size.
+const WRITE_BUFFER_BYTES: usize = 8 << 20;
+/// safetensors pads its JSON header to a multiple of this.
+const HEADER_ALIGN: usize = 8;
+/// The scheme a tensor the policy wants quantized falls back to when its shape does not fit.
+const FALLBACK: Scheme = Scheme::Bf16;
+
+/// How weights are rounded.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// Round to nearest, per group.
+    Rtn,
+    /// Activation-aware channel scaling plus per-group clip search.
+    Awq,
+}
+
+impl Method {
+    /// `rtn` / `awq`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Rtn => "rtn",
+            Method::Awq => "awq",
+        }
+    }
+}
+
+/// What to write.
+#[derive(Clone, Debug)]
+pub struct StageSpec {
+    /// Scheme per tensor role.
+    pub policy: Policy,
+    /// Group size of the quantized schemes.
+    pub group: usize,
+    /// The method (recorded; AWQ's effect comes through the [`Transform`]).
+    pub method: Method,
+    /// The overall quantization name (`q4bf16`, ...).
+    pub quantization: String,
+}
+
+/// Changes applied to weights before they are encoded (from AWQ).
+#[derive(Clone, Debug, Default)]
+pub struct Transform {
+    /// Multiply the columns of these weights by the scales.
+    pub col_scale: HashMap<String, Vec<f32>>,
+    /// Divide the rows of these weights by the scales.
+    pub row_div: HashMap<String, Vec<f32>>,
+    /// Replace these tensors' values (folded norms).
+    pub replace: HashMap<String, Vec<f32>>,
+    /// Per-column importance for the clip search.
+    pub importance: HashMap<String, Vec<f32>>,
+}
+
+/// One tensor of the output.
+#[derive(Clone, Debug)]
+pub struct PlannedTensor {
+    /// The source tensor name.
+    pub name: String,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// How it is stored.
+    pub scheme: Scheme,
+    /// Whether the policy's quantized scheme did not fit its shape.
+    pub fell_back: bool,
+}
+
+impl PlannedTensor {
+    /// `(name, dtype, shape, bytes)` of every tensor this one writes.
+    fn outputs(&self, group: usize) -> Vec<(String, DType, Vec<usize>, usize)> {
+        match (self.scheme.quant_format(), self.shape.as_slice()) {
+            (Some(f), &[rows, cols]) => {
+                let scales = scales_shape(rows, cols, group);
+                vec![
+                    (format!("{}{}", self.name, f.code_suffix()), f.code_dtype(), f.code_shape(rows, cols), rows * f.row_bytes(cols)),
+                    (format!("{}{SCALES_SUFFIX}", self.name), DType::BF16, scales, rows * cols / group * 2),
+                ]
+            }
+            _ => {
+                let dtype = self.scheme.float_dtype().unwrap_or(DType::BF16);
+                let numel: usize = self.shape.iter().product();
+                vec![(self.name.clone(), dtype, self.shape.clone(), numel * dtype.size_in_bytes())]
+            }
+        }
+    }
+}
+
+/// The scheme of every tensor of `ck` (sorted by name).
+pub fn plan(ck: &Checkpoint, spec: &StageSpec) -> Vec<PlannedTensor> {
+    ck.tensor_views()
+        .map(|t| {
+            let wanted = spec.policy.scheme_of(t.name);
+            let fits = match t.shape {
+                [_, cols] => group_fits(*cols, spec.group),
+                _ => false,
+            };
+            let fell_back = wanted.quant_format().is_some() && !fits;
+            PlannedTensor {
+                name: t.name.to_string(),
+                shape: t.shape.to_vec(),
+                scheme: if fell_back { FALLBACK } else { wanted },
+                fell_back,
+            }
+        })
+        .collect()
+}
+
+/// Bytes written and read.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WriteStats {
+    /// Tensor bytes read from the checkpoint.
+    pub input_bytes: u64,
+    /// Tensor bytes written.
+    pub output_bytes: u64,
+}
+
+/// Writes `path` from `ck` following `plan`, reporting input bytes consumed to `progress`.
+pub fn write_weights(
+    ck: &Checkpoint,
+    (plan, spec): (&[PlannedTensor], &StageSpec),
+    transform: &Transform,
+    path: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<WriteStats> {
+    let io = |e| Error::io(path, e);
+    let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, File::create(path).map_err(io)?);
+    let header = header(plan, spec);
+    out.write_all(&(header.len() as u64).to_le_bytes()).map_err(io)?;
+    out.write_all(&header).map_err(io)?;
+    let mut stats = WriteStats::default();
+    for t in plan {
+        let view = ck.tensor(&t.name)?;
+        stats.input_bytes += view.data.len() as u64;
+        let values = transformed(&view.to_f32_vec()?, t, transform);
+        for bytes in encode(&values, t, spec, transform.importance.get(&t.name)) {
+            out.write_all(&bytes).map_err(io)?;
+            stats.output_bytes += bytes.len() as u64;
+        }
+        progress(stats.input_bytes);
+    }
+    out.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
+    Ok(stats)
+}
+
+fn transformed(values: &[f32], t: &PlannedTensor, tr: &Transform) -> Vec<f32> {
+    if let Some(v) = tr.replace.get(&t.name) {
+        return v.clone();
+    }
+    let mut v = values.to_vec();
+    let cols = t.shape.last().copied().unwrap_or(1).max(1);
+    if let Some(s) = tr.col_scale.get(&t.name) {
+        for row in v.chunks_mut(cols) {
+            row.iter_mut().zip(s).for_each(|(x, s)| *x *= s);
+        }
+    }
+    if let Some(d) = tr.row_div.get(&t.name) {
+        for (row, d) in v.chunks_mut(cols).zip(d) {
+            row.iter_mut().for_each(|x| *x /= d);
+        }
+    }
+    v
+}
+
+/// The bytes of each output tensor of `t`, in [`PlannedTensor::outputs`] order.
+fn encode(values: &[f32], t: &PlannedTensor, spec: &StageSpec, importance: Option<&Vec<f32>>) -> Vec<Vec<u8>> {
+    match (t.scheme.quant_format(), t.shape.as_slice()) {
+        (Some(format), &[rows, cols]) => {
+            let layout = Layout { format, rows, cols, group: spec.group };
+            let planes = grouped::quantize(values, layout, importance.map(Vec::as_slice));
+            let scales = planes.scales.iter().flat_map(|s| s.to_le_bytes()).collect();
+            vec![planes.codes, scales]
+        }
+        _ => vec![match t.scheme {
+            Scheme::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            Scheme::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
+            _ => values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect(),
+        }],
+    }
+}
+
+/// The safetensors header: tensors in plan order, contiguous, padded to 8 bytes.
+fn header(plan: &[PlannedTensor], spec: &StageSpec) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    header.insert(
+        METADATA_KEY.into(),
+        json!({
+            "format": "pt",
+            "ava.quantization": spec.quantization,
+            "ava.quantize.method": spec.method.name(),
+            "ava.quantize.group_size": spec.group.to_string(),
+            "ava.quantize.policy": spec.policy.to_string(),
+        }),
+    );
+    let mut offset = 0usize;
+    for t in plan {
+        for (name, dtype, shape, bytes) in t.outputs(spec.group) {
+            header.insert(
+                name,
+                json!({"dtype": dtype.safetensors_name(), "shape": shape, "data_offsets": [offset, offset + bytes]}),
+            );
+            offset += bytes;
+        }
+    }
+    let mut bytes = serde_json::Value::Object(header).to_string().into_bytes();
+    while bytes.len() % HEADER_ALIGN != 0 {
+        bytes.push(b' ');
+    }
+    bytes
+}

@@ -1,0 +1,328 @@
+//! Opening a kernel library (`dlopen`), installing the host hooks and calling kernels.
+
+use std::collections::HashMap;
+use std::ffi::{c_void, CString};
+use std::path::{Path, PathBuf};
+
+use super::ffi::{
+    self, DLDataType, DLDevice, DLTensor, SafeCall, TVMFFIAny, DL_CPU, TYPE_DLTENSOR_PTR,
+    TYPE_FLOAT, TYPE_INT, TYPE_NONE,
+};
+use crate::error::{Error, Result};
+
+/// Version of `kernels.json` this runtime reads.
+pub const TABLE_FORMAT_VERSION: u64 = 1;
+/// Most dimensions of a tensor argument.
+const MAX_DIMS: usize = 4;
+
+/// The parts of `kernels.json` the runtime uses.
+#[derive(Clone, Debug)]
+pub struct KernelTable {
+    /// Target name.
+    pub target: String,
+    /// CPU features the library needs.
+    pub requires: Vec<String>,
+    /// Kernel names (symbol = `__tvm_ffi_<name>`).
+    pub kernels: Vec<String>,
+}
+
+impl KernelTable {
+    /// Parses `kernels.json` (`label` names it in errors).
+    pub fn parse(bytes: &[u8], label: &Path) -> Result<Self> {
+        let bad = |m: &str| Error::Model(format!("{}: {m}", label.display()));
+        let v: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| bad(&e.to_string()))?;
+        if v["format_version"].as_u64() != Some(TABLE_FORMAT_VERSION) {
+            return Err(bad(&format!(
+                "kernel table format {} (this runtime reads {TABLE_FORMAT_VERSION})",
+                v["format_version"]
+            )));
+        }
+        let strings = |key: &str, field: Option<&str>| -> Result<Vec<String>> {
+            v[key]
+                .as_array()
+                .ok_or_else(|| bad(&format!("no {key} list")))?
+                .iter()
+                .map(|e| {
+                    let e = field.map_or(e, |f| &e[f]);
+                    e.as_str().map(str::to_string).ok_or_else(|| bad(key))
+                })
+                .collect()
+        };
+        Ok(KernelTable {
+            target: v["target"].as_str().unwrap_or_default().to_string(),
+            requires: strings("requires", None)?,
+            kernels: strings("kernels", Some("name"))?,
+        })
+    }
+
+    /// CPU features the library needs that this CPU lacks.
+    pub fn missing_features(&self) -> Vec<String> {
+        self.requires
+            .iter()
+            .filter(|f| !cpu_has(f))
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn cpu_has(feature: &str) -> bool {
+    match feature {
+        "avx2" => std::is_x86_feature_detected!("avx2"),
+        "fma" => std::is_x86_feature_detected!("fma"),
+        "avx512f" => std::is_x86_feature_detected!("avx512f"),
+        "avx512bw" => std::is_x86_feature_detected!("avx512bw"),
+        "avx512vnni" => std::is_x86_feature_detected!("avx512vnni"),
+        _ => false,
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+fn cpu_has(feature: &str) -> bool {
+    match feature {
+        "neon" => std::arch::is_aarch64_feature_detected!("neon"),
+        "dotprod" => std::arch::is_aarch64_feature_detected!("dotprod"),
+        _ => false,
+    }
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn cpu_has(_feature: &str) -> bool {
+    false
+}
+
+/// One argument of a kernel call.
+#[derive(Clone, Copy, Debug)]
+pub enum Arg {
+    /// A CPU tensor: data pointer, dtype, shape (`ndim` leading entries of `shape` used).
+    Tensor {
+        /// First element.
+        data: *const u8,
+        /// Element type.
+        dtype: DLDataType,
+        /// Dimensions.
+        shape: [i64; MAX_DIMS],
+        /// Number of dimensions.
+        ndim: usize,
+    },
+    /// An integer scalar.
+    Int(i64),
+    /// A float scalar.
+    Float(f64),
+}
+
+impl Arg {
+    /// A tensor over `data` with `shape`; `code`/`bits` as in DLPack.
+    pub fn tensor(data: *const u8, code: u8, bits: u8, shape: &[usize]) -> Arg {
+        let mut s = [0i64; MAX_DIMS];
+        for (d, &v) in s.iter_mut().zip(shape) {
+            *d = v as i64;
+        }
+        Arg::Tensor {
+            data,
+            dtype: DLDataType {
+                code,
+                bits,
+                lanes: 1,
+            },
+            shape: s,
+            ndim: shape.len().min(MAX_DIMS),
+        }
+    }
+
+    /// An f32 tensor the kernel reads.
+    pub fn f32(data: &[f32], shape: &[usize]) -> Arg {
+        debug_assert_eq!(data.len(), shape.iter().product::<usize>());
+        Arg::tensor(data.as_ptr().cast(), 2, 32, shape)
+    }
+
+    /// An f32 tensor the kernel writes.
+    pub fn f32_out(data: &mut [f32], shape: &[usize]) -> Arg {
+        debug_assert_eq!(data.len(), shape.iter().product::<usize>());
+        Arg::tensor(data.as_mut_ptr().cast_const().cast(), 2, 32, shape)
+    }
+}
+
+/// An opened kernel library.
+pub struct Library {
+    handle: *mut c_void,
+    kernels: HashMap<String, SafeCall>,
+}
+
+// SAFETY: the handle and entry points are immutable after loading; the kernels are reentrant
+// (they keep no state; the hooks they call are thread-safe).
+unsafe impl Send for Library {}
+// SAFETY: as above.
+unsafe impl Sync for Library {}
+
+impl Library {
+    /// `dlopen`s the library at `path`, installs the host hooks, and resolves every kernel of
+    /// `table`.
+    pub fn open(path: &Path, table: &KernelTable) -> Result<Self> {
+        let bad = |m: String| Error::Model(format!("{}: {m}", path.display()));
+        let cpath = CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| bad("path contains NUL".into()))?;
+        // SAFETY: a plain dlopen of a library whose only initialisers are the C runtime's.
+        let handle = unsafe { libc::dlopen(cpath.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+        if handle.is_null() {
+            return Err(bad(format!("dlopen failed: {}", dl_error())));
+        }
+        let lib = Library {
+            handle,
+            kernels: HashMap::new(),
+        };
+        lib.install_hooks();
+        let mut kernels = HashMap::new();
+        for name in &table.kernels {
+            let sym = lib
+                .symbol(&format!("__tvm_ffi_{name}"))
+                .ok_or_else(|| bad(format!("kernel {name} listed in the table is not exported")))?;
+            // SAFETY: `__tvm_ffi_*` symbols are tvm-ffi safe-call functions.
+            kernels.insert(name.clone(), unsafe {
+                std::mem::transmute::<*mut c_void, SafeCall>(sym)
+            });
+        }
+        Ok(Library { kernels, ..lib })
+    }
+
+    fn symbol(&self, name: &str) -> Option<*mut c_void> {
+        let c = CString::new(name).ok()?;
+        // SAFETY: `handle` is a live dlopen handle.
+        let p = unsafe { libc::dlsym(self.handle, c.as_ptr()) };
+        (!p.is_null()).then_some(p)
+    }
+
+    /// Fills the library's hook pointers (present only when some kernel uses them).
+    fn install_hooks(&self) {
+        let hooks: [(&str, *const c_void); 4] = [
+            (
+                "__TVMBackendParallelLaunch",
+                ffi::parallel_launch as *const c_void,
+            ),
+            (
+                "__TVMBackendAllocWorkspace",
+                ffi::alloc_workspace as *const c_void,
+            ),
+            (
+                "__TVMBackendFreeWorkspace",
+                ffi::free_workspace as *const c_void,
+            ),
+            (
+                "__ava_error_hook",
+                ffi::TVMFFIErrorSetRaisedFromCStrParts as *const c_void,
+            ),
+        ];
+        for (name, f) in hooks {
+            if let Some(slot) = self.symbol(name) {
+                // SAFETY: each of these symbols is a pointer-sized variable holding a function
+                // pointer of the matching signature.
+                unsafe { *(slot as *mut *const c_void) = f };
+            }
+        }
+    }
+
+    /// Whether the library has kernel `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.kernels.contains_key(name)
+    }
+
+    /// Calls kernel `name`. The kernel checks dtypes and shapes and returns an error (with the
+    /// kernel's message) on a mismatch; the caller guarantees the data pointers cover them.
+    pub fn call(&self, name: &str, args: &[Arg]) -> Result<()> {
+        let f = self
+            .kernels
+            .get(name)
+            .ok_or_else(|| Error::Model(format!("tvm: no kernel {name} in the library")))?;
+        let mut tensors: Vec<DLTensor> = Vec::with_capacity(args.len());
+        for a in args {
+            if let Arg::Tensor {
+                data,
+                dtype,
+                ref shape,
+                ndim,
+            } = *a
+            {
+                tensors.push(DLTensor {
+                    data: data as *mut c_void,
+                    device: DLDevice {
+                        device_type: DL_CPU,
+                        device_id: 0,
+                    },
+                    ndim: ndim as i32,
+                    dtype,
+                    shape: shape.as_ptr(),
+                    strides: std::ptr::null(),
+                    byte_offset: 0,
+                });
+            }
+        }
+        let mut next = 0;
+        let packed: Vec<TVMFFIAny> = args
+            .iter()
+            .map(|a| match *a {
+                Arg::Tensor { .. } => {
+                    let t = &tensors[next] as *const DLTensor;
+                    next += 1;
+                    any(TYPE_DLTENSOR_PTR, t as u64)
+                }
+                Arg::Int(v) => any(TYPE_INT, v as u64),
+                Arg::Float(v) => any(TYPE_FLOAT, v.to_bits()),
+            })
+            .collect();
+        let mut ret = any(TYPE_NONE, 0);
+        // SAFETY: `packed` points at DLTensors (and their shapes in `args`) alive for the call.
+        let rc = unsafe {
+            f(
+                std::ptr::null_mut(),
+                packed.as_ptr(),
+                packed.len() as i32,
+                &mut ret,
+            )
+        };
+        if rc != 0 {
+            return Err(Error::Model(format!(
+                "tvm kernel {name}: {}",
+                ffi::take_error()
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Library {
+    fn drop(&mut self) {
+        // The library stays loaded: worker threads may still hold pointers into it for a moment
+        // after a launch returns, and unloading saves little.
+    }
+}
+
+fn any(type_index: i32, value: u64) -> TVMFFIAny {
+    TVMFFIAny {
+        type_index,
+        zero_padding: 0,
+        value,
+    }
+}
+
+fn dl_error() -> String {
+    // SAFETY: dlerror returns a thread-local C string or null.
+    let e = unsafe { libc::dlerror() };
+    if e.is_null() {
+        "unknown error".into()
+    } else {
+        // SAFETY: non-null C string from dlerror.
+        unsafe { std::ffi::CStr::from_ptr(e) }
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+/// A file the library was written to (archives keep it inside the `.tar`); removed on drop.
+pub(crate) struct TempLibrary(pub(crate) PathBuf);
+
+impl Drop for TempLibrary {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

@@ -1,0 +1,153 @@
+//! The persistent thread pool behind `TVMBackendParallelLaunch`: workers spin briefly, then
+//! sleep, waiting for the next launch, so a launch costs a few microseconds, not a thread spawn.
+
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::ffi::{ParallelEnv, ParallelLambda};
+
+/// Environment variable overriding the number of threads kernels use.
+pub const THREADS_ENV: &str = "AVA_NUM_THREADS";
+/// How long an idle worker spins before it sleeps.
+const SPIN: Duration = Duration::from_micros(200);
+
+struct Job {
+    f: ParallelLambda,
+    cdata: *mut c_void,
+    env: *mut ParallelEnv,
+}
+
+struct Pool {
+    /// Worker threads started (a launch uses them plus the calling thread).
+    workers: AtomicUsize,
+    /// Serialises launches; a launch that finds it taken runs its tasks inline.
+    launch: Mutex<()>,
+    /// Launch counter: workers start a task when it moves.
+    generation: AtomicUsize,
+    /// Tasks of the current launch not yet finished.
+    remaining: AtomicUsize,
+    /// Failed tasks of the current launch.
+    failures: AtomicUsize,
+    job: Mutex<Option<JobPtr>>,
+    wake: Condvar,
+    sleep: Mutex<()>,
+}
+
+#[derive(Clone, Copy)]
+struct JobPtr(*const Job);
+// SAFETY: the job outlives the launch, which waits for every worker to finish with it.
+unsafe impl Send for JobPtr {}
+
+static POOL: OnceLock<&'static Pool> = OnceLock::new();
+
+fn pool() -> &'static Pool {
+    POOL.get_or_init(|| {
+        let wanted = std::env::var(THREADS_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n: &usize| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let pool: &'static Pool = Box::leak(Box::new(Pool {
+            workers: AtomicUsize::new(0),
+            launch: Mutex::new(()),
+            generation: AtomicUsize::new(0),
+            remaining: AtomicUsize::new(0),
+            failures: AtomicUsize::new(0),
+            job: Mutex::new(None),
+            wake: Condvar::new(),
+            sleep: Mutex::new(()),
+        }));
+        for id in 1..wanted {
+            let spawned = std::thread::Builder::new()
+                .name(format!("ava-tvm-{id}"))
+                .spawn(move || worker(pool, id));
+            if spawned.is_err() {
+                break;
+            }
+            pool.workers.store(id, Ordering::Release);
+        }
+        pool
+    })
+}
+
+/// Threads a launch uses.
+pub fn threads() -> usize {
+    pool().workers.load(Ordering::Acquire) + 1
+}
+
+fn worker(pool: &'static Pool, id: usize) {
+    let mut seen = 0;
+    loop {
+        let started = Instant::now();
+        loop {
+            let g = pool.generation.load(Ordering::Acquire);
+            if g != seen {
+                seen = g;
+                break;
+            }
+            if started.elapsed() < SPIN {
+                std::hint::spin_loop();
+                continue;
+            }
+            let guard = pool.sleep.lock().unwrap_or_else(|e| e.into_inner());
+            if pool.generation.load(Ordering::Acquire) == seen {
+                let _ = pool.wake.wait_timeout(guard, Duration::from_millis(50));
+            }
+        }
+        let job = *pool.job.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(JobPtr(job)) = job {
+            // SAFETY: the launching thread keeps `job` alive until `remaining` reaches zero.
+            let job = unsafe { &*job };
+            // SAFETY: TVM's contract for parallel lambdas.
+            if unsafe { (job.f)(id as i32, job.env, job.cdata) } != 0 {
+                pool.failures.fetch_add(1, Ordering::AcqRel);
+            }
+            pool.remaining.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Runs `f(task, env, cdata)` for every task id, on the pool; returns 0 or -1.
+pub fn launch(f: ParallelLambda, cdata: *mut c_void) -> i32 {
+    let pool = pool();
+    let n = threads();
+    let mut env = ParallelEnv {
+        sync_handle: std::ptr::null_mut(),
+        num_task: n as i32,
+    };
+    let Ok(_guard) = pool.launch.try_lock() else {
+        // Another thread's launch holds the pool: run every task here.
+        let mut rc = 0;
+        for task in 0..n {
+            // SAFETY: TVM's contract for parallel lambdas.
+            rc |= unsafe { f(task as i32, &mut env, cdata) };
+        }
+        return if rc == 0 { 0 } else { -1 };
+    };
+    let job = Job {
+        f,
+        cdata,
+        env: &mut env,
+    };
+    pool.failures.store(0, Ordering::Release);
+    pool.remaining.store(n - 1, Ordering::Release);
+    *pool.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(JobPtr(&job));
+    {
+        let _s = pool.sleep.lock().unwrap_or_else(|e| e.into_inner());
+        pool.generation.fetch_add(1, Ordering::AcqRel);
+        pool.wake.notify_all();
+    }
+    // SAFETY: TVM's contract for parallel lambdas.
+    let rc = unsafe { f(0, job.env, cdata) };
+    while pool.remaining.load(Ordering::Acquire) != 0 {
+        std::hint::spin_loop();
+    }
+    *pool.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    if rc == 0 && pool.failures.load(Ordering::Acquire) == 0 {
+        0
+    } else {
+        -1
+    }
+}

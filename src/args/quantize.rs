@@ -1,0 +1,92 @@
+//! Arguments of `alc quantize` and `alc perplexity`.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use super::HubArgs;
+
+/// `--quant`: the scheme of the projections (and the default of the other roles).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuantArg {
+    /// 4-bit codes, bf16 scale per group (the embedding defaults to q8bf16).
+    Q4bf16,
+    /// 8-bit codes, bf16 scale per group.
+    Q8bf16,
+    /// bfloat16.
+    Bf16,
+    /// float16.
+    F16,
+    /// float32.
+    F32,
+}
+
+/// `--method`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MethodArg {
+    /// Round to nearest, per group.
+    Rtn,
+    /// Activation-aware scaling (needs --calib) plus a per-group clip search.
+    Awq,
+}
+
+/// `quantize DIR|REPO --quant Q -o DIR`.
+#[derive(Args, Clone, Debug)]
+#[command(after_help = "The output is a checkpoint directory (config.json, tokenizer files, \
+model.safetensors with Q4BF16/Q8BF16 planes, ava-stage.json); see docs/formats/q4bf16.md and \
+docs/quantization.md. Policy roles: embed (embedding / tied lm_head), proj (attention and MLP \
+projections), norm (never quantized), other.")]
+pub struct QuantizeArgs {
+    /// A checkpoint directory or hub repository id (`org/name[@REV]`).
+    #[arg(value_name = "DIR|REPO_ID")]
+    pub input: PathBuf,
+    /// Output directory (must not exist; written under a temporary name first).
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Format of the projections.
+    #[arg(long, value_enum, default_value_t = QuantArg::Q4bf16)]
+    pub quant: QuantArg,
+    /// Elements per group along the input dimension (32, 64 or 128).
+    #[arg(long, default_value_t = ava_core::quant::DEFAULT_GROUP_SIZE)]
+    pub group_size: usize,
+    /// Rounding method.
+    #[arg(long, value_enum, default_value_t = MethodArg::Rtn)]
+    pub method: MethodArg,
+    /// Per-role overrides, e.g. `embed=q4bf16,norm=f32`.
+    #[arg(long, value_name = "ROLE=SCHEME,...")]
+    pub policy: Option<String>,
+    /// Calibration text (plain UTF-8); required by --method awq.
+    #[arg(long, value_name = "FILE.txt")]
+    pub calib: Option<PathBuf>,
+    /// Calibration sequences.
+    #[arg(long, default_value_t = ava_quantize::calib::DEFAULT_SAMPLES)]
+    pub calib_samples: usize,
+    /// Tokens per calibration sequence.
+    #[arg(long, default_value_t = ava_quantize::calib::DEFAULT_SEQ_LEN)]
+    pub calib_seq_len: usize,
+    /// Exponents tried by the AWQ search (evenly spaced in [0, 1]).
+    #[arg(long, default_value_t = ava_quantize::awq::DEFAULT_GRID)]
+    pub awq_grid: usize,
+    #[command(flatten)]
+    pub hub: HubArgs,
+}
+
+/// `perplexity PKG|DIR --text FILE`.
+#[derive(Args, Clone, Debug)]
+pub struct PerplexityArgs {
+    /// An archive, unpacked archive or checkpoint directory.
+    #[arg(value_name = "PKG|DIR")]
+    pub model: PathBuf,
+    /// The text to score (e.g. WikiText-2 test.txt).
+    #[arg(long, value_name = "FILE")]
+    pub text: PathBuf,
+    /// Tokens per window.
+    #[arg(long, default_value_t = 512)]
+    pub ctx: usize,
+    /// Tokens between window starts.
+    #[arg(long, default_value_t = 512)]
+    pub stride: usize,
+    /// Most windows to run.
+    #[arg(long, value_name = "N")]
+    pub max_chunks: Option<usize>,
+}

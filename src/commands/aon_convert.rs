@@ -1,0 +1,39 @@
+//! `aon convert ALBERT_DIR|REPO -o DIR`: ALBERT -> mALBERT intent classifier (see
+//! [`crate::malbert`]).
+
+use crate::args::AonConvertArgs;
+use crate::hub::resolve_checkpoint;
+use crate::malbert::{convert, Options};
+use crate::ui::{human_bytes, Ui};
+
+/// Runs `aon convert`.
+pub fn run(args: &AonConvertArgs, ui: &Ui) -> anyhow::Result<()> {
+    let src = resolve_checkpoint(&args.checkpoint, &args.hub.options(ui), ui)?;
+    let opts = Options {
+        intents: args.intents.as_deref(),
+        corpus: args.corpus.as_deref(),
+        prune_vocab: args.prune_vocab,
+        max_seq_len: args.max_seq_len,
+        l2: args.l2,
+    };
+    let r = convert(&src, &args.output, &opts)?;
+    ui.result(&r, || {
+        let mut s = format!(
+            "wrote {}: vocabulary {} -> {}, positions {} -> {}, weights {} -> {} (saved {})\nhead: {} ({} labels)\n",
+            args.output.display(),
+            r.vocab_before,
+            r.vocab_after,
+            r.positions_before,
+            r.positions_after,
+            human_bytes(r.weight_bytes_before),
+            human_bytes(r.weight_bytes_after),
+            human_bytes(r.weight_bytes_before.saturating_sub(r.weight_bytes_after)),
+            r.head,
+            r.labels
+        );
+        if let (Some(t), Some(v)) = (r.train_accuracy, r.val_accuracy) {
+            s += &format!("fitted head: train accuracy {:.2}%, validation accuracy {:.2}%\n", 100.0 * t, 100.0 * v);
+        }
+        s
+    })
+}

@@ -1,0 +1,263 @@
+//! `alc quantize DIR|REPO --quant Q -o DIR`: a Gemma 3 checkpoint becomes a checkpoint of
+//! Q4BF16 / Q8BF16 planes and float tensors, per the policy, optionally calibrated (AWQ).
+//!
+//! Calibration runs the model through `ava-runtime`; the weights are then streamed tensor by
+//! tensor by `ava_quantize::stage` into a temporary directory beside `-o`, which is reloaded
+//! and renamed into place. Formats: `docs/formats/q4bf16.md`; methods: `docs/quantization.md`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use ava_core::quant::{FORMAT_VERSION, GROUP_SIZES};
+use ava_core::{Checkpoint, FileRole};
+use ava_packaging::size_label;
+use ava_quantize::awq_gemma3::{gemma3_transform, SiteReport};
+use ava_quantize::calib::{calibrate, CalibOptions, CalibStats};
+use ava_quantize::policy::{Policy, Scheme};
+use ava_quantize::stage::{plan, write_weights, Method, StageSpec, Transform};
+use ava_runtime::Engine;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::args::{MethodArg, QuantArg, QuantizeArgs};
+use crate::hub::resolve_checkpoint;
+use crate::ui::{human_bytes, Ui};
+
+/// The weights file written.
+const WEIGHTS_FILE: &str = "model.safetensors";
+/// The stage file written (see docs/formats/stage-dir.md).
+const STAGE_FILE: &str = "ava-stage.json";
+
+/// What `quantize --json` prints.
+#[derive(Serialize)]
+struct QuantizeReport {
+    output: PathBuf,
+    quantization: String,
+    method: &'static str,
+    group_size: usize,
+    policy: String,
+    tensors: usize,
+    quantized_tensors: usize,
+    fallbacks: Vec<String>,
+    input_bytes: u64,
+    output_bytes: u64,
+    calibration_seconds: f64,
+    quantize_seconds: f64,
+    input_gb_per_s: f64,
+    peak_rss_bytes: Option<u64>,
+    awq: Vec<SiteReport>,
+}
+
+/// Runs `quantize`.
+pub fn run(args: &QuantizeArgs, ui: &Ui) -> anyhow::Result<()> {
+    if args.output.exists() {
+        bail!("{}: already exists (quantize writes a new directory)", args.output.display());
+    }
+    if !GROUP_SIZES.contains(&args.group_size) {
+        bail!("--group-size {}: must be one of {GROUP_SIZES:?}", args.group_size);
+    }
+    let dir = match args.input.to_str() {
+        Some(arg) => resolve_checkpoint(arg, &args.hub.options(ui), ui)?,
+        None => args.input.clone(),
+    };
+    let ck = Checkpoint::open(&dir).with_context(|| format!("reading checkpoint {}", dir.display()))?;
+    let cfg = ck.gemma3().with_context(|| format!("{}: not a Gemma 3 checkpoint", dir.display()))?;
+    let spec = stage_spec(args)?;
+    let started = Instant::now();
+    let (transform, awq, calib) = match (args.method, &args.calib) {
+        (MethodArg::Rtn, _) => (Transform::default(), Vec::new(), None),
+        (MethodArg::Awq, None) => bail!("--method awq needs --calib FILE.txt"),
+        (MethodArg::Awq, Some(text)) => {
+            let stats = run_calibration(&dir, text, args, ui)?;
+            ui.info("searching AWQ scales");
+            let (tr, reports) = gemma3_transform(&ck, &cfg, &stats, (&spec, args.awq_grid))
+                .context("AWQ search")?;
+            (tr, reports, Some(stats))
+        }
+    };
+    let calibration_seconds = started.elapsed().as_secs_f64();
+    let planned = plan(&ck, &spec);
+    let temp = TempDir::beside(&args.output)?;
+    let bar = ui.bytes_progress(ck.weights_bytes(), "quantizing");
+    let write_start = Instant::now();
+    let stats = write_weights(&ck, (&planned, &spec), &transform, &temp.0.join(WEIGHTS_FILE), &mut |n| {
+        bar.set_position(n)
+    })
+    .with_context(|| format!("writing {}", args.output.display()))?;
+    let quantize_seconds = write_start.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    copy_side_files(&ck, &temp.0)?;
+    let name = format!("gemma3-{}", size_label(ck.num_parameters()));
+    write_stage_file(&temp.0, &name, &spec, args, calib.as_ref())?;
+    let out = Checkpoint::open(&temp.0).context("reloading the quantized checkpoint")?;
+    out.check_shapes(&out.gemma3()?.expected_tensors())
+        .context("checking the quantized checkpoint")?;
+    temp.persist(&args.output)?;
+    let report = QuantizeReport {
+        output: args.output.clone(),
+        quantization: spec.quantization.clone(),
+        method: spec.method.name(),
+        group_size: spec.group,
+        policy: spec.policy.to_string(),
+        tensors: planned.len(),
+        quantized_tensors: planned.iter().filter(|t| t.scheme.quant_format().is_some()).count(),
+        fallbacks: planned.iter().filter(|t| t.fell_back).map(|t| t.name.clone()).collect(),
+        input_bytes: stats.input_bytes,
+        output_bytes: stats.output_bytes,
+        calibration_seconds,
+        quantize_seconds,
+        input_gb_per_s: stats.input_bytes as f64 / quantize_seconds.max(1e-9) / 1e9,
+        peak_rss_bytes: peak_rss(),
+        awq,
+    };
+    ui.result(&report, || human(&report))
+}
+
+fn stage_spec(args: &QuantizeArgs) -> anyhow::Result<StageSpec> {
+    let scheme = match args.quant {
+        QuantArg::Q4bf16 => Scheme::Q4Bf16,
+        QuantArg::Q8bf16 => Scheme::Q8Bf16,
+        QuantArg::Bf16 => Scheme::Bf16,
+        QuantArg::F16 => Scheme::F16,
+        QuantArg::F32 => Scheme::F32,
+    };
+    let mut policy = Policy::for_quant(scheme);
+    if let Some(spec) = &args.policy {
+        policy = policy.with_overrides(spec).context("--policy")?;
+    }
+    Ok(StageSpec {
+        policy,
+        group: args.group_size,
+        method: match args.method {
+            MethodArg::Rtn => Method::Rtn,
+            MethodArg::Awq => Method::Awq,
+        },
+        quantization: scheme.name().to_string(),
+    })
+}
+
+fn run_calibration(dir: &Path, text: &Path, args: &QuantizeArgs, ui: &Ui) -> anyhow::Result<CalibStats> {
+    let opts = CalibOptions {
+        samples: args.calib_samples,
+        seq_len: args.calib_seq_len,
+        ..CalibOptions::default()
+    };
+    ui.info(format!(
+        "calibrating on {} ({} x {} tokens)",
+        text.display(),
+        opts.samples,
+        opts.seq_len
+    ));
+    let engine = Engine::open(dir).with_context(|| format!("loading {}", dir.display()))?;
+    calibrate(&engine, text, &opts).with_context(|| format!("calibrating on {}", text.display()))
+}
+
+/// Copies config, tokenizer and other small files (not weights, not the stage file).
+fn copy_side_files(ck: &Checkpoint, out: &Path) -> anyhow::Result<()> {
+    for f in ck.files() {
+        let keep = matches!(f.role, FileRole::Config | FileRole::Tokenizer | FileRole::Other);
+        if keep && f.relative != STAGE_FILE {
+            std::fs::copy(&f.path, out.join(&f.relative))
+                .with_context(|| format!("copying {}", f.path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn write_stage_file(
+    out: &Path,
+    name: &str,
+    spec: &StageSpec,
+    args: &QuantizeArgs,
+    calib: Option<&CalibStats>,
+) -> anyhow::Result<()> {
+    let mut stage = json!({
+        "method": spec.method.name(),
+        "group_size": spec.group,
+        "policy": spec.policy.to_string(),
+        "format_version": FORMAT_VERSION,
+    });
+    if let Some(c) = calib {
+        stage["calibration_sha256"] = json!(c.sha256);
+        stage["calibration_file"] = json!(args.calib.as_ref().and_then(|p| p.file_name()).map(|n| n.to_string_lossy()));
+        stage["calibration_samples"] = json!(c.sequences);
+        stage["calibration_seq_len"] = json!(args.calib_seq_len);
+        stage["calibration_tokens"] = json!(c.tokens);
+        stage["awq_grid"] = json!(args.awq_grid);
+    }
+    let value = json!({
+        "name": name,
+        "family": "gemma3",
+        "quantization": spec.quantization,
+        "stages": { "quantize": stage },
+    });
+    let path = out.join(STAGE_FILE);
+    let text = serde_json::to_string_pretty(&value)? + "\n";
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn human(r: &QuantizeReport) -> String {
+    let mut s = format!(
+        "{}\n  {} ({}, group {}, {}): {} of {} tensors quantized\n  {} -> {} in {:.1}s ({:.2} GB/s input)",
+        r.output.display(),
+        r.quantization,
+        r.method,
+        r.group_size,
+        r.policy,
+        r.quantized_tensors,
+        r.tensors,
+        human_bytes(r.input_bytes),
+        human_bytes(r.output_bytes),
+        r.quantize_seconds,
+        r.input_gb_per_s
+    );
+    if r.calibration_seconds > 0.01 {
+        s += &format!(", calibration + AWQ search {:.1}s", r.calibration_seconds);
+    }
+    if let Some(rss) = r.peak_rss_bytes {
+        s += &format!(", peak RSS {}", human_bytes(rss));
+    }
+    if !r.fallbacks.is_empty() {
+        s += &format!("\n  kept as bf16 (shape not a multiple of the group): {}", r.fallbacks.len());
+    }
+    s + "\n"
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`).
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// A temporary output directory beside the final one, removed unless persisted.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn beside(output: &Path) -> anyhow::Result<Self> {
+        let name = output
+            .file_name()
+            .with_context(|| format!("{}: not a directory name", output.display()))?;
+        let parent = match output.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let dir = parent.join(format!(".{}.partial-{}", name.to_string_lossy(), std::process::id()));
+        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(TempDir(dir))
+    }
+
+    fn persist(self, to: &Path) -> anyhow::Result<()> {
+        std::fs::rename(&self.0, to).with_context(|| format!("moving {} into place", to.display()))?;
+        std::mem::forget(self);
+        Ok(())
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

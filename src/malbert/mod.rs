@@ -1,0 +1,301 @@
+//! `aon convert`: an ALBERT checkpoint becomes a mALBERT intent classifier directory:
+//! pruned vocabulary (tokenizer.json rewritten to match), position embeddings cut to the
+//! sequence cap, and an intent head (the checkpoint's own, or a logistic regression fitted on
+//! the frozen encoder's pooled output), with `labels.json`. See `docs/aon.md`.
+
+pub mod head;
+pub mod intents;
+pub mod vocab;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use ava_core::{AlbertConfig, Checkpoint};
+use serde::Serialize;
+use serde_json::Value;
+use tokenizers::Tokenizer;
+
+/// Name of the label list written next to the model.
+pub const LABELS_FILE: &str = "labels.json";
+const TOKENIZER_FILE: &str = "tokenizer.json";
+const WEIGHTS_FILE: &str = "model.safetensors";
+
+/// f32 tensors by name, with shapes.
+pub type Weights = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// What `convert` reports.
+#[derive(Debug, Default, Serialize)]
+pub struct ConvertReport {
+    /// Vocabulary before / after pruning.
+    pub vocab_before: usize,
+    /// Vocabulary after.
+    pub vocab_after: usize,
+    /// Position rows before / after the cap.
+    pub positions_before: usize,
+    /// Position rows after.
+    pub positions_after: usize,
+    /// Weight bytes (f32) before / after.
+    pub weight_bytes_before: u64,
+    /// Weight bytes after.
+    pub weight_bytes_after: u64,
+    /// Where the head came from: `checkpoint`, `fitted`, or `none`.
+    pub head: String,
+    /// Number of labels.
+    pub labels: usize,
+    /// Accuracy of a fitted head on the training and held-out examples.
+    pub train_accuracy: Option<f64>,
+    /// Held-out accuracy.
+    pub val_accuracy: Option<f64>,
+}
+
+/// Conversion settings.
+pub struct Options<'a> {
+    /// `--intents`.
+    pub intents: Option<&'a Path>,
+    /// `--corpus`.
+    pub corpus: Option<&'a Path>,
+    /// `--prune-vocab`.
+    pub prune_vocab: bool,
+    /// `--max-seq-len`.
+    pub max_seq_len: usize,
+    /// `--l2`.
+    pub l2: f32,
+}
+
+/// Loads every tensor as f32.
+fn load_weights(ckpt: &Checkpoint) -> anyhow::Result<Weights> {
+    ckpt.tensor_views()
+        .map(|t| Ok((t.name.to_string(), (t.shape.to_vec(), t.to_f32_vec()?))))
+        .collect()
+}
+
+fn weight_bytes(w: &Weights) -> u64 {
+    w.values().map(|(_, v)| 4 * v.len() as u64).sum()
+}
+
+/// Keeps rows `rows` (in order) of tensor `name`.
+fn take_rows(w: &mut Weights, name: &str, rows: impl Iterator<Item = usize>) -> anyhow::Result<()> {
+    let (shape, data) = w
+        .get_mut(name)
+        .with_context(|| format!("tensor {name} missing"))?;
+    let width: usize = shape[1..].iter().product();
+    let new: Vec<f32> = rows
+        .flat_map(|r| data[r * width..(r + 1) * width].iter().copied())
+        .collect();
+    shape[0] = new.len() / width.max(1);
+    *data = new;
+    Ok(())
+}
+
+/// Runs the conversion from checkpoint `src` into directory `out`.
+pub fn convert(src: &Path, out: &Path, opts: &Options<'_>) -> anyhow::Result<ConvertReport> {
+    let ckpt =
+        Checkpoint::open(src).with_context(|| format!("reading checkpoint {}", src.display()))?;
+    let cfg = ckpt.albert().context("reading the ALBERT config")?;
+    let mut w = load_weights(&ckpt)?;
+    let mut report = ConvertReport {
+        vocab_before: cfg.vocab_size,
+        positions_before: cfg.max_position_embeddings,
+        weight_bytes_before: weight_bytes(&w),
+        ..Default::default()
+    };
+    let intents = opts.intents.map(intents::read).transpose()?;
+    let tok_path = src.join(TOKENIZER_FILE);
+    let tok_text = std::fs::read_to_string(&tok_path)
+        .with_context(|| format!("reading {}", tok_path.display()))?;
+    let mut tok_json: Value = serde_json::from_str(&tok_text)
+        .with_context(|| format!("parsing {}", tok_path.display()))?;
+    let p = &cfg.weight_prefix;
+    if opts.prune_vocab {
+        let corpus = match opts.corpus {
+            Some(c) => {
+                std::fs::read_to_string(c).with_context(|| format!("reading {}", c.display()))?
+            }
+            None => String::new(),
+        };
+        let texts = corpus
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .chain(intents.iter().flat_map(|i| i.texts()));
+        let tok = Tokenizer::from_bytes(tok_text.as_bytes())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", tok_path.display()))?;
+        let pruned = vocab::prune(&tok_json, &tok, texts)?;
+        take_rows(
+            &mut w,
+            &format!("{p}embeddings.word_embeddings.weight"),
+            pruned.kept.iter().map(|&i| i as usize),
+        )?;
+        tok_json = pruned.json;
+    }
+    report.vocab_after = w[&format!("{p}embeddings.word_embeddings.weight")].0[0];
+    let cap = opts.max_seq_len.min(cfg.max_position_embeddings);
+    if cap < 2 {
+        bail!("--max-seq-len must leave room for [CLS] and [SEP]");
+    }
+    take_rows(
+        &mut w,
+        &format!("{p}embeddings.position_embeddings.weight"),
+        0..cap,
+    )?;
+    report.positions_after = cap;
+    vocab::set_truncation(&mut tok_json, cap);
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::write(out.join(TOKENIZER_FILE), serde_json::to_vec(&tok_json)?)?;
+    copy_tokenizer_config(src, out, cap)?;
+    let labels = attach_head(
+        &ckpt,
+        &cfg,
+        &mut w,
+        out,
+        intents.as_ref(),
+        opts,
+        &mut report,
+    )?;
+    write_checkpoint(&ckpt, &w, out, labels.as_deref(), (report.vocab_after, cap))?;
+    report.weight_bytes_after = weight_bytes(&w);
+    Ok(report)
+}
+
+/// Keeps the checkpoint's classifier, or fits one on `--intents`; returns the labels.
+fn attach_head(
+    ckpt: &Checkpoint,
+    cfg: &AlbertConfig,
+    w: &mut Weights,
+    out: &Path,
+    intents: Option<&intents::Intents>,
+    opts: &Options<'_>,
+    report: &mut ConvertReport,
+) -> anyhow::Result<Option<Vec<String>>> {
+    let Some(data) = intents else {
+        let has = cfg.is_classifier() && w.contains_key("classifier.weight");
+        report.head = if has { "checkpoint" } else { "none" }.into();
+        let labels: Vec<String> = cfg.id2label.values().cloned().collect();
+        report.labels = if has { labels.len() } else { 0 };
+        return Ok(has.then_some(labels));
+    };
+    // The encoder alone (pooled output), as written so far, runs through the evaluator.
+    w.remove("classifier.weight");
+    w.remove("classifier.bias");
+    write_checkpoint(
+        ckpt,
+        w,
+        out,
+        None,
+        (
+            w[&format!("{}embeddings.word_embeddings.weight", cfg.weight_prefix)].0[0],
+            w[&format!("{}embeddings.position_embeddings.weight", cfg.weight_prefix)].0[0],
+        ),
+    )?;
+    let encoder = Checkpoint::open(out).context("reopening the converted encoder")?;
+    let graph = ava_passes::albert::build(&encoder).context("building the encoder graph")?;
+    let tok = Tokenizer::from_file(out.join(TOKENIZER_FILE))
+        .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?;
+    let labels = data.labels();
+    let index: BTreeMap<&str, usize> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.as_str(), i))
+        .collect();
+    let split = |rows: &[(String, String)]| -> anyhow::Result<(Vec<Vec<f32>>, Vec<usize>)> {
+        let rows: Vec<&(String, String)> = rows
+            .iter()
+            .filter(|(_, i)| index.contains_key(i.as_str()))
+            .collect();
+        let texts: Vec<&str> = rows.iter().map(|(t, _)| t.as_str()).collect();
+        Ok((
+            head::features(&graph, &tok, &texts)?,
+            rows.iter().map(|(_, i)| index[i.as_str()]).collect(),
+        ))
+    };
+    let (xs, ys) = split(&data.train)?;
+    let fitted = head::fit(&xs, &ys, labels.len(), opts.l2);
+    report.train_accuracy = Some(fitted.accuracy(&xs, &ys));
+    if !data.val.is_empty() {
+        let (vx, vy) = split(&data.val)?;
+        report.val_accuracy = Some(fitted.accuracy(&vx, &vy));
+    }
+    w.insert(
+        "classifier.weight".into(),
+        (vec![labels.len(), fitted.hidden], fitted.weight),
+    );
+    w.insert("classifier.bias".into(), (vec![labels.len()], fitted.bias));
+    report.head = "fitted".into();
+    report.labels = labels.len();
+    Ok(Some(labels))
+}
+
+fn copy_tokenizer_config(src: &Path, out: &Path, cap: usize) -> anyhow::Result<()> {
+    let path = src.join("tokenizer_config.json");
+    if !path.is_file() {
+        return Ok(());
+    }
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)
+        .with_context(|| format!("parsing {}", path.display()))?;
+    v["model_max_length"] = cap.into();
+    std::fs::write(
+        out.join("tokenizer_config.json"),
+        serde_json::to_vec_pretty(&v)?,
+    )?;
+    Ok(())
+}
+
+/// Writes model.safetensors, config.json and (with labels) labels.json.
+fn write_checkpoint(
+    ckpt: &Checkpoint,
+    w: &Weights,
+    out: &Path,
+    labels: Option<&[String]>,
+    (vocab, positions): (usize, usize),
+) -> anyhow::Result<()> {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = w
+        .iter()
+        .map(|(n, (s, v))| {
+            (
+                n.clone(),
+                s.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(n, s, b)| {
+            Ok((
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+    safetensors::serialize_to_file(views, None, &out.join(WEIGHTS_FILE))
+        .context("writing model.safetensors")?;
+    let mut config = ckpt.config_json().clone();
+    config["vocab_size"] = vocab.into();
+    config["max_position_embeddings"] = positions.into();
+    config["dtype"] = "float32".into();
+    if let Some(map) = config.as_object_mut() {
+        map.remove("torch_dtype");
+    }
+    match labels {
+        Some(labels) => {
+            config["architectures"] =
+                serde_json::json!([ava_core::config::albert::SEQUENCE_CLASSIFICATION]);
+            config["id2label"] = labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (i.to_string(), Value::from(l.as_str())))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+            config["label2id"] = labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (l.clone(), Value::from(i)))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+            std::fs::write(out.join(LABELS_FILE), serde_json::to_vec_pretty(labels)?)?;
+        }
+        None => config["architectures"] = serde_json::json!(["AlbertModel"]),
+    }
+    std::fs::write(out.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! Running the Python TVM driver (`targets/driver/build.py`, embedded in this crate) on a spec.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::error::{io, Error, Result};
+use crate::kernels::KernelSpec;
+use crate::spec::TargetSpec;
+
+/// The driver's source, written next to each spec so the binary needs no repository checkout.
+pub const DRIVER_SOURCE: &str = include_str!("../driver/build.py");
+/// Environment variable naming the Python interpreter that has `apache-tvm` installed.
+pub const PYTHON_ENV: &str = "AVA_TVM_PYTHON";
+/// Environment variable naming a directory where compiled kernel objects are cached by content.
+pub const CACHE_ENV: &str = "AVA_KERNEL_CACHE";
+/// Prefix of the driver's last stderr line on failure.
+const ERROR_PREFIX: &str = "ava-driver-error: ";
+
+/// What the driver produced for one target.
+#[derive(Debug)]
+pub struct DriverOutput {
+    /// The relocatable object holding every kernel.
+    pub object: PathBuf,
+    /// The driver's table: `{"kernels": [{name, symbol, op, args}], "compile_seconds", ...}`.
+    pub table: Value,
+    /// Whether the object came from the cache.
+    pub cached: bool,
+}
+
+/// The interpreter to run the driver with: `$AVA_TVM_PYTHON`, else `.venv/bin/python` in the
+/// current directory or an ancestor, else the repository's `.venv` this crate was built in.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os(PYTHON_ENV) {
+        return PathBuf::from(p);
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        for dir in cwd.ancestors() {
+            let p = dir.join(".venv/bin/python");
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python")
+}
+
+/// Generates and compiles `kernels` for `target` into `work` (reusing `cache` when given).
+pub fn run(
+    target: &TargetSpec,
+    kernels: &[KernelSpec],
+    work: &Path,
+    cache: Option<&Path>,
+) -> Result<DriverOutput> {
+    let spec = json!({
+        "target": {"name": target.target.name(), "tvm": target.tvm_target(), "lanes": target.cpu.lanes},
+        "kernels": kernels.iter().map(|k| k.json.clone()).collect::<Vec<_>>(),
+    });
+    let key = hex::encode(Sha256::digest(format!("{DRIVER_SOURCE}\n{spec}")));
+    let out_dir = match cache {
+        Some(c) => c.join(&key),
+        None => work.join("driver-out"),
+    };
+    let (object, table_path) = (out_dir.join("kernels.o"), out_dir.join("table.json"));
+    if cache.is_some() && object.is_file() && table_path.is_file() {
+        return Ok(DriverOutput {
+            table: read_table(&table_path)?,
+            object,
+            cached: true,
+        });
+    }
+    // Build into a private directory, then rename: concurrent builds never see half a result.
+    let tmp = tempfile::Builder::new()
+        .prefix(".driver-")
+        .tempdir_in(work)
+        .map_err(io(work))?;
+    let mut spec = spec;
+    spec["out_dir"] = json!(tmp.path());
+    let spec_path = tmp.path().join("spec.json");
+    let script = tmp.path().join("build.py");
+    std::fs::write(&spec_path, spec.to_string()).map_err(io(&spec_path))?;
+    std::fs::write(&script, DRIVER_SOURCE).map_err(io(&script))?;
+    let python = python();
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(&spec_path)
+        .output()
+        .map_err(|source| Error::NoPython {
+            python: python.clone(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(driver_error(target, &String::from_utf8_lossy(&out.stderr)));
+    }
+    let parent = out_dir.parent().unwrap_or(work);
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    let built = tmp.path().join("built");
+    std::fs::create_dir(&built).map_err(io(&built))?;
+    for f in ["kernels.o", "table.json"] {
+        let from = tmp.path().join(f);
+        std::fs::rename(&from, built.join(f)).map_err(io(&from))?;
+    }
+    if std::fs::rename(&built, &out_dir).is_err() && !object.is_file() {
+        return Err(Error::BadOutput {
+            path: out_dir,
+            message: "could not store the driver's output".into(),
+        });
+    }
+    Ok(DriverOutput {
+        table: read_table(&table_path)?,
+        object,
+        cached: false,
+    })
+}
+
+fn read_table(path: &Path) -> Result<Value> {
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::BadOutput {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Turns the driver's stderr into an error naming the failing kernel.
+fn driver_error(target: &TargetSpec, stderr: &str) -> Error {
+    let last = stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(ERROR_PREFIX));
+    let (kernel, message) = match last.and_then(|l| l.split_once(": ")) {
+        Some((k, m)) => (k.to_string(), m.to_string()),
+        None => {
+            let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            ("(unknown)".to_string(), tail.join("\n"))
+        }
+    };
+    Error::Driver {
+        target: target.target.name().to_string(),
+        kernel,
+        message,
+    }
+}

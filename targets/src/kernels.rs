@@ -1,0 +1,151 @@
+//! The kernels a Gemma 3 forward pass needs, derived from its config and weight formats.
+//!
+//! Names encode op, format and shape; the runtime's `tvm` backend derives the same names from
+//! the same config (`runtime/src/tvm/gemma3.rs`), and the kernel table checks both agree.
+
+use std::collections::BTreeSet;
+
+use ava_core::{Checkpoint, DType, Gemma3Config};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+
+/// How a weight matrix is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum WeightFormat {
+    /// 32-bit floats.
+    F32,
+    /// bfloat16 (passed to kernels as its uint16 bit pattern).
+    Bf16,
+    /// 4-bit weights in groups of 128 with a bf16 scale each (`docs/formats/q4bf16.md`).
+    Q4bf16,
+}
+
+impl WeightFormat {
+    /// The name used in kernel names and the driver spec.
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightFormat::F32 => "f32",
+            WeightFormat::Bf16 => "bf16",
+            WeightFormat::Q4bf16 => "q4bf16",
+        }
+    }
+}
+
+/// One kernel to generate: its name and the op parameters handed to the driver.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelSpec {
+    /// Kernel (and `global_symbol`) name.
+    pub name: String,
+    /// Driver op and parameters as JSON (`{"name", "op", ...}`).
+    pub json: Value,
+}
+
+/// The storage format of weight `name` in `ckpt` (`{name}.q4` + `{name}.scales` for Q4BF16).
+pub fn weight_format(ckpt: &Checkpoint, name: &str) -> Result<WeightFormat> {
+    if ckpt.contains(&format!("{name}.q4")) {
+        return Ok(WeightFormat::Q4bf16);
+    }
+    let view = ckpt.tensor(name)?;
+    match view.dtype {
+        DType::F32 => Ok(WeightFormat::F32),
+        DType::BF16 => Ok(WeightFormat::Bf16),
+        other => Err(Error::Unsupported(format!(
+            "{name}: weights in {other} have no TVM kernels (f32, bf16, q4bf16)"
+        ))),
+    }
+}
+
+/// The kernels of a Gemma 3 model whose matrices are stored as `formats` says.
+pub fn gemma3_kernels(cfg: &Gemma3Config, ckpt: &Checkpoint) -> Result<Vec<KernelSpec>> {
+    let p = &cfg.weight_prefix;
+    let (h, hd) = (cfg.hidden_size, cfg.head_dim);
+    let (heads, kvh, inter) = (
+        cfg.num_attention_heads,
+        cfg.num_key_value_heads,
+        cfg.intermediate_size,
+    );
+    let eps = cfg.rms_norm_eps;
+    let mut mats = BTreeSet::new();
+    for i in 0..cfg.num_hidden_layers {
+        let l = format!("{p}layers.{i}.");
+        for (name, rows, cols) in [
+            ("self_attn.q_proj", heads * hd, h),
+            ("self_attn.k_proj", kvh * hd, h),
+            ("self_attn.v_proj", kvh * hd, h),
+            ("self_attn.o_proj", h, heads * hd),
+            ("mlp.gate_proj", inter, h),
+            ("mlp.up_proj", inter, h),
+            ("mlp.down_proj", h, inter),
+        ] {
+            let fmt = weight_format(ckpt, &format!("{l}{name}.weight"))?;
+            mats.insert((fmt, rows, cols));
+        }
+    }
+    let embed_fmt = weight_format(ckpt, &format!("{p}embed_tokens.weight"))?;
+    let vocab = cfg.vocab_size;
+    let mut out = Vec::new();
+    let mut push = |name: String, mut v: Value| {
+        v["name"] = json!(name);
+        out.push(KernelSpec { name, json: v });
+    };
+    for (fmt, rows, cols) in &mats {
+        let f = fmt.name();
+        let params = json!({"rows": rows, "cols": cols, "format": f});
+        push(gemv_name(*fmt, *rows, *cols), with_op(&params, "gemv"));
+        push(gemm_name(*fmt, *rows, *cols), with_op(&params, "gemm"));
+    }
+    if !mats.contains(&(embed_fmt, vocab, h)) {
+        let params = json!({"rows": vocab, "cols": h, "format": embed_fmt.name()});
+        push(gemv_name(embed_fmt, vocab, h), with_op(&params, "gemv"));
+    }
+    push(
+        format!("embed_{}_{vocab}x{h}", embed_fmt.name()),
+        json!({"op": "embed", "rows": vocab, "cols": h, "format": embed_fmt.name()}),
+    );
+    for width in [h, hd] {
+        push(
+            format!("rms_norm_{width}"),
+            json!({"op": "rms_norm", "width": width, "eps": eps}),
+        );
+    }
+    push(
+        format!("add_rms_norm_{h}"),
+        json!({"op": "add_rms_norm", "width": h, "eps": eps}),
+    );
+    push(
+        format!("gelu_gate_{inter}"),
+        json!({"op": "gelu_gate", "width": inter}),
+    );
+    for nh in BTreeSet::from([heads, kvh]) {
+        push(
+            format!("rope_{nh}x{hd}"),
+            json!({"op": "rope", "heads": nh, "head_dim": hd}),
+        );
+    }
+    push(
+        format!("attention_{heads}x{kvh}x{hd}"),
+        json!({"op": "attention", "heads": heads, "kv_heads": kvh, "head_dim": hd,
+               "scale": cfg.query_pre_attn_scalar.powf(-0.5)}),
+    );
+    Ok(out)
+}
+
+fn with_op(params: &Value, op: &str) -> Value {
+    let mut v = params.clone();
+    v["op"] = json!(op);
+    v
+}
+
+/// Name of the decode (one token) matrix-vector kernel.
+pub fn gemv_name(fmt: WeightFormat, rows: usize, cols: usize) -> String {
+    format!("gemv_{}_{rows}x{cols}", fmt.name())
+}
+
+/// Name of the prefill (many tokens) matrix-matrix kernel.
+pub fn gemm_name(fmt: WeightFormat, rows: usize, cols: usize) -> String {
+    format!("gemm_{}_{rows}x{cols}", fmt.name())
+}

@@ -1,0 +1,87 @@
+//! `alc build` and the runtime's `tvm` backend: kernels compiled by TVM for this machine give
+//! the same greedy tokens as the native backend on the tiny Gemma 3 fixture.
+
+use crate::{alc, gemma3_tiny};
+
+fn tokens(dir: &std::path::Path, model: &str, backend: &str) -> (Vec<u64>, String) {
+    let run = alc(
+        dir,
+        &[
+            "run",
+            model,
+            "--prompt",
+            "Hello world, a prompt longer than the sliding window",
+            "--max-tokens",
+            "24",
+            "--temperature",
+            "0",
+            "--ignore-eos",
+            "--backend",
+            backend,
+            "--json",
+        ],
+    )
+    .ok();
+    let j = run.json();
+    let ids = j["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap())
+        .collect();
+    (ids, j["backend"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn tvm_backend_matches_native_on_the_tiny_fixture() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = gemma3_tiny();
+    alc(
+        tmp.path(),
+        &[
+            "build",
+            fixture.to_str().unwrap(),
+            "--target",
+            "linux-x86_64",
+            "-o",
+            "built",
+        ],
+    )
+    .ok();
+    assert!(tmp
+        .path()
+        .join("built/lib/linux-x86_64/libmodel.so")
+        .is_file());
+    assert!(tmp
+        .path()
+        .join("built/lib/linux-x86_64/kernels.json")
+        .is_file());
+    let (native, b1) = tokens(tmp.path(), "built", "native");
+    let (tvm, b2) = tokens(tmp.path(), "built", "tvm");
+    let (auto, b3) = tokens(tmp.path(), "built", "auto");
+    assert_eq!(
+        (b1.as_str(), b2.as_str(), b3.as_str()),
+        ("native", "tvm", "tvm")
+    );
+    assert_eq!(native, tvm);
+    assert_eq!(native, auto);
+}
+
+#[test]
+fn tvm_backend_without_a_library_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = gemma3_tiny();
+    let run = alc(
+        tmp.path(),
+        &[
+            "run",
+            fixture.to_str().unwrap(),
+            "--prompt-ids",
+            "2,10",
+            "--backend",
+            "tvm",
+        ],
+    );
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("no kernel library"), "{}", run.stderr);
+}
