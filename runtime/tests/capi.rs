@@ -1,0 +1,324 @@
+//! The C ABI in process (feature `capi`): greedy text through the streaming callback equals
+//! the golden, cancellation from another thread, `BUSY` for overlapping calls, multi-turn and
+//! reset, and error codes with messages. `make test-embedding` runs it, then drives the same
+//! calls from C and Java against the built library.
+#![cfg(feature = "capi")]
+
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::path::{Path, PathBuf};
+use std::ptr;
+use std::sync::mpsc;
+
+use ava_runtime::capi::*;
+
+fn fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+fn golden_prompt() -> serde_json::Value {
+    let bytes = std::fs::read(fixture("fixtures/models/gemma3-tiny/goldens.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    json["prompts"][0].clone()
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn c_path(p: &Path) -> CString {
+    CString::new(p.to_str().unwrap()).unwrap()
+}
+
+fn last_error() -> String {
+    // SAFETY: always a valid NUL-terminated string.
+    unsafe { CStr::from_ptr(ava_last_error()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn open(path: &Path) -> *mut AvaEngine {
+    let mut engine = ptr::null_mut();
+    // SAFETY: valid string and out pointer.
+    let status = unsafe { ava_engine_open(c_path(path).as_ptr(), &mut engine) };
+    assert_eq!(status, AvaStatus::Ok, "{}", last_error());
+    engine
+}
+
+fn new_session(engine: *const AvaEngine, context: u32) -> *mut AvaSession {
+    let mut session = ptr::null_mut();
+    // SAFETY: a live engine and a valid out pointer.
+    let status = unsafe { ava_session_new(engine, context, &mut session) };
+    assert_eq!(status, AvaStatus::Ok, "{}", last_error());
+    session
+}
+
+fn greedy(max_tokens: u32) -> AvaGenerateOptions {
+    AvaGenerateOptions {
+        max_tokens,
+        ignore_eos: true,
+        ..ava_generate_options_default()
+    }
+}
+
+/// What the callback collects, and an optional hook run on every piece.
+#[derive(Default)]
+struct Collected {
+    text: String,
+    tokens: Vec<u32>,
+    on_piece: Option<Box<dyn FnMut(usize)>>,
+}
+
+unsafe extern "C" fn collect(piece: *const c_char, token: u32, user: *mut c_void) -> c_int {
+    // SAFETY: `user` is the `Collected` passed with this callback; `piece` is a C string.
+    let c = unsafe { &mut *(user as *mut Collected) };
+    c.text
+        .push_str(&unsafe { CStr::from_ptr(piece) }.to_string_lossy());
+    c.tokens.push(token);
+    let n = c.tokens.len();
+    if let Some(hook) = c.on_piece.as_mut() {
+        hook(n);
+    }
+    0
+}
+
+fn generate(session: *mut AvaSession, prompt: &[u32], opts: &AvaGenerateOptions) -> Collected {
+    let mut out = Collected::default();
+    generate_into(session, prompt, opts, &mut out);
+    out
+}
+
+fn generate_into(
+    session: *mut AvaSession,
+    prompt: &[u32],
+    opts: &AvaGenerateOptions,
+    out: &mut Collected,
+) {
+    // SAFETY: live session, valid slices, callback matching `out`.
+    let status = unsafe {
+        ava_session_generate(
+            session,
+            prompt.as_ptr(),
+            prompt.len(),
+            opts,
+            Some(collect),
+            out as *mut Collected as *mut c_void,
+        )
+    };
+    assert_eq!(status, AvaStatus::Ok, "{}", last_error());
+}
+
+fn last_result(session: *const AvaSession) -> AvaGenerateResult {
+    let mut r = std::mem::MaybeUninit::uninit();
+    // SAFETY: live session, valid out pointer (written on success).
+    let status = unsafe { ava_session_last_result(session, r.as_mut_ptr()) };
+    assert_eq!(status, AvaStatus::Ok, "{}", last_error());
+    // SAFETY: written by the successful call.
+    unsafe { r.assume_init() }
+}
+
+#[test]
+fn streamed_greedy_text_equals_the_golden() {
+    let p = golden_prompt();
+    let engine = open(&fixture("fixtures/models/gemma3-tiny"));
+    let session = new_session(engine, 256);
+    // The engine may go first: the session keeps the model alive.
+    // SAFETY: freed once, no call running.
+    unsafe { ava_engine_free(engine) };
+    let out = generate(session, &ids(&p["input_ids"]), &greedy(32));
+    assert_eq!(out.tokens, ids(&p["greedy_ids"]));
+    assert_eq!(out.text, p["greedy_text"].as_str().unwrap());
+    let r = last_result(session);
+    assert_eq!(r.stop_reason, AvaStopReason::MaxTokens);
+    assert_eq!(r.n_tokens, 32);
+    assert_eq!(r.context, 256);
+    assert_eq!(
+        r.timings.prefill_tokens as usize,
+        ids(&p["input_ids"]).len()
+    );
+    assert_eq!(r.timings.decode_tokens, 31);
+    // SAFETY: freed once, no call running.
+    unsafe { ava_session_free(session) };
+}
+
+#[test]
+fn tokenize_and_detokenize_round_trip() {
+    let p = golden_prompt();
+    let engine = open(&fixture("fixtures/models/gemma3-tiny"));
+    let text = CString::new(p["prompt"].as_str().unwrap()).unwrap();
+    let mut tokens = AvaTokens {
+        ids: ptr::null_mut(),
+        len: 0,
+    };
+    // SAFETY: live engine, valid string and out pointer.
+    let status = unsafe { ava_tokenize(engine, text.as_ptr(), true, &mut tokens) };
+    assert_eq!(status, AvaStatus::Ok, "{}", last_error());
+    // SAFETY: `tokens` holds `len` ids from the library.
+    let got = unsafe { std::slice::from_raw_parts(tokens.ids, tokens.len) }.to_vec();
+    assert_eq!(got, ids(&p["input_ids"]));
+    let mut s = ptr::null_mut();
+    // SAFETY: live engine, ids from the library, valid out pointer.
+    let status = unsafe { ava_detokenize(engine, tokens.ids, tokens.len, &mut s) };
+    assert_eq!(status, AvaStatus::Ok, "{}", last_error());
+    // SAFETY: a string from the library, freed below.
+    assert_eq!(unsafe { CStr::from_ptr(s) }.to_str().unwrap(), p["prompt"]);
+    // SAFETY: each freed once.
+    unsafe {
+        ava_string_free(s);
+        ava_tokens_free(&mut tokens);
+        ava_engine_free(engine);
+    }
+    assert!(tokens.ids.is_null() && tokens.len == 0);
+}
+
+/// Pointers that cross to the helper thread (the C contract allows cancel from any thread).
+#[derive(Clone, Copy)]
+struct SendPtr(*mut AvaSession);
+// SAFETY: sessions are documented as shareable for cancel and for BUSY-checked calls.
+unsafe impl Send for SendPtr {}
+
+#[test]
+fn cancel_from_another_thread_stops_generation() {
+    let p = golden_prompt();
+    let engine = open(&fixture("fixtures/models/gemma3-tiny"));
+    let session = new_session(engine, 512);
+    let (at_token, wait_token) = mpsc::channel::<()>();
+    let (cancelled, wait_cancel) = mpsc::channel::<()>();
+    let shared = SendPtr(session);
+    let helper = std::thread::spawn(move || {
+        let s = shared;
+        wait_token.recv().unwrap();
+        // While the session generates, another call is refused at once.
+        let mut r = std::mem::MaybeUninit::uninit();
+        // SAFETY: live session; the out pointer is not written on failure.
+        let busy = unsafe { ava_session_last_result(s.0, r.as_mut_ptr()) };
+        // SAFETY: live session.
+        let status = unsafe { ava_session_cancel(s.0) };
+        cancelled.send(()).unwrap();
+        (busy, status, last_error())
+    });
+    let mut out = Collected {
+        on_piece: Some(Box::new(move |n| {
+            if n == 3 {
+                at_token.send(()).unwrap();
+                wait_cancel.recv().unwrap();
+            }
+        })),
+        ..Collected::default()
+    };
+    generate_into(session, &ids(&p["input_ids"]), &greedy(400), &mut out);
+    let (busy, status, message) = helper.join().unwrap();
+    assert_eq!(busy, AvaStatus::Busy);
+    assert!(message.contains("another call"), "{message}");
+    assert_eq!(status, AvaStatus::Ok);
+    let r = last_result(session);
+    assert_eq!(r.stop_reason, AvaStopReason::Cancelled);
+    assert_eq!(r.n_tokens, 3);
+    assert_eq!(out.tokens.len(), 3);
+    // A cancel that arrived earlier does not touch the next generation.
+    // SAFETY: live session.
+    unsafe { ava_session_cancel(session) };
+    // SAFETY: live session.
+    assert_eq!(unsafe { ava_session_reset(session) }, AvaStatus::Ok);
+    let again = generate(session, &ids(&p["input_ids"]), &greedy(32));
+    assert_eq!(again.tokens, ids(&p["greedy_ids"]));
+    // SAFETY: each freed once, no call running.
+    unsafe {
+        ava_session_free(session);
+        ava_engine_free(engine);
+    }
+}
+
+#[test]
+fn chat_turns_continue_and_reset_forgets() {
+    let engine = open(&fixture("fixtures/models/gemma3-tiny"));
+    let session = new_session(engine, 512);
+    let chat = |text: &str| {
+        let text = CString::new(text).unwrap();
+        let mut out = Collected::default();
+        let opts = greedy(8);
+        // SAFETY: live session, valid string, callback matching `out`.
+        let status = unsafe {
+            ava_session_chat(
+                session,
+                text.as_ptr(),
+                &opts,
+                Some(collect),
+                &mut out as *mut Collected as *mut c_void,
+            )
+        };
+        assert_eq!(status, AvaStatus::Ok, "{}", last_error());
+        last_result(session)
+    };
+    let first = chat("Hello");
+    let second = chat("And then?");
+    assert!(second.position > first.position);
+    // The second turn runs only its new tokens (plus the pending one).
+    assert!(second.timings.prefill_tokens < second.position - first.position + 1);
+    // SAFETY: live session.
+    assert_eq!(unsafe { ava_session_reset(session) }, AvaStatus::Ok);
+    let mut r = std::mem::MaybeUninit::uninit();
+    // SAFETY: live session; not written on failure.
+    let status = unsafe { ava_session_last_result(session, r.as_mut_ptr()) };
+    assert_eq!(status, AvaStatus::InvalidArgument);
+    let again = chat("Hello");
+    assert_eq!(again.position, first.position);
+    // SAFETY: each freed once, no call running.
+    unsafe {
+        ava_session_free(session);
+        ava_engine_free(engine);
+    }
+}
+
+#[test]
+fn errors_come_back_as_codes_and_messages() {
+    let mut engine = ptr::null_mut();
+    let missing = fixture("fixtures/models/no-such-model");
+    // SAFETY: valid string and out pointer.
+    let status = unsafe { ava_engine_open(c_path(&missing).as_ptr(), &mut engine) };
+    assert_eq!(status, AvaStatus::Io);
+    assert!(engine.is_null());
+    assert!(last_error().contains("no-such-model"), "{}", last_error());
+
+    let bad = fixture("fixtures/archives/bad/checksum.tar");
+    // SAFETY: valid string and out pointer.
+    let status = unsafe { ava_engine_open(c_path(&bad).as_ptr(), &mut engine) };
+    assert_eq!(status, AvaStatus::Archive, "{}", last_error());
+    assert!(!last_error().is_empty());
+
+    // SAFETY: NULL is rejected before anything is read.
+    let status = unsafe { ava_engine_open(ptr::null(), &mut engine) };
+    assert_eq!(status, AvaStatus::InvalidArgument);
+    assert_eq!(last_error(), "path is NULL");
+
+    let engine = open(&fixture("fixtures/models/gemma3-tiny"));
+    let session = new_session(engine, 16);
+    let long: Vec<u32> = vec![2; 20];
+    // SAFETY: live session, valid slice, no callback.
+    let status = unsafe {
+        ava_session_generate(
+            session,
+            long.as_ptr(),
+            long.len(),
+            ptr::null(),
+            None,
+            ptr::null_mut(),
+        )
+    };
+    assert_eq!(status, AvaStatus::ContextFull);
+    let zero = greedy(0);
+    // SAFETY: live session, valid slice and options.
+    let status =
+        unsafe { ava_session_generate(session, long.as_ptr(), 1, &zero, None, ptr::null_mut()) };
+    assert_eq!(status, AvaStatus::InvalidArgument);
+    assert!(last_error().contains("max_tokens"));
+    // SAFETY: each freed once (NULL is ignored).
+    unsafe {
+        ava_session_free(session);
+        ava_engine_free(engine);
+        ava_engine_free(ptr::null_mut());
+    }
+}
