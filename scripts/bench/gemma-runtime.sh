@@ -45,7 +45,7 @@ peer() { # peer LABEL GGUF
 [ -x "$ALC" ] || cargo build --release --bins
 [ -d "$MODELS/gemma3-270m-f32" ] || make real-models
 LLAMA=$("$REPO/scripts/build-llama-cpp" | tail -1)
-LLAMA_VERSION=$(basename "$(dirname "$(dirname "$(dirname "$LLAMA")")")" | sed 's/^llama_cpp_python-/llama-cpp-python /')
+LLAMA_VERSION=$(echo "$LLAMA" | grep -o 'llama_cpp_python-[0-9.]*' | sed 's/^llama_cpp_python-/vendored in llama-cpp-python /')
 for dtype in f32 bf16; do
   archive="$WORK/gemma3-270m-$dtype.tar"
   [ -f "$archive" ] || "$ALC" -q package "$MODELS/gemma3-270m-$dtype" -o "$archive" > /dev/null
