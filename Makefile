@@ -10,17 +10,20 @@ TVM_PIN := apache-tvm==0.27.0.post1
 ORT_PINS := onnxruntime==1.23.2 numpy==2.2.6
 DEMO_DIR := target/demo
 DEMO_MODEL := fixtures/models/gemma3-tiny
+DEMO_QUANT := q4bf16
+DEMO_GROUP := --group-size 32
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup build test test-cross lint docs-check demo bench fuzz clean fixtures-archives real-models test-real
+.PHONY: help setup build test test-cross test-embedding android-lib lint docs-check demo bench fuzz clean fixtures-archives real-models test-real
 
 help:
-	@echo "make demo        package, inspect, verify and unpack the bundled tiny Gemma 3 checkpoint"
+	@echo "make demo        compile the bundled tiny Gemma 3 for linux-x86_64 + android-arm64, run, inspect, verify"
 	@echo "make test        lint + every test (host, and the runtime under qemu-aarch64)"
 	@echo "make setup       install apt packages and rustup targets (idempotent)"
 	@echo "make build       release build of alc and aon"
 	@echo "make lint        cargo fmt --check and clippy -D warnings"
-	@echo "make docs-check  check that docs/cli.md matches the binaries' --help"
+	@echo "make docs-check  check that docs/cli.md matches --help and the C header matches runtime/src/capi"
+	@echo "make android-lib libava_runtime.so (C API + JNI) for arm64 Android and the host, stripped"
 	@echo "make bench       benchmarks (results in docs/benchmarks.md)"
 	@echo "make fuzz        run the fuzz targets briefly (nightly toolchain, cargo-fuzz)"
 	@echo "make real-models fetch the real Gemma 3 270M GGUF + tokenizer into .cache/models and convert it"
@@ -55,24 +58,44 @@ lint:
 test: setup lint
 	$(CARGO) test --workspace
 	$(MAKE) --no-print-directory test-cross
+	$(MAKE) --no-print-directory test-embedding
 	$(MAKE) --no-print-directory docs-check
 
 # The runtime is what ships to arm64: its tests run under qemu-aarch64 (runner set in
 # .cargo/config.toml), and it must build for Android without any C dependency.
+# The tiny fixture compiled for linux-arm64 (f32 and q4bf16 archives, by `alc compile`, cached)
+# is what runtime/tests/tvm.rs compares against the native backend under qemu.
+CROSS_DIR := target/test-cross
 test-cross:
-	$(CARGO) test -p ava-runtime --target aarch64-unknown-linux-gnu
+	$(CARGO) build -q --bin alc
+	@rm -f $(CROSS_DIR)/*.tar
+	./target/debug/alc -q --cache-dir $(CROSS_DIR)/cache compile $(DEMO_MODEL) --quant f32 --target linux-arm64 -o $(CROSS_DIR)
+	./target/debug/alc -q --cache-dir $(CROSS_DIR)/cache compile $(DEMO_MODEL) --quant q4bf16 --group-size 32 --target linux-arm64 -o $(CROSS_DIR)
+	AVA_TVM_TEST_MODEL=$$(ls -d $(CURDIR)/$(CROSS_DIR)/*.tar | paste -sd:) $(CARGO) test -p ava-runtime --target aarch64-unknown-linux-gnu
 	$(CARGO) build -p ava-runtime --target aarch64-linux-android
+
+# The C ABI and the JNI bindings: in process, from C (host and qemu-aarch64) and from the JVM,
+# against libava_runtime.so built in the dev profile. See docs/embedding.md.
+test-embedding:
+	./scripts/test-embedding
+
+# Release, stripped, exports and NEEDED checked; sizes: scripts/bench/android-lib.sh.
+android-lib: setup
+	./scripts/android-lib
 
 docs-check:
 	./scripts/docs-check
 
+# `alc compile` caches its stages under target/demo-cache: a second `make demo` skips them.
 demo: setup
 	$(CARGO) build --release --bins
 	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
-	./target/release/alc package $(DEMO_MODEL) -o $(DEMO_DIR) --exclude goldens.json
-	./target/release/alc inspect $(DEMO_DIR)/*.tar
-	./target/release/alc verify $(DEMO_DIR)/*.tar
-	./target/release/alc unpack $(DEMO_DIR)/*.tar -o $(DEMO_DIR)/unpacked
+	./target/release/alc --cache-dir target/demo-cache compile $(DEMO_MODEL) --quant $(DEMO_QUANT) \
+	  $(DEMO_GROUP) --target linux-x86_64 --target android-arm64 --exclude goldens.json -o $(DEMO_DIR)
+	./target/release/alc run $(DEMO_DIR)/*-linux-x86_64-v1.tar --prompt "Hello" --max-tokens 16 -v
+	./target/release/alc inspect $(DEMO_DIR)/*-android-arm64-v1.tar
+	./target/release/alc verify $(DEMO_DIR)/*-android-arm64-v1.tar
+	./target/release/alc unpack $(DEMO_DIR)/*-linux-x86_64-v1.tar -o $(DEMO_DIR)/unpacked
 	./target/release/alc verify $(DEMO_DIR)/unpacked
 	./target/release/alc package $(DEMO_MODEL) -o $(DEMO_DIR) --exclude goldens.json --zstd -q
 	./target/release/alc verify $(DEMO_DIR)/*.tar.zst

@@ -65,6 +65,12 @@ impl Ui {
         Ok(())
     }
 
+    /// Whether progress displays are shown: stderr is a terminal and output is neither quiet
+    /// nor JSON.
+    pub fn shows_progress(&self) -> bool {
+        !self.quiet && !self.json && std::io::stderr().is_terminal()
+    }
+
     /// A byte-count progress bar on stderr, hidden unless stderr is a terminal and output is
     /// neither quiet nor JSON.
     pub fn bytes_progress(&self, total: u64, what: &str) -> ProgressBar {

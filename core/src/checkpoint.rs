@@ -246,7 +246,10 @@ impl Checkpoint {
             _ => 0,
         };
         let planes = [
-            (format!("{name}{}", format.code_suffix()), format.code_shape(rows, cols)),
+            (
+                format!("{name}{}", format.code_suffix()),
+                format.code_shape(rows, cols),
+            ),
             (scales_name, scales_shape(rows, cols, group.max(1))),
         ];
         for (plane, want) in planes {

@@ -180,7 +180,7 @@ pub fn quantize_q4_group(x: &[f32], clip: f32, codes: &mut [u8]) -> u16 {
     let d = bf16_to_f32(scale);
     let inv = if d == 0.0 { 0.0 } else { 1.0 / d };
     let half = x.len() / 2;
-    let code = |v: f32| ((v * inv).round() as i32 + Q4_ZERO).clamp(0, Q4_MAX) as u8;
+    let code = |v: f32| (round_half_away(v * inv) + Q4_ZERO).clamp(0, Q4_MAX) as u8;
     for (j, c) in codes.iter_mut().enumerate().take(half) {
         *c = code(x[j]) | (code(x[j + half]) << 4);
     }
@@ -195,9 +195,16 @@ pub fn quantize_q8_group(x: &[f32], clip: f32, codes: &mut [i8]) -> u16 {
     let d = bf16_to_f32(scale);
     let inv = if d == 0.0 { 0.0 } else { 1.0 / d };
     for (c, &v) in codes.iter_mut().zip(x) {
-        *c = (v * inv).round().clamp(-Q8_MAX, Q8_MAX) as i8;
+        *c = round_half_away(v * inv).clamp(-(Q8_MAX as i32), Q8_MAX as i32) as i8;
     }
     scale
+}
+
+/// `f32::round` (half away from zero) as an integer, without the libm call `round` becomes
+/// on baseline x86_64; out-of-range values saturate (the callers clamp).
+#[inline]
+fn round_half_away(v: f32) -> i32 {
+    (v + 0.5f32.copysign(v)) as i32
 }
 
 #[cfg(test)]
@@ -241,6 +248,13 @@ mod tests {
         assert_eq!(bf16_to_f32(s), 1.0);
         assert_eq!(codes[0], 0x0F << 4);
         assert_eq!(codes[1], 0x88);
+    }
+
+    #[test]
+    fn rounding_matches_std() {
+        for v in [-2.5f32, -1.5, -0.5, -0.49, 0.0, 0.49, 0.5, 1.5, 2.5, 7.4999] {
+            assert_eq!(round_half_away(v), v.round() as i32, "{v}");
+        }
     }
 
     #[test]

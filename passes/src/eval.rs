@@ -16,6 +16,16 @@ pub const GELU_TANH_K: f32 = 0.044_715;
 
 /// Runs `graph` on `inputs` and returns its outputs in order.
 pub fn run(graph: &Graph, inputs: &HashMap<String, Tensor>) -> Result<Vec<Tensor>> {
+    run_observed(graph, inputs, &mut |_, _| {})
+}
+
+/// [`run`], showing every node output to `observe` (value name, tensor) as it is computed:
+/// calibration collects activation ranges this way.
+pub fn run_observed(
+    graph: &Graph,
+    inputs: &HashMap<String, Tensor>,
+    observe: &mut dyn FnMut(&str, &Tensor),
+) -> Result<Vec<Tensor>> {
     let mut env: HashMap<&str, Tensor> = HashMap::new();
     let uses = graph.use_counts();
     let mut left: HashMap<&str, usize> = uses.clone();
@@ -31,6 +41,7 @@ pub fn run(graph: &Graph, inputs: &HashMap<String, Tensor>) -> Result<Vec<Tensor
             .collect();
         let outs = eval_node(n, &args)?;
         for (name, t) in n.outputs.iter().zip(outs) {
+            observe(name, &t);
             env.insert(name, t);
         }
         for i in &n.inputs {
@@ -57,7 +68,9 @@ pub fn run(graph: &Graph, inputs: &HashMap<String, Tensor>) -> Result<Vec<Tensor
 
 /// Whether [`eval_node`] implements `node`'s operator.
 pub fn supports(node: &Node) -> bool {
-    const OPS: [&str; 27] = [
+    const OPS: [&str; 29] = [
+        "QuantizeLinear",
+        "DequantizeLinear",
         "Add",
         "Sub",
         "Mul",
@@ -129,6 +142,18 @@ fn dispatch(n: &Node, args: &[Option<&Tensor>]) -> R {
         "Neg" => unary(arg(0)?, |x| -x),
         "FastGelu" => fast_gelu(arg(0)?, args.get(1).copied().flatten()),
         "Identity" => Ok(arg(0)?.clone()),
+        "QuantizeLinear" => quantize_linear(
+            arg(0)?,
+            arg(1)?,
+            args.get(2).copied().flatten(),
+            n.int("axis").unwrap_or(1),
+        ),
+        "DequantizeLinear" => dequantize_linear(
+            arg(0)?,
+            arg(1)?,
+            args.get(2).copied().flatten(),
+            n.int("axis").unwrap_or(1),
+        ),
         "Constant" => match n.attrs.get("value") {
             Some(Attr::Tensor(t)) => Ok(t.clone()),
             _ => Err("Constant without a tensor `value`".into()),
@@ -319,6 +344,59 @@ fn fast_gelu(a: &Tensor, bias: Option<&Tensor>) -> R {
     unary(&x, |v| {
         0.5 * v * (1.0 + (GELU_TANH_C * (v + GELU_TANH_K * v * v * v)).tanh())
     })
+}
+
+/// Per element, the index into a per-axis parameter of length `params` (0 for per-tensor).
+fn param_index(
+    dims: &[usize],
+    params: usize,
+    axis: i64,
+) -> std::result::Result<Vec<usize>, String> {
+    let total: usize = dims.iter().product();
+    if params <= 1 {
+        return Ok(vec![0; total]);
+    }
+    let ax = axis_of(axis, dims.len())?;
+    if dims[ax] != params {
+        return Err(format!("{params} parameters for axis {ax} of {dims:?}"));
+    }
+    let inner: usize = dims[ax + 1..].iter().product();
+    Ok((0..total).map(|i| (i / inner) % params).collect())
+}
+
+/// `saturate(round_half_even(x / scale) + zero_point)` to int8 (the only type produced here).
+fn quantize_linear(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: i64) -> R {
+    let (xv, sv) = (f32s(x)?, f32s(scale)?);
+    let zv = zp
+        .map(ints)
+        .transpose()?
+        .unwrap_or_else(|| vec![0; sv.len()]);
+    let idx = param_index(&x.dims, sv.len(), axis)?;
+    let q = xv
+        .iter()
+        .zip(&idx)
+        .map(|(&v, &c)| ((v / sv[c]).round_ties_even() + zv[c] as f32).clamp(-128.0, 127.0) as i8)
+        .collect();
+    Ok(Tensor {
+        dims: x.dims.clone(),
+        data: TensorData::I8(q),
+    })
+}
+
+/// `(x - zero_point) * scale`.
+fn dequantize_linear(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: i64) -> R {
+    let (xv, sv) = (ints(x)?, f32s(scale)?);
+    let zv = zp
+        .map(ints)
+        .transpose()?
+        .unwrap_or_else(|| vec![0; sv.len()]);
+    let idx = param_index(&x.dims, sv.len(), axis)?;
+    let v = xv
+        .iter()
+        .zip(&idx)
+        .map(|(&q, &c)| (q - zv[c]) as f32 * sv[c])
+        .collect();
+    Ok(Tensor::f32(x.dims.clone(), v))
 }
 
 fn cast(a: &Tensor, to: i64) -> R {

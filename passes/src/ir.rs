@@ -20,6 +20,8 @@ pub enum DType {
     I32,
     /// Boolean.
     Bool,
+    /// 8-bit signed integer (quantized weights and activations).
+    I8,
 }
 
 /// Tensor contents.
@@ -34,6 +36,8 @@ pub enum TensorData {
     I32(Vec<i32>),
     /// `Bool` values.
     Bool(Vec<bool>),
+    /// `I8` values.
+    I8(Vec<i8>),
 }
 
 /// A constant tensor (initializer, attribute or evaluation result), row-major.
@@ -76,6 +80,7 @@ impl Tensor {
             TensorData::I64(_) => DType::I64,
             TensorData::I32(_) => DType::I32,
             TensorData::Bool(_) => DType::Bool,
+            TensorData::I8(_) => DType::I8,
         }
     }
 
@@ -92,10 +97,10 @@ impl Tensor {
     /// Bytes of data.
     pub fn nbytes(&self) -> usize {
         self.len()
-            * if self.dtype() == DType::F32 || self.dtype() == DType::I32 {
-                4
-            } else {
-                8
+            * match self.dtype() {
+                DType::F32 | DType::I32 => 4,
+                DType::I8 | DType::Bool => 1,
+                _ => 8,
             }
     }
 
@@ -113,6 +118,7 @@ impl Tensor {
             TensorData::I64(v) => Some(v.clone()),
             TensorData::I32(v) => Some(v.iter().map(|&x| x as i64).collect()),
             TensorData::Bool(v) => Some(v.iter().map(|&x| x as i64).collect()),
+            TensorData::I8(v) => Some(v.iter().map(|&x| x as i64).collect()),
             TensorData::F32(_) => None,
         }
     }

@@ -15,6 +15,7 @@ pub mod ir;
 pub mod onnx;
 pub mod passes;
 pub mod pipeline;
+pub mod quant;
 pub mod shape;
 
 pub use error::{Error, Result};

@@ -37,36 +37,67 @@ pub struct Search {
 }
 
 /// Searches `alpha` over `grid` points in [0, 1] for `group` quantized as `format`/`g`.
-pub fn search(group: &Group<'_>, stats: &SiteStats, format: QuantFormat, g: usize, grid: usize) -> Search {
+pub fn search(
+    group: &Group<'_>,
+    stats: &SiteStats,
+    format: QuantFormat,
+    g: usize,
+    grid: usize,
+) -> Search {
     let mean_abs = stats.mean_abs();
     let mut best: Option<Search> = None;
     let mut rtn_error = 0.0;
     for step in 0..grid.max(1) {
-        let alpha = if grid > 1 { step as f32 / (grid - 1) as f32 } else { 0.0 };
+        let alpha = if grid > 1 {
+            step as f32 / (grid - 1) as f32
+        } else {
+            0.0
+        };
         let scales = channel_scales(&mean_abs, alpha);
         let error = output_error(group, stats, &scales, format, g);
         if step == 0 {
             rtn_error = error;
         }
         if best.as_ref().is_none_or(|b| error < b.error) {
-            best = Some(Search { scales, alpha, rtn_error, error });
+            best = Some(Search {
+                scales,
+                alpha,
+                rtn_error,
+                error,
+            });
         }
     }
-    let mut best = best.unwrap_or(Search { scales: vec![1.0; group.cols], alpha: 0.0, rtn_error, error: rtn_error });
+    let mut best = best.unwrap_or(Search {
+        scales: vec![1.0; group.cols],
+        alpha: 0.0,
+        rtn_error,
+        error: rtn_error,
+    });
     best.rtn_error = rtn_error;
     best
 }
 
 /// `mean_abs^alpha`, normalised so that `sqrt(max * min) = 1` (as the reference does).
 pub fn channel_scales(mean_abs: &[f32], alpha: f32) -> Vec<f32> {
-    let s: Vec<f32> = mean_abs.iter().map(|a| a.max(MIN_SCALE).powf(alpha)).collect();
-    let (lo, hi) = s.iter().fold((f32::INFINITY, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let s: Vec<f32> = mean_abs
+        .iter()
+        .map(|a| a.max(MIN_SCALE).powf(alpha))
+        .collect();
+    let (lo, hi) = s
+        .iter()
+        .fold((f32::INFINITY, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     let norm = (lo * hi).sqrt().max(f32::MIN_POSITIVE);
     s.into_iter().map(|v| (v / norm).max(MIN_SCALE)).collect()
 }
 
 /// `sum_t sum_r (x_t . (W_r - Q(W_r s)/s))²` over the kept calibration rows.
-fn output_error(group: &Group<'_>, stats: &SiteStats, scales: &[f32], format: QuantFormat, g: usize) -> f64 {
+fn output_error(
+    group: &Group<'_>,
+    stats: &SiteStats,
+    scales: &[f32],
+    format: QuantFormat,
+    g: usize,
+) -> f64 {
     let cols = group.cols;
     let mut total = 0.0;
     for &(w, rows) in &group.weights {
@@ -74,7 +105,12 @@ fn output_error(group: &Group<'_>, stats: &SiteStats, scales: &[f32], format: Qu
             .par_chunks(cols)
             .flat_map_iter(|row| row.iter().zip(scales).map(|(v, s)| v * s))
             .collect();
-        let layout = Layout { format, rows, cols, group: g };
+        let layout = Layout {
+            format,
+            rows,
+            cols,
+            group: g,
+        };
         let back = dequantize(&quantize(&scaled, layout, None), layout);
         total += w
             .par_chunks(cols)

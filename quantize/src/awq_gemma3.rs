@@ -43,43 +43,62 @@ pub fn gemma3_transform(
     let Some(format) = spec.policy.proj.quant_format() else {
         return Ok((tr, reports));
     };
-    let search_one = |layer: usize, names: &[String], site: Site, tr: &Transform| -> Result<Search> {
-        let mut mats = Vec::new();
-        for n in names {
-            let view = ck.tensor(n)?;
-            let mut w = view.to_f32_vec()?;
-            if let Some(d) = tr.row_div.get(n) {
-                let cols = w.len() / d.len();
-                for (row, d) in w.chunks_mut(cols).zip(d) {
-                    row.iter_mut().for_each(|x| *x /= d);
+    let search_one =
+        |layer: usize, names: &[String], site: Site, tr: &Transform| -> Result<Search> {
+            let mut mats = Vec::new();
+            for n in names {
+                let view = ck.tensor(n)?;
+                let mut w = view.to_f32_vec()?;
+                if let Some(d) = tr.row_div.get(n) {
+                    let cols = w.len() / d.len();
+                    for (row, d) in w.chunks_mut(cols).zip(d) {
+                        row.iter_mut().for_each(|x| *x /= d);
+                    }
                 }
+                mats.push((w, view.shape[0]));
             }
-            mats.push((w, view.shape[0]));
-        }
-        let cols = mats[0].0.len() / mats[0].1;
-        let group = Group {
-            weights: mats.iter().map(|(w, r)| (w.as_slice(), *r)).collect(),
-            cols,
+            let cols = mats[0].0.len() / mats[0].1;
+            let group = Group {
+                weights: mats.iter().map(|(w, r)| (w.as_slice(), *r)).collect(),
+                cols,
+            };
+            Ok(search(
+                &group,
+                stats.site(layer, site)?,
+                format,
+                spec.group,
+                grid,
+            ))
         };
-        Ok(search(&group, stats.site(layer, site)?, format, spec.group, grid))
-    };
     let p = &cfg.weight_prefix;
     for layer in 0..cfg.num_hidden_layers {
         let l = format!("{p}layers.{layer}.");
         let name = |s: &str| format!("{l}{s}.weight");
         // down first: its scales fold into up's rows.
-        let down = search_one(layer, &[name("mlp.down_proj")], Site::Down, &tr).map_err(|e| at(layer, e))?;
+        let down = search_one(layer, &[name("mlp.down_proj")], Site::Down, &tr)
+            .map_err(|e| at(layer, e))?;
         let down_sq = stats.site(layer, Site::Down)?.mean_sq();
-        tr.importance.insert(name("mlp.down_proj"), divide_sq(&down_sq, &down.scales));
-        tr.col_scale.insert(name("mlp.down_proj"), down.scales.clone());
+        tr.importance
+            .insert(name("mlp.down_proj"), divide_sq(&down_sq, &down.scales));
+        tr.col_scale
+            .insert(name("mlp.down_proj"), down.scales.clone());
         tr.row_div.insert(name("mlp.up_proj"), down.scales.clone());
         reports.push(report(layer, "down", &down));
         let sites = [
-            (Site::Mlp, "mlp", vec![name("mlp.gate_proj"), name("mlp.up_proj")], "pre_feedforward_layernorm"),
+            (
+                Site::Mlp,
+                "mlp",
+                vec![name("mlp.gate_proj"), name("mlp.up_proj")],
+                "pre_feedforward_layernorm",
+            ),
             (
                 Site::Attention,
                 "attention",
-                vec![name("self_attn.q_proj"), name("self_attn.k_proj"), name("self_attn.v_proj")],
+                vec![
+                    name("self_attn.q_proj"),
+                    name("self_attn.k_proj"),
+                    name("self_attn.v_proj"),
+                ],
                 "input_layernorm",
             ),
         ];
@@ -87,7 +106,8 @@ pub fn gemma3_transform(
             let found = search_one(layer, &names, site, &tr).map_err(|e| at(layer, e))?;
             let sq = stats.site(layer, site)?.mean_sq();
             for n in &names {
-                tr.importance.insert(n.clone(), divide_sq(&sq, &found.scales));
+                tr.importance
+                    .insert(n.clone(), divide_sq(&sq, &found.scales));
                 tr.col_scale.insert(n.clone(), found.scales.clone());
             }
             let norm_name = name(norm);
@@ -106,17 +126,30 @@ fn at(layer: usize, e: Error) -> Error {
 }
 
 fn report(layer: usize, site: &'static str, s: &Search) -> SiteReport {
-    SiteReport { layer, site, alpha: s.alpha, rtn_error: s.rtn_error, awq_error: s.error }
+    SiteReport {
+        layer,
+        site,
+        alpha: s.alpha,
+        rtn_error: s.rtn_error,
+        awq_error: s.error,
+    }
 }
 
 /// Importance of the scaled columns: `E[(x/s)²] = E[x²] / s²`.
 fn divide_sq(mean_sq: &[f32], scales: &[f32]) -> Vec<f32> {
-    mean_sq.iter().zip(scales).map(|(q, s)| q / (s * s)).collect()
+    mean_sq
+        .iter()
+        .zip(scales)
+        .map(|(q, s)| q / (s * s))
+        .collect()
 }
 
 /// Gemma's RMSNorm multiplies by `(1 + w)`: dividing its output by `s` gives `w' = (1 + w)/s - 1`.
 pub fn fold_norm(w: &[f32], scales: &[f32]) -> Vec<f32> {
-    w.iter().zip(scales).map(|(w, s)| (1.0 + w) / s - 1.0).collect()
+    w.iter()
+        .zip(scales)
+        .map(|(w, s)| (1.0 + w) / s - 1.0)
+        .collect()
 }
 
 #[cfg(test)]

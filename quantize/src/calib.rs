@@ -107,9 +107,11 @@ pub struct CalibStats {
 impl CalibStats {
     /// The statistics of `site` in `layer`.
     pub fn site(&self, layer: usize, site: Site) -> Result<&SiteStats> {
-        self.sites
-            .get(&(layer, site))
-            .ok_or_else(|| Error::Quantize(format!("no calibration statistics for layer {layer} {site:?}")))
+        self.sites.get(&(layer, site)).ok_or_else(|| {
+            Error::Quantize(format!(
+                "no calibration statistics for layer {layer} {site:?}"
+            ))
+        })
     }
 }
 
@@ -117,7 +119,7 @@ impl CalibStats {
 pub fn calibrate(engine: &Engine, text_file: &Path, opts: &CalibOptions) -> Result<CalibStats> {
     let bytes = std::fs::read(text_file).map_err(|e| Error::io(text_file, e))?;
     let text = String::from_utf8_lossy(&bytes);
-    let tokens = engine.tokenizer().encode(&text, false)?;
+    let tokens = engine.tokenizer().encode_plain(&text)?;
     let body = opts.seq_len.saturating_sub(1).max(1);
     let windows = tokens.len() / body;
     if windows == 0 {
@@ -145,7 +147,10 @@ pub fn calibrate(engine: &Engine, text_file: &Path, opts: &CalibOptions) -> Resu
             .model()
             .forward_observed(&seq, &mut cache, &mut |layer, site, x| {
                 let width = x.len() / seq.len();
-                sites.entry((layer, site)).or_default().add(x, width, stride, keep);
+                sites
+                    .entry((layer, site))
+                    .or_default()
+                    .add(x, width, stride, keep);
             })?;
         stats.tokens += seq.len();
         stats.sequences += 1;

@@ -38,7 +38,12 @@ pub struct Layout {
 
 /// Quantizes `w` (`[rows, cols]`), searching clip ratios when `importance` (per column) is given.
 pub fn quantize(w: &[f32], layout: Layout, importance: Option<&[f32]>) -> Planes {
-    let Layout { format, rows, cols, group } = layout;
+    let Layout {
+        format,
+        rows,
+        cols,
+        group,
+    } = layout;
     let rb = format.row_bytes(cols);
     let gb = format.row_bytes(group);
     let gpr = cols / group;
@@ -63,7 +68,13 @@ pub fn quantize(w: &[f32], layout: Layout, importance: Option<&[f32]>) -> Planes
 }
 
 /// One group, with the clip search when `imp` is given; returns the scale.
-fn quantize_group(format: QuantFormat, x: &[f32], imp: Option<&[f32]>, out: &mut [u8], tmp: &mut [u8]) -> u16 {
+fn quantize_group(
+    format: QuantFormat,
+    x: &[f32],
+    imp: Option<&[f32]>,
+    out: &mut [u8],
+    tmp: &mut [u8],
+) -> u16 {
     let Some(imp) = imp else {
         return quantize_one(format, x, 1.0, out);
     };
@@ -103,7 +114,12 @@ fn dequantize_group(format: QuantFormat, codes: &[u8], scale: u16, out: &mut [f3
 
 /// The values the planes stand for, `[rows, cols]`.
 pub fn dequantize(planes: &Planes, layout: Layout) -> Vec<f32> {
-    let Layout { format, rows, cols, group } = layout;
+    let Layout {
+        format,
+        rows,
+        cols,
+        group,
+    } = layout;
     let rb = format.row_bytes(cols);
     let gpr = cols / group;
     let mut out = vec![0f32; rows * cols];
@@ -120,7 +136,11 @@ pub fn dequantize(planes: &Planes, layout: Layout) -> Vec<f32> {
 
 /// Largest |scale| of the planes (for reports and tests).
 pub fn max_scale(planes: &Planes) -> f32 {
-    planes.scales.iter().map(|&s| bf16_to_f32(s).abs()).fold(0.0, f32::max)
+    planes
+        .scales
+        .iter()
+        .map(|&s| bf16_to_f32(s).abs())
+        .fold(0.0, f32::max)
 }
 
 #[cfg(test)]
@@ -130,13 +150,24 @@ mod tests {
     #[test]
     fn clip_search_never_worse_than_rtn() {
         let (rows, cols, group) = (4, 128, 32);
-        let mut w: Vec<f32> = (0..rows * cols).map(|i| ((i * 13 % 31) as f32 - 15.0) / 40.0).collect();
+        let mut w: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 13 % 31) as f32 - 15.0) / 40.0)
+            .collect();
         w[5] = 3.0; // an outlier that a clipped range serves better
         let imp: Vec<f32> = (0..cols).map(|c| 1.0 + (c % 3) as f32).collect();
-        let layout = Layout { format: QuantFormat::Q4Bf16, rows, cols, group };
+        let layout = Layout {
+            format: QuantFormat::Q4Bf16,
+            rows,
+            cols,
+            group,
+        };
         let err = |p: &Planes| -> f32 {
             let back = dequantize(p, layout);
-            w.iter().zip(&back).enumerate().map(|(i, (a, b))| (a - b).powi(2) * imp[i % cols]).sum()
+            w.iter()
+                .zip(&back)
+                .enumerate()
+                .map(|(i, (a, b))| (a - b).powi(2) * imp[i % cols])
+                .sum()
         };
         let rtn = quantize(&w, layout, None);
         let clipped = quantize(&w, layout, Some(&imp));

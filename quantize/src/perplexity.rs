@@ -1,6 +1,7 @@
 //! Perplexity of a text under a model, the quality gate of quantization.
 //!
-//! As llama.cpp's `llama-perplexity` does: the text is tokenized once; window `i` holds the
+//! As llama.cpp's `llama-perplexity` does: the text is tokenized once as plain text (a literal
+//! `<unk>` in WikiText is characters, not the special token); window `i` holds the
 //! `ctx` tokens from `i * stride` with its first token replaced by BOS; each window scores the
 //! next-token log-likelihood of its last `min(stride, ctx / 2)` positions (with `stride = ctx`,
 //! the second half, as llama.cpp), so every scored token has at least `ctx / 2` tokens of context.
@@ -56,11 +57,19 @@ pub fn perplexity(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<PplReport> {
     let bytes = std::fs::read(text_file).map_err(|e| Error::io(text_file, e))?;
-    let tokens = engine.tokenizer().encode(&String::from_utf8_lossy(&bytes), false)?;
+    let tokens = engine
+        .tokenizer()
+        .encode_plain(&String::from_utf8_lossy(&bytes))?;
     if opts.ctx < 2 || opts.stride == 0 {
-        return Err(Error::Quantize("--ctx must be at least 2 and --stride at least 1".into()));
+        return Err(Error::Quantize(
+            "--ctx must be at least 2 and --stride at least 1".into(),
+        ));
     }
-    let available = if tokens.len() >= opts.ctx { (tokens.len() - opts.ctx) / opts.stride + 1 } else { 0 };
+    let available = if tokens.len() >= opts.ctx {
+        (tokens.len() - opts.ctx) / opts.stride + 1
+    } else {
+        0
+    };
     let chunks = opts.max_chunks.map_or(available, |m| m.min(available));
     if chunks == 0 {
         return Err(Error::Quantize(format!(
@@ -78,12 +87,14 @@ pub fn perplexity(
         let mut window = tokens[i * opts.stride..i * opts.stride + opts.ctx].to_vec();
         window[0] = BOS;
         let mut cache = engine.model().new_cache(opts.ctx);
-        engine.model().forward_all(&window, &mut cache, first, &mut |pos, logits| {
-            if let Some(&next) = window.get(pos + 1) {
-                nll += negative_log_likelihood(logits, next as usize);
-                scored += 1;
-            }
-        })?;
+        engine
+            .model()
+            .forward_all(&window, &mut cache, first, &mut |pos, logits| {
+                if let Some(&next) = window.get(pos + 1) {
+                    nll += negative_log_likelihood(logits, next as usize);
+                    scored += 1;
+                }
+            })?;
         progress(i + 1, chunks);
     }
     let mean = nll / scored.max(1) as f64;

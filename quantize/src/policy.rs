@@ -80,7 +80,11 @@ impl FromStr for Scheme {
         Scheme::ALL
             .into_iter()
             .find(|x| x.name() == s)
-            .ok_or_else(|| Error::Quantize(format!("unknown scheme {s:?} (f32, f16, bf16, q8bf16, q4bf16)")))
+            .ok_or_else(|| {
+                Error::Quantize(format!(
+                    "unknown scheme {s:?} (f32, f16, bf16, q8bf16, q4bf16)"
+                ))
+            })
     }
 }
 
@@ -130,9 +134,17 @@ impl Policy {
     /// (it is also the output head, the most sensitive matrix: see docs/quantization.md);
     /// norms f32; the rest as the projections when float, else bf16.
     pub fn for_quant(q: Scheme) -> Policy {
-        let float = if q.float_dtype().is_some() { q } else { Scheme::Bf16 };
+        let float = if q.float_dtype().is_some() {
+            q
+        } else {
+            Scheme::Bf16
+        };
         Policy {
-            embed: if q == Scheme::Q4Bf16 { Scheme::Q8Bf16 } else { q },
+            embed: if q == Scheme::Q4Bf16 {
+                Scheme::Q8Bf16
+            } else {
+                q
+            },
             proj: q,
             norm: Scheme::F32,
             other: float,
@@ -195,12 +207,22 @@ mod tests {
     fn roles_and_overrides() {
         assert_eq!(Role::of("model.embed_tokens.weight"), Role::Embed);
         assert_eq!(Role::of("model.layers.3.mlp.down_proj.weight"), Role::Proj);
-        assert_eq!(Role::of("model.layers.3.self_attn.q_norm.weight"), Role::Norm);
+        assert_eq!(
+            Role::of("model.layers.3.self_attn.q_norm.weight"),
+            Role::Norm
+        );
         let p = Policy::for_quant(Scheme::Q4Bf16);
-        assert_eq!(p.to_string(), "embed=q8bf16,proj=q4bf16,norm=f32,other=bf16");
+        assert_eq!(
+            p.to_string(),
+            "embed=q8bf16,proj=q4bf16,norm=f32,other=bf16"
+        );
         let p = p.with_overrides("embed=q4bf16").map(|p| p.embed);
         assert_eq!(p.ok(), Some(Scheme::Q4Bf16));
-        assert!(Policy::for_quant(Scheme::F32).with_overrides("norm=q4bf16").is_err());
-        assert!(Policy::for_quant(Scheme::F32).with_overrides("bogus").is_err());
+        assert!(Policy::for_quant(Scheme::F32)
+            .with_overrides("norm=q4bf16")
+            .is_err());
+        assert!(Policy::for_quant(Scheme::F32)
+            .with_overrides("bogus")
+            .is_err());
     }
 }

@@ -10,13 +10,15 @@ use std::path::Path;
 
 use ava_core::quant::{group_fits, scales_shape, SCALES_SUFFIX};
 use ava_core::safetensors_file::METADATA_KEY;
-use ava_core::{Checkpoint, DType};
+use ava_core::{Checkpoint, DType, TensorView};
 use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::grouped::{self, Layout};
 use crate::policy::{Policy, Scheme};
 
+/// Elements converted to f32 at a time while streaming a tensor (bounds memory use).
+const BLOCK_ELEMENTS: usize = 1 << 22;
 /// Write buffer size.
 const WRITE_BUFFER_BYTES: usize = 8 << 20;
 /// safetensors pads its JSON header to a multiple of this.
@@ -90,14 +92,29 @@ impl PlannedTensor {
             (Some(f), &[rows, cols]) => {
                 let scales = scales_shape(rows, cols, group);
                 vec![
-                    (format!("{}{}", self.name, f.code_suffix()), f.code_dtype(), f.code_shape(rows, cols), rows * f.row_bytes(cols)),
-                    (format!("{}{SCALES_SUFFIX}", self.name), DType::BF16, scales, rows * cols / group * 2),
+                    (
+                        format!("{}{}", self.name, f.code_suffix()),
+                        f.code_dtype(),
+                        f.code_shape(rows, cols),
+                        rows * f.row_bytes(cols),
+                    ),
+                    (
+                        format!("{}{SCALES_SUFFIX}", self.name),
+                        DType::BF16,
+                        scales,
+                        rows * cols / group * 2,
+                    ),
                 ]
             }
             _ => {
                 let dtype = self.scheme.float_dtype().unwrap_or(DType::BF16);
                 let numel: usize = self.shape.iter().product();
-                vec![(self.name.clone(), dtype, self.shape.clone(), numel * dtype.size_in_bytes())]
+                vec![(
+                    self.name.clone(),
+                    dtype,
+                    self.shape.clone(),
+                    numel * dtype.size_in_bytes(),
+                )]
             }
         }
     }
@@ -143,56 +160,107 @@ pub fn write_weights(
     let io = |e| Error::io(path, e);
     let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, File::create(path).map_err(io)?);
     let header = header(plan, spec);
-    out.write_all(&(header.len() as u64).to_le_bytes()).map_err(io)?;
+    out.write_all(&(header.len() as u64).to_le_bytes())
+        .map_err(io)?;
     out.write_all(&header).map_err(io)?;
     let mut stats = WriteStats::default();
     for t in plan {
         let view = ck.tensor(&t.name)?;
+        write_tensor(&view, t, (spec, transform), &mut out).map_err(io)?;
         stats.input_bytes += view.data.len() as u64;
-        let values = transformed(&view.to_f32_vec()?, t, transform);
-        for bytes in encode(&values, t, spec, transform.importance.get(&t.name)) {
-            out.write_all(&bytes).map_err(io)?;
-            stats.output_bytes += bytes.len() as u64;
-        }
+        stats.output_bytes += t
+            .outputs(spec.group)
+            .iter()
+            .map(|o| o.3 as u64)
+            .sum::<u64>();
         progress(stats.input_bytes);
     }
-    out.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
+    out.into_inner()
+        .map_err(|e| io(e.into_error()))?
+        .sync_all()
+        .map_err(io)?;
     Ok(stats)
 }
 
-fn transformed(values: &[f32], t: &PlannedTensor, tr: &Transform) -> Vec<f32> {
-    if let Some(v) = tr.replace.get(&t.name) {
-        return v.clone();
-    }
-    let mut v = values.to_vec();
+/// Streams one tensor in blocks of rows: only a block's f32 values (and, for quantized
+/// schemes, the whole scales plane, 1/64 of the f32 size at G = 128) are in memory.
+fn write_tensor(
+    view: &TensorView<'_>,
+    t: &PlannedTensor,
+    (spec, tr): (&StageSpec, &Transform),
+    out: &mut impl Write,
+) -> std::io::Result<()> {
     let cols = t.shape.last().copied().unwrap_or(1).max(1);
+    let rows = view.numel() / cols;
+    let row_bytes = cols * view.dtype.size_in_bytes();
+    let block_rows = (BLOCK_ELEMENTS / cols).max(1);
+    let importance = tr.importance.get(&t.name).map(Vec::as_slice);
+    let mut scales = Vec::new();
+    for r0 in (0..rows).step_by(block_rows) {
+        let n = block_rows.min(rows - r0);
+        let shape = [n, cols];
+        let block = TensorView {
+            shape: &shape,
+            data: &view.data[r0 * row_bytes..(r0 + n) * row_bytes],
+            ..*view
+        };
+        let values = match tr.replace.get(&t.name) {
+            Some(v) => v[r0 * cols..(r0 + n) * cols].to_vec(),
+            None => transformed(
+                block.to_f32_vec().map_err(std::io::Error::other)?,
+                (r0, cols),
+                t,
+                tr,
+            ),
+        };
+        match t.scheme.quant_format() {
+            Some(format) if t.shape.len() == 2 => {
+                let layout = Layout {
+                    format,
+                    rows: n,
+                    cols,
+                    group: spec.group,
+                };
+                let planes = grouped::quantize(&values, layout, importance);
+                out.write_all(&planes.codes)?;
+                scales.extend(planes.scales.iter().flat_map(|s| s.to_le_bytes()));
+            }
+            _ => out.write_all(&encode_float(&values, t.scheme))?,
+        }
+    }
+    out.write_all(&scales)
+}
+
+fn transformed(
+    mut v: Vec<f32>,
+    (r0, cols): (usize, usize),
+    t: &PlannedTensor,
+    tr: &Transform,
+) -> Vec<f32> {
     if let Some(s) = tr.col_scale.get(&t.name) {
         for row in v.chunks_mut(cols) {
             row.iter_mut().zip(s).for_each(|(x, s)| *x *= s);
         }
     }
     if let Some(d) = tr.row_div.get(&t.name) {
-        for (row, d) in v.chunks_mut(cols).zip(d) {
+        for (row, d) in v.chunks_mut(cols).zip(&d[r0..]) {
             row.iter_mut().for_each(|x| *x /= d);
         }
     }
     v
 }
 
-/// The bytes of each output tensor of `t`, in [`PlannedTensor::outputs`] order.
-fn encode(values: &[f32], t: &PlannedTensor, spec: &StageSpec, importance: Option<&Vec<f32>>) -> Vec<Vec<u8>> {
-    match (t.scheme.quant_format(), t.shape.as_slice()) {
-        (Some(format), &[rows, cols]) => {
-            let layout = Layout { format, rows, cols, group: spec.group };
-            let planes = grouped::quantize(values, layout, importance.map(Vec::as_slice));
-            let scales = planes.scales.iter().flat_map(|s| s.to_le_bytes()).collect();
-            vec![planes.codes, scales]
-        }
-        _ => vec![match t.scheme {
-            Scheme::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            Scheme::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
-            _ => values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect(),
-        }],
+fn encode_float(values: &[f32], scheme: Scheme) -> Vec<u8> {
+    match scheme {
+        Scheme::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        Scheme::F16 => values
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect(),
+        _ => values
+            .iter()
+            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+            .collect(),
     }
 }
 

@@ -32,6 +32,18 @@ impl Tokenizer {
         Ok(encoding.get_ids().to_vec())
     }
 
+    /// Token ids of `text` read as plain text: special-token strings in it (`<unk>`,
+    /// `<bos>`...) are split like any other text, as llama.cpp tokenizes documents
+    /// (`parse_special = false`). No special tokens are added.
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        let mut plain = self.inner.clone();
+        plain.set_encode_special_tokens(true);
+        let encoding = plain
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
     /// Text of `ids` (special tokens skipped).
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner

@@ -3,6 +3,7 @@
 mod aon;
 mod archive;
 pub mod build;
+pub mod compile;
 mod convert;
 mod download;
 pub mod run;
@@ -35,3 +36,4 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "AVA_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 }
+pub mod aon_int8;

@@ -32,10 +32,12 @@ pub enum MethodArg {
 
 /// `quantize DIR|REPO --quant Q -o DIR`.
 #[derive(Args, Clone, Debug)]
-#[command(after_help = "The output is a checkpoint directory (config.json, tokenizer files, \
+#[command(
+    after_help = "The output is a checkpoint directory (config.json, tokenizer files, \
 model.safetensors with Q4BF16/Q8BF16 planes, ava-stage.json); see docs/formats/q4bf16.md and \
 docs/quantization.md. Policy roles: embed (embedding / tied lm_head), proj (attention and MLP \
-projections), norm (never quantized), other.")]
+projections), norm (never quantized), other."
+)]
 pub struct QuantizeArgs {
     /// A checkpoint directory or hub repository id (`org/name[@REV]`).
     #[arg(value_name = "DIR|REPO_ID")]

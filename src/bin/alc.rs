@@ -31,6 +31,8 @@ enum Command {
     Perplexity(PerplexityArgs),
     /// Generate, compile and link the model's TVM kernels for each target (lib/<target>/).
     Build(ava::args::build::BuildArgs),
+    /// The whole pipeline: download -> convert -> quantize -> build -> package, cached by stage.
+    Compile(ava::args::compile::CompileArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         Command::Quantize(args) => commands::quantize::run(args, &ui),
         Command::Perplexity(args) => commands::perplexity::run(args, &ui),
         Command::Build(args) => commands::build::run(args, &ui),
+        Command::Compile(args) => commands::compile::run(args, &ui),
     };
     finish(&ui, result)
 }

@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use ava::args::aon_int8::{ClassifyArgs, EvalArgs, QuantizeOnnxArgs};
 use ava::args::{AonConvertArgs, CommonCommand, ExportArgs, GlobalArgs, OptimizeArgs};
 use ava::ui::Ui;
 use ava::{commands, finish, Tool, LONG_VERSION};
@@ -27,6 +28,12 @@ enum Command {
     Export(ExportArgs),
     /// Run graph passes over an ONNX file and report node counts.
     Optimize(OptimizeArgs),
+    /// Static INT8 (QDQ) of an ONNX model, calibrated on utterances, with an accuracy gate.
+    Quantize(QuantizeOnnxArgs),
+    /// Classify one utterance: intent, score, top K, latency.
+    Classify(ClassifyArgs),
+    /// Accuracy, macro-F1 and latency on a labelled split.
+    Eval(EvalArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +44,9 @@ fn main() -> ExitCode {
         Command::Convert(args) => commands::aon_convert::run(args, &ui),
         Command::Export(args) => commands::export::run(args, &ui),
         Command::Optimize(args) => commands::optimize::run(args, &ui),
+        Command::Quantize(args) => commands::aon_quantize::run(args, &ui),
+        Command::Classify(args) => commands::aon_classify::run_classify(args, &ui),
+        Command::Eval(args) => commands::aon_classify::run_eval(args, &ui),
     };
     finish(&ui, result)
 }

@@ -13,6 +13,7 @@ pub mod verify;
 pub mod quantize;
 pub mod perplexity;
 pub mod build;
+pub mod compile;
 
 use crate::args::CommonCommand;
 use crate::ui::Ui;
@@ -27,3 +28,6 @@ pub fn run_common(command: &CommonCommand, ui: &Ui) -> anyhow::Result<()> {
         CommonCommand::Unpack(args) => unpack::run(args, ui),
     }
 }
+pub mod aon_data;
+pub mod aon_quantize;
+pub mod aon_classify;

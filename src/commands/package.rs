@@ -49,8 +49,37 @@ struct PackageReport<'a> {
     manifest: &'a Manifest,
 }
 
+/// An archive [`package`] wrote.
+pub struct Packaged {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Whether it is zstd-compressed.
+    pub compressed: bool,
+    /// Its size in bytes.
+    pub archive_size: u64,
+    /// Its manifest.
+    pub manifest: Manifest,
+}
+
 /// Runs `package`.
 pub fn run(args: &PackageArgs, ui: &Ui) -> anyhow::Result<()> {
+    let Packaged {
+        path: out,
+        compressed,
+        archive_size,
+        manifest,
+    } = package(args, ui)?;
+    let report = PackageReport {
+        path: &out,
+        compressed,
+        archive_size,
+        manifest: &manifest,
+    };
+    print_report(ui, &report)
+}
+
+/// Packs `args.dir` into an archive (the work of `package`, without printing the result).
+pub fn package(args: &PackageArgs, ui: &Ui) -> anyhow::Result<Packaged> {
     let dir = &match args.dir.to_str() {
         Some(arg) => resolve_checkpoint(arg, &args.hub.options(ui), ui)?,
         None => args.dir.clone(),
@@ -92,13 +121,17 @@ pub fn run(args: &PackageArgs, ui: &Ui) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", out.display()))?;
     bar.finish_and_clear();
     let archive_size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
-    let report = PackageReport {
-        path: &out,
+    Ok(Packaged {
+        path: out,
         compressed: zstd,
         archive_size,
-        manifest: &manifest,
-    };
-    ui.result(&report, || {
+        manifest,
+    })
+}
+
+fn print_report(ui: &Ui, report: &PackageReport<'_>) -> anyhow::Result<()> {
+    let (out, manifest, archive_size) = (report.path, report.manifest, report.archive_size);
+    ui.result(report, || {
         format!(
             "{}\n  {} {} ({}, {}, {}), {} files, {}\n",
             out.display(),

@@ -10,7 +10,8 @@ use crate::ui::Ui;
 
 /// Runs `perplexity`.
 pub fn run(args: &PerplexityArgs, ui: &Ui) -> anyhow::Result<()> {
-    let engine = Engine::open(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
+    let engine =
+        Engine::open(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
     let opts = PplOptions {
         ctx: args.ctx,
         stride: args.stride,
@@ -29,6 +30,13 @@ pub fn run(args: &PerplexityArgs, ui: &Ui) -> anyhow::Result<()> {
 fn human(r: &PplReport) -> String {
     format!(
         "perplexity {:.4} (nll {:.4}) over {} tokens: {} of {} windows of {} (stride {}), {:.1}s\n",
-        r.perplexity, r.nll, r.scored_tokens, r.chunks, r.chunks_available, r.ctx, r.stride, r.seconds
+        r.perplexity,
+        r.nll,
+        r.scored_tokens,
+        r.chunks,
+        r.chunks_available,
+        r.ctx,
+        r.stride,
+        r.seconds
     )
 }

@@ -31,7 +31,7 @@ const STAGE_FILE: &str = "ava-stage.json";
 
 /// What `quantize --json` prints.
 #[derive(Serialize)]
-struct QuantizeReport {
+pub struct QuantizeReport {
     output: PathBuf,
     quantization: String,
     method: &'static str,
@@ -51,18 +51,34 @@ struct QuantizeReport {
 
 /// Runs `quantize`.
 pub fn run(args: &QuantizeArgs, ui: &Ui) -> anyhow::Result<()> {
+    let report = quantize(args, ui)?;
+    ui.result(&report, || human(&report))
+}
+
+/// Quantizes `args.input` into `args.output` (the work of `quantize`, without printing the
+/// result; `alc compile` calls it).
+pub fn quantize(args: &QuantizeArgs, ui: &Ui) -> anyhow::Result<QuantizeReport> {
     if args.output.exists() {
-        bail!("{}: already exists (quantize writes a new directory)", args.output.display());
+        bail!(
+            "{}: already exists (quantize writes a new directory)",
+            args.output.display()
+        );
     }
     if !GROUP_SIZES.contains(&args.group_size) {
-        bail!("--group-size {}: must be one of {GROUP_SIZES:?}", args.group_size);
+        bail!(
+            "--group-size {}: must be one of {GROUP_SIZES:?}",
+            args.group_size
+        );
     }
     let dir = match args.input.to_str() {
         Some(arg) => resolve_checkpoint(arg, &args.hub.options(ui), ui)?,
         None => args.input.clone(),
     };
-    let ck = Checkpoint::open(&dir).with_context(|| format!("reading checkpoint {}", dir.display()))?;
-    let cfg = ck.gemma3().with_context(|| format!("{}: not a Gemma 3 checkpoint", dir.display()))?;
+    let ck =
+        Checkpoint::open(&dir).with_context(|| format!("reading checkpoint {}", dir.display()))?;
+    let cfg = ck
+        .gemma3()
+        .with_context(|| format!("{}: not a Gemma 3 checkpoint", dir.display()))?;
     let spec = stage_spec(args)?;
     let started = Instant::now();
     let (transform, awq, calib) = match (args.method, &args.calib) {
@@ -81,9 +97,13 @@ pub fn run(args: &QuantizeArgs, ui: &Ui) -> anyhow::Result<()> {
     let temp = TempDir::beside(&args.output)?;
     let bar = ui.bytes_progress(ck.weights_bytes(), "quantizing");
     let write_start = Instant::now();
-    let stats = write_weights(&ck, (&planned, &spec), &transform, &temp.0.join(WEIGHTS_FILE), &mut |n| {
-        bar.set_position(n)
-    })
+    let stats = write_weights(
+        &ck,
+        (&planned, &spec),
+        &transform,
+        &temp.0.join(WEIGHTS_FILE),
+        &mut |n| bar.set_position(n),
+    )
     .with_context(|| format!("writing {}", args.output.display()))?;
     let quantize_seconds = write_start.elapsed().as_secs_f64();
     bar.finish_and_clear();
@@ -101,8 +121,15 @@ pub fn run(args: &QuantizeArgs, ui: &Ui) -> anyhow::Result<()> {
         group_size: spec.group,
         policy: spec.policy.to_string(),
         tensors: planned.len(),
-        quantized_tensors: planned.iter().filter(|t| t.scheme.quant_format().is_some()).count(),
-        fallbacks: planned.iter().filter(|t| t.fell_back).map(|t| t.name.clone()).collect(),
+        quantized_tensors: planned
+            .iter()
+            .filter(|t| t.scheme.quant_format().is_some())
+            .count(),
+        fallbacks: planned
+            .iter()
+            .filter(|t| t.fell_back)
+            .map(|t| t.name.clone())
+            .collect(),
         input_bytes: stats.input_bytes,
         output_bytes: stats.output_bytes,
         calibration_seconds,
@@ -111,7 +138,7 @@ pub fn run(args: &QuantizeArgs, ui: &Ui) -> anyhow::Result<()> {
         peak_rss_bytes: peak_rss(),
         awq,
     };
-    ui.result(&report, || human(&report))
+    Ok(report)
 }
 
 fn stage_spec(args: &QuantizeArgs) -> anyhow::Result<StageSpec> {
@@ -137,7 +164,12 @@ fn stage_spec(args: &QuantizeArgs) -> anyhow::Result<StageSpec> {
     })
 }
 
-fn run_calibration(dir: &Path, text: &Path, args: &QuantizeArgs, ui: &Ui) -> anyhow::Result<CalibStats> {
+fn run_calibration(
+    dir: &Path,
+    text: &Path,
+    args: &QuantizeArgs,
+    ui: &Ui,
+) -> anyhow::Result<CalibStats> {
     let opts = CalibOptions {
         samples: args.calib_samples,
         seq_len: args.calib_seq_len,
@@ -156,7 +188,10 @@ fn run_calibration(dir: &Path, text: &Path, args: &QuantizeArgs, ui: &Ui) -> any
 /// Copies config, tokenizer and other small files (not weights, not the stage file).
 fn copy_side_files(ck: &Checkpoint, out: &Path) -> anyhow::Result<()> {
     for f in ck.files() {
-        let keep = matches!(f.role, FileRole::Config | FileRole::Tokenizer | FileRole::Other);
+        let keep = matches!(
+            f.role,
+            FileRole::Config | FileRole::Tokenizer | FileRole::Other
+        );
         if keep && f.relative != STAGE_FILE {
             std::fs::copy(&f.path, out.join(&f.relative))
                 .with_context(|| format!("copying {}", f.path.display()))?;
@@ -180,7 +215,11 @@ fn write_stage_file(
     });
     if let Some(c) = calib {
         stage["calibration_sha256"] = json!(c.sha256);
-        stage["calibration_file"] = json!(args.calib.as_ref().and_then(|p| p.file_name()).map(|n| n.to_string_lossy()));
+        stage["calibration_file"] = json!(args
+            .calib
+            .as_ref()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy()));
         stage["calibration_samples"] = json!(c.sequences);
         stage["calibration_seq_len"] = json!(args.calib_seq_len);
         stage["calibration_tokens"] = json!(c.tokens);
@@ -219,7 +258,10 @@ fn human(r: &QuantizeReport) -> String {
         s += &format!(", peak RSS {}", human_bytes(rss));
     }
     if !r.fallbacks.is_empty() {
-        s += &format!("\n  kept as bf16 (shape not a multiple of the group): {}", r.fallbacks.len());
+        s += &format!(
+            "\n  kept as bf16 (shape not a multiple of the group): {}",
+            r.fallbacks.len()
+        );
     }
     s + "\n"
 }
@@ -244,13 +286,18 @@ impl TempDir {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let dir = parent.join(format!(".{}.partial-{}", name.to_string_lossy(), std::process::id()));
+        let dir = parent.join(format!(
+            ".{}.partial-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
         std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(TempDir(dir))
     }
 
     fn persist(self, to: &Path) -> anyhow::Result<()> {
-        std::fs::rename(&self.0, to).with_context(|| format!("moving {} into place", to.display()))?;
+        std::fs::rename(&self.0, to)
+            .with_context(|| format!("moving {} into place", to.display()))?;
         std::mem::forget(self);
         Ok(())
     }

@@ -24,10 +24,9 @@ import tvm
 from tvm import s_tir, te, tirx
 from tvm.script import tirx as T
 
-# Q4BF16: groups of GROUP along the input dim; byte j of a group holds element j (low nibble)
-# and element j + GROUP/2 (high nibble); value = (nibble - 8) * scale (docs/formats/q4bf16.md).
-GROUP = 128
-HALF = GROUP // 2
+# Q4BF16 / Q8BF16 (docs/formats/q4bf16.md): groups of `group` elements along the input dim, one
+# bf16 scale each. Q4: byte j of a group holds element j (low nibble) and element j + group/2
+# (high nibble), value = (nibble - 8) * scale. Q8: value = int8 code * scale.
 ROWS_PER_TASK = 16
 GELU_C = 0.7978845608028654
 GELU_K = 0.044715
@@ -49,37 +48,43 @@ def bf16_to_f32(bits):
 # ---------------------------------------------------------------- weights
 
 
-def weight_placeholders(fmt, rows, cols):
-    """Placeholders of one [rows, cols] weight in `fmt`, and a function (r, k) -> f32 value."""
+def weight_placeholders(spec):
+    """Placeholders of one [rows, cols] weight in spec's format, and a function (r, k) -> f32."""
+    fmt, rows, cols = spec["format"], spec["rows"], spec["cols"]
     if fmt == "f32":
         w = te.placeholder((rows, cols), "float32", name="W")
         return [w], lambda r, k: w[r, k]
     if fmt == "bf16":
         w = te.placeholder((rows, cols), "uint16", name="W")
         return [w], lambda r, k: bf16_to_f32(w[r, k])
-    if fmt == "q4bf16":
-        if cols % GROUP:
-            raise ValueError(f"q4bf16 needs cols divisible by {GROUP}, got {cols}")
-        q = te.placeholder((rows, cols // 2), "uint8", name="Q")
-        s = te.placeholder((rows, cols // GROUP), "uint16", name="S")
+    if fmt not in ("q4bf16", "q8bf16"):
+        raise ValueError(f"unsupported weight format {fmt!r}")
+    group = spec["group"]
+    if group <= 0 or cols % group or group % 2:
+        raise ValueError(f"{fmt} needs cols ({cols}) divisible by an even group ({group})")
+    s = te.placeholder((rows, cols // group), "uint16", name="S")
+    if fmt == "q8bf16":
+        q = te.placeholder((rows, cols), "int8", name="Q")
+        return [q, s], lambda r, k: q[r, k].astype("float32") * bf16_to_f32(s[r, k // group])
+    half = group // 2
+    q = te.placeholder((rows, cols // 2), "uint8", name="Q")
 
-        def value(r, k):
-            g, j = k // GROUP, k % GROUP
-            byte = q[r, g * HALF + j % HALF].astype("uint32")
-            nib = (byte >> ((j // HALF) * 4).astype("uint32")) & u32(15)
-            return (nib.astype("float32") - f32(8.0)) * bf16_to_f32(s[r, g])
+    def value(r, k):
+        g, j = k // group, k % group
+        byte = q[r, g * half + j % half].astype("uint32")
+        nib = (byte >> ((j // half) * 4).astype("uint32")) & u32(15)
+        return (nib.astype("float32") - f32(8.0)) * bf16_to_f32(s[r, g])
 
-        return [q, s], value
-    raise ValueError(f"unsupported weight format {fmt!r}")
+    return [q, s], value
 
 
 def matmul(spec, lanes, n=None):
     """Y[t, r] = sum_k X[t, k] * W[r, k]; n=1 gives the decode GEMV, n=None a dynamic-n GEMM."""
-    rows, cols, fmt = spec["rows"], spec["cols"], spec["format"]
+    rows, cols = spec["rows"], spec["cols"]
     L = lanes if cols % lanes == 0 else 1
     n = te.var("n") if n is None else n
     x = te.placeholder((n, cols), "float32", name="X")
-    ws, w = weight_placeholders(fmt, rows, cols)
+    ws, w = weight_placeholders(spec)
     b = te.reduce_axis((0, cols // L), "b")
     p = te.compute(
         (n, rows, L), lambda t, r, l: te.sum(x[t, b * L + l] * w(r, b * L + l), axis=b), name="P"
@@ -186,11 +191,11 @@ def rope(spec, lanes):
 
 def embed(spec, lanes):
     """Y[t] = table[ids[t]] * scale, widened to f32 (ids are checked by the caller)."""
-    rows, cols, fmt = spec["rows"], spec["cols"], spec["format"]
+    cols = spec["cols"]
     n = te.var("n")
     ids = te.placeholder((n,), "int32", name="IDS")
     scale = te.var("scale", "float32")
-    ws, w = weight_placeholders(fmt, rows, cols)
+    ws, w = weight_placeholders(spec)
     y = te.compute((n, cols), lambda t, c: w(ids[t], c) * scale, name="Y")
     return schedule_rows(te.create_prim_func([ids, *ws, scale, y]), [])
 

@@ -20,18 +20,47 @@ pub enum WeightFormat {
     F32,
     /// bfloat16 (passed to kernels as its uint16 bit pattern).
     Bf16,
-    /// 4-bit weights in groups of 128 with a bf16 scale each (`docs/formats/q4bf16.md`).
-    Q4bf16,
+    /// 4-bit codes in groups along the input dimension, one bf16 scale per group
+    /// (`docs/formats/q4bf16.md`).
+    Q4bf16 {
+        /// Elements per group.
+        group: usize,
+    },
+    /// 8-bit codes with one bf16 scale per group.
+    Q8bf16 {
+        /// Elements per group.
+        group: usize,
+    },
 }
 
 impl WeightFormat {
-    /// The name used in kernel names and the driver spec.
-    pub fn name(self) -> &'static str {
+    /// The name used in kernel names: `f32`, `bf16`, `q4bf16g128`, `q8bf16g32`, ...
+    pub fn name(self) -> String {
+        match self {
+            WeightFormat::Q4bf16 { group } | WeightFormat::Q8bf16 { group } => {
+                format!("{}g{group}", self.kind())
+            }
+            _ => self.kind().to_string(),
+        }
+    }
+
+    /// The format without its parameters, as the driver spec names it.
+    pub fn kind(self) -> &'static str {
         match self {
             WeightFormat::F32 => "f32",
             WeightFormat::Bf16 => "bf16",
-            WeightFormat::Q4bf16 => "q4bf16",
+            WeightFormat::Q4bf16 { .. } => "q4bf16",
+            WeightFormat::Q8bf16 { .. } => "q8bf16",
         }
+    }
+
+    /// Driver parameters of a `[rows, cols]` matrix in this format.
+    fn params(self, rows: usize, cols: usize) -> Value {
+        let mut v = json!({"rows": rows, "cols": cols, "format": self.kind()});
+        if let WeightFormat::Q4bf16 { group } | WeightFormat::Q8bf16 { group } = self {
+            v["group"] = json!(group);
+        }
+        v
     }
 }
 
@@ -44,17 +73,37 @@ pub struct KernelSpec {
     pub json: Value,
 }
 
-/// The storage format of weight `name` in `ckpt` (`{name}.q4` + `{name}.scales` for Q4BF16).
+/// The storage format of weight `name` in `ckpt`: a plain tensor, or planes `{name}.q4` /
+/// `{name}.q8` + `{name}.scales` whose group is `cols / scales.cols`.
 pub fn weight_format(ckpt: &Checkpoint, name: &str) -> Result<WeightFormat> {
-    if ckpt.contains(&format!("{name}.q4")) {
-        return Ok(WeightFormat::Q4bf16);
+    for (suffix, four_bit) in [("q4", true), ("q8", false)] {
+        let plane = format!("{name}.{suffix}");
+        if !ckpt.contains(&plane) {
+            continue;
+        }
+        let codes = ckpt.tensor(&plane)?;
+        let scales = ckpt.tensor(&format!("{name}.scales"))?;
+        let bad = || Error::Unsupported(format!("{name}: quantized planes of unexpected shape"));
+        let (&[_, c], &[_, groups]) = (codes.shape, scales.shape) else {
+            return Err(bad());
+        };
+        let cols = if four_bit { c * 2 } else { c };
+        if groups == 0 || cols % groups != 0 {
+            return Err(bad());
+        }
+        let group = cols / groups;
+        return Ok(if four_bit {
+            WeightFormat::Q4bf16 { group }
+        } else {
+            WeightFormat::Q8bf16 { group }
+        });
     }
     let view = ckpt.tensor(name)?;
     match view.dtype {
         DType::F32 => Ok(WeightFormat::F32),
         DType::BF16 => Ok(WeightFormat::Bf16),
         other => Err(Error::Unsupported(format!(
-            "{name}: weights in {other} have no TVM kernels (f32, bf16, q4bf16)"
+            "{name}: weights in {other} have no TVM kernels (f32, bf16, q4bf16, q8bf16)"
         ))),
     }
 }
@@ -93,18 +142,20 @@ pub fn gemma3_kernels(cfg: &Gemma3Config, ckpt: &Checkpoint) -> Result<Vec<Kerne
         out.push(KernelSpec { name, json: v });
     };
     for (fmt, rows, cols) in &mats {
-        let f = fmt.name();
-        let params = json!({"rows": rows, "cols": cols, "format": f});
+        let params = fmt.params(*rows, *cols);
         push(gemv_name(*fmt, *rows, *cols), with_op(&params, "gemv"));
         push(gemm_name(*fmt, *rows, *cols), with_op(&params, "gemm"));
     }
+    let embed_params = embed_fmt.params(vocab, h);
     if !mats.contains(&(embed_fmt, vocab, h)) {
-        let params = json!({"rows": vocab, "cols": h, "format": embed_fmt.name()});
-        push(gemv_name(embed_fmt, vocab, h), with_op(&params, "gemv"));
+        push(
+            gemv_name(embed_fmt, vocab, h),
+            with_op(&embed_params, "gemv"),
+        );
     }
     push(
         format!("embed_{}_{vocab}x{h}", embed_fmt.name()),
-        json!({"op": "embed", "rows": vocab, "cols": h, "format": embed_fmt.name()}),
+        with_op(&embed_params, "embed"),
     );
     for width in [h, hd] {
         push(

@@ -7,6 +7,7 @@ mod checkpoint;
 mod convert;
 mod download;
 mod hubserver;
+mod quantize;
 mod real;
 mod run;
 mod tvm;
@@ -100,3 +101,4 @@ pub fn listing(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+mod compile;

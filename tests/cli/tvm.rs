@@ -85,3 +85,46 @@ fn tvm_backend_without_a_library_is_a_clear_error() {
     assert_ne!(run.code, 0);
     assert!(run.stderr.contains("no kernel library"), "{}", run.stderr);
 }
+
+#[test]
+fn tvm_backend_matches_native_on_the_q4bf16_fixture() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = gemma3_tiny();
+    // The fixture's matrices are 64 or 128 wide: groups of 32 quantize every one of them
+    // (projections Q4BF16, embedding Q8BF16 by the default policy).
+    alc(
+        tmp.path(),
+        &[
+            "quantize",
+            fixture.to_str().unwrap(),
+            "--quant",
+            "q4bf16",
+            "--group-size",
+            "32",
+            "-o",
+            "q4",
+        ],
+    )
+    .ok();
+    alc(
+        tmp.path(),
+        &["build", "q4", "--target", "linux-x86_64", "-o", "built"],
+    )
+    .ok();
+    let table: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(tmp.path().join("built/lib/linux-x86_64/kernels.json")).unwrap(),
+    )
+    .unwrap();
+    let names: Vec<&str> = table["kernels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"gemv_q4bf16g32_64x128"), "{names:?}");
+    assert!(names.contains(&"embed_q8bf16g32_512x64"), "{names:?}");
+    let (native, _) = tokens(tmp.path(), "built", "native");
+    let (tvm, backend) = tokens(tmp.path(), "built", "tvm");
+    assert_eq!(backend, "tvm");
+    assert_eq!(native, tvm);
+}

@@ -174,6 +174,7 @@ fn dtype_code(d: DType) -> i32 {
         DType::I64 => dt::INT64,
         DType::I32 => dt::INT32,
         DType::Bool => dt::BOOL,
+        DType::I8 => dt::INT8,
     }
 }
 
@@ -183,6 +184,7 @@ fn dtype_from_code(code: i32) -> Result<DType> {
         dt::INT64 => DType::I64,
         dt::INT32 => DType::I32,
         dt::BOOL => DType::Bool,
+        dt::INT8 => DType::I8,
         other => return Err(Error::Unsupported(format!("tensor data type {other}"))),
     })
 }
@@ -193,6 +195,7 @@ fn tensor_proto(name: &str, t: &Tensor) -> proto::TensorProto {
         TensorData::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         TensorData::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         TensorData::Bool(v) => v.iter().map(|&b| b as u8).collect(),
+        TensorData::I8(v) => v.iter().map(|&b| b as u8).collect(),
     };
     proto::TensorProto {
         dims: t.dims.iter().map(|&d| d as i64).collect(),
@@ -241,6 +244,11 @@ fn tensor_from_proto(p: &proto::TensorProto) -> Result<Tensor> {
             TensorData::Bool(p.int32_data.iter().map(|&x| x != 0).collect())
         }
         DType::Bool => TensorData::Bool(raw.iter().map(|&x| x != 0).collect()),
+        // int8 values in `int32_data` are one per element, widened.
+        DType::I8 if raw.is_empty() => {
+            TensorData::I8(p.int32_data.iter().map(|&x| x as i8).collect())
+        }
+        DType::I8 => TensorData::I8(raw.iter().map(|&x| x as i8).collect()),
     };
     let t = Tensor { dims, data };
     let len = match &t.data {
@@ -248,6 +256,7 @@ fn tensor_from_proto(p: &proto::TensorProto) -> Result<Tensor> {
         TensorData::I64(v) => v.len(),
         TensorData::I32(v) => v.len(),
         TensorData::Bool(v) => v.len(),
+        TensorData::I8(v) => v.len(),
     };
     if len != n {
         return Err(Error::Unsupported(format!(

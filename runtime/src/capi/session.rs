@@ -61,6 +61,7 @@ impl AvaSession {
     }
 
     /// The engine.
+    #[cfg(feature = "jni")]
     pub(crate) fn engine(&self) -> &Engine {
         &self.engine
     }

@@ -214,7 +214,9 @@ impl Matrix {
     /// Row `r` as f32: borrowed for f32 weights, widened into `buf` otherwise.
     fn row_slice<'a>(&'a self, r: usize, buf: &'a mut [f32]) -> &'a [f32] {
         match self.dtype {
-            DType::F32 if self.quantized().is_none() => &self.f32s()[r * self.cols..(r + 1) * self.cols],
+            DType::F32 if self.quantized().is_none() => {
+                &self.f32s()[r * self.cols..(r + 1) * self.cols]
+            }
             _ => {
                 self.row_into(r, buf);
                 buf

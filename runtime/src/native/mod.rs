@@ -10,6 +10,6 @@ mod q4;
 mod simd;
 
 pub use matrix::{Matrix, WeightData};
-pub use q4::QuantWeights;
 pub use ops::{add_in_place, gelu_tanh_gate, rms_norm, rms_norm_rows, softmax_in_place, Rope};
+pub use q4::QuantWeights;
 pub use simd::dot;

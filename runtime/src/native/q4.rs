@@ -46,9 +46,13 @@ impl QuantWeights {
             _ => return Err(bad("scales plane of the wrong shape")),
         };
         if scales.dtype != DType::BF16 || !group_fits(cols, group) || group > MAX_GROUP {
-            return Err(bad("scales must be bf16 with a group size of 32, 64 or 128"));
+            return Err(bad(
+                "scales must be bf16 with a group size of 32, 64 or 128",
+            ));
         }
-        if codes.data.len() != rows * format.row_bytes(cols) || scales.data.len() != rows * cols / group * 2 {
+        if codes.data.len() != rows * format.row_bytes(cols)
+            || scales.data.len() != rows * cols / group * 2
+        {
             return Err(bad("plane data of the wrong length"));
         }
         Ok(QuantWeights {
@@ -108,7 +112,8 @@ impl QuantWeights {
             }
             _ => {
                 let half = g / 2;
-                for ((block, &s), xg) in codes.chunks_exact(half).zip(scales).zip(x.chunks_exact(g)) {
+                for ((block, &s), xg) in codes.chunks_exact(half).zip(scales).zip(x.chunks_exact(g))
+                {
                     let (lo, hi) = buf.split_at_mut(half);
                     for ((l, h), &b) in lo.iter_mut().zip(hi.iter_mut()).zip(block) {
                         *l = (i32::from(b & 0x0F) - Q4_ZERO) as f32;
@@ -160,7 +165,10 @@ mod tests {
                     q.row_into(r, cols, &mut row);
                     let want: f32 = row.iter().zip(&x).map(|(a, b)| a * b).sum();
                     let got = q.row_dot(r, &x);
-                    assert!((want - got).abs() < 1e-3 * (1.0 + want.abs()), "{want} {got}");
+                    assert!(
+                        (want - got).abs() < 1e-3 * (1.0 + want.abs()),
+                        "{want} {got}"
+                    );
                 }
             }
         }

@@ -14,8 +14,8 @@ use crate::source::ModelSource;
 
 /// A weight matrix as kernel arguments.
 struct Weight {
-    /// `f32`, `bf16` or `q4bf16` (kernel name part).
-    format: &'static str,
+    /// `f32`, `bf16`, `q4bf16g{G}` or `q8bf16g{G}` (kernel name part, as `ava-targets` names it).
+    format: String,
     rows: usize,
     cols: usize,
     args: Vec<Arg>,
@@ -383,22 +383,33 @@ fn check_request(c: &Gemma3Config, tokens: &[u32], cache: &KvCache) -> Result<()
     Ok(())
 }
 
-/// Binds weight `name` as kernel arguments: f32 / bf16 in place, or Q4BF16's
-/// `{name}.q4` (U8 `[rows, cols/2]`) + `{name}.scales` (BF16 `[rows, cols/128]`).
+/// Binds weight `name` as kernel arguments: f32 / bf16 in place, or the quantized planes
+/// `{name}.q4` (U8 `[rows, cols/2]`) / `{name}.q8` (I8 `[rows, cols]`) + `{name}.scales` (BF16
+/// `[rows, cols/G]`), whose group `G` is part of the kernel names (`docs/formats/q4bf16.md`).
 fn weight(source: &ModelSource, name: &str) -> Result<Weight> {
     let missing = || Error::Model(format!("tvm: tensor {name:?} not found"));
-    if let Some(q) = source.tensor(&format!("{name}.q4")) {
+    for (kind, per_byte, code) in [("q4", 2, 1u8), ("q8", 1, 0u8)] {
+        let Some(q) = source.tensor(&format!("{name}.{kind}")) else {
+            continue;
+        };
         let s = source
             .tensor(&format!("{name}.scales"))
             .ok_or_else(missing)?;
-        let (rows, half) = dims(q.shape, name)?;
+        let (rows, width) = dims(q.shape, name)?;
         let (_, groups) = dims(s.shape, name)?;
+        let cols = width * per_byte;
+        let sizes_ok = q.data.len() == rows * width && s.data.len() == rows * groups * 2;
+        if groups == 0 || cols % groups != 0 || !sizes_ok {
+            return Err(Error::Model(format!(
+                "tvm: {name}: quantized planes do not match their shapes"
+            )));
+        }
         return Ok(Weight {
-            format: "q4bf16",
+            format: format!("{kind}bf16g{}", cols / groups),
             rows,
-            cols: half * 2,
+            cols,
             args: vec![
-                Arg::tensor(q.data.as_ptr(), 1, 8, &[rows, half]),
+                Arg::tensor(q.data.as_ptr(), code, 8, &[rows, width]),
                 Arg::tensor(s.data.as_ptr(), 1, 16, &[rows, groups]),
             ],
         });
@@ -406,8 +417,8 @@ fn weight(source: &ModelSource, name: &str) -> Result<Weight> {
     let t = source.tensor(name).ok_or_else(missing)?;
     let (rows, cols) = dims(t.shape, name)?;
     let (format, code, bits) = match t.dtype {
-        DType::F32 => ("f32", 2, 32),
-        DType::BF16 => ("bf16", 1, 16),
+        DType::F32 => ("f32".to_string(), 2, 32),
+        DType::BF16 => ("bf16".to_string(), 1, 16),
         other => {
             return Err(Error::Model(format!(
                 "tvm: {name}: no kernels for {other} weights (f32, bf16, q4bf16)"

@@ -1,0 +1,102 @@
+//! Options of the `aon` INT8 verbs: `quantize` (static INT8 of an ONNX graph), `classify`,
+//! `eval`.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+/// Default number of calibration utterances.
+pub const DEFAULT_CALIB_SAMPLES: usize = 512;
+/// Default number of labelled utterances the accuracy gate checks.
+pub const DEFAULT_GATE_SAMPLES: usize = 600;
+
+/// Calibration method of `aon quantize`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum CalibMethod {
+    /// Smallest and largest activation seen.
+    Minmax,
+    /// Clip at the 99.999th percentile of each side.
+    Percentile,
+    /// Clip where the KL divergence to the 8-bit distribution is least.
+    Entropy,
+}
+
+/// Operator format of the quantized graph.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum QuantFormat {
+    /// QuantizeLinear/DequantizeLinear pairs around float operators.
+    Qdq,
+    /// Quantized operators (QLinearMatMul, ...): not implemented yet.
+    Qoperator,
+}
+
+/// `aon quantize IN.onnx --calib FILE -o OUT.onnx`.
+#[derive(Args, Clone, Debug)]
+pub struct QuantizeOnnxArgs {
+    /// Float ONNX model (`aon export` output).
+    pub input: PathBuf,
+    /// Calibration utterances: CLINC150 JSON (train split used), JSONL `{"text", ...}` or text lines.
+    #[arg(long, value_name = "FILE")]
+    pub calib: PathBuf,
+    /// Output ONNX file.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Calibration utterances used (the first N).
+    #[arg(long, default_value_t = DEFAULT_CALIB_SAMPLES, value_name = "N")]
+    pub samples: usize,
+    /// How activation ranges are chosen.
+    #[arg(long, value_enum, default_value_t = CalibMethod::Minmax)]
+    pub method: CalibMethod,
+    /// One weight scale per output channel (the default; `--per-channel false` for per tensor).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub per_channel: bool,
+    /// Operator format.
+    #[arg(long, value_enum, default_value_t = QuantFormat::Qdq)]
+    pub format: QuantFormat,
+    /// Node names kept in float (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "NODES")]
+    pub exclude: Vec<String>,
+    /// Keep the costliest nodes in float until INT8 loses at most P accuracy points on the
+    /// labelled validation split of `--calib` (fails with a report otherwise).
+    #[arg(long, value_name = "P")]
+    pub max_accuracy_drop: Option<f64>,
+    /// Labelled utterances the accuracy gate uses (the first N of the validation split).
+    #[arg(long, default_value_t = DEFAULT_GATE_SAMPLES, value_name = "N")]
+    pub gate_samples: usize,
+    /// tokenizer.json (default: next to the input model).
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<PathBuf>,
+}
+
+/// `aon classify PKG|DIR|MODEL.onnx --text TEXT`.
+#[derive(Args, Clone, Debug)]
+pub struct ClassifyArgs {
+    /// Model: an `.onnx` file (tokenizer.json and labels.json beside it) or a directory holding
+    /// `model.onnx`, tokenizer.json and labels.json.
+    pub model: PathBuf,
+    /// Utterance to classify.
+    #[arg(long)]
+    pub text: String,
+    /// How many intents to list.
+    #[arg(long, default_value_t = 3, value_name = "K")]
+    pub top: usize,
+}
+
+/// `aon eval PKG|DIR|MODEL.onnx --data FILE`.
+#[derive(Args, Clone, Debug)]
+pub struct EvalArgs {
+    /// Model, as `aon classify` takes it.
+    pub model: PathBuf,
+    /// Labelled utterances (CLINC150 JSON or JSONL).
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+    /// Split to score.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Score only the first N utterances.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Write token ids, gold and predicted labels as JSON (for comparisons with onnxruntime).
+    #[arg(long, value_name = "FILE")]
+    pub predictions: Option<PathBuf>,
+}

@@ -1,0 +1,52 @@
+//! Arguments of `alc compile`.
+
+use std::path::PathBuf;
+
+use ava_core::Target;
+use clap::Args;
+
+use super::{HubArgs, QuantArg};
+
+/// `compile SOURCE --quant Q --target T [--target T2 ...] [--calib FILE] -o OUT`.
+#[derive(Args, Clone, Debug)]
+#[command(
+    after_help = "Stages: download (repo ids) -> convert (.gguf) -> quantize -> build (per \
+target) -> package (per target). Each stage's output is cached under CACHE_DIR/ava-compile/ by \
+the hash of its inputs and options, so a re-run skips finished stages and a changed option redoes \
+only the stages that depend on it. OUT receives one archive per target, named by the naming \
+scheme (e.g. gemma3-270m-q4bf16-linux-x86_64-v1.tar). See docs/tvm.md."
+)]
+pub struct CompileArgs {
+    /// A hub repository id (`org/name[@REV]`), a checkpoint directory or a `.gguf` file.
+    #[arg(value_name = "REPO_ID|DIR|FILE.gguf")]
+    pub source: String,
+    /// Format of the projections (as `alc quantize --quant`).
+    #[arg(long, value_enum, default_value_t = QuantArg::Q4bf16)]
+    pub quant: QuantArg,
+    /// Target to compile for (repeatable): android-arm64, linux-arm64, linux-x86_64.
+    #[arg(long = "target", value_name = "TARGET", required = true)]
+    pub targets: Vec<Target>,
+    /// CPU preset to tune for (e.g. cortex-a76, haswell; default: per target).
+    #[arg(long, value_name = "CPU")]
+    pub cpu: Option<String>,
+    /// Calibration text: quantize with AWQ instead of round-to-nearest.
+    #[arg(long, value_name = "FILE.txt")]
+    pub calib: Option<PathBuf>,
+    /// Elements per quantization group (32, 64 or 128).
+    #[arg(long, default_value_t = ava_core::quant::DEFAULT_GROUP_SIZE)]
+    pub group_size: usize,
+    /// tokenizer.json for a `.gguf` source (default: one beside the file).
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<PathBuf>,
+    /// Leave files matching this glob out of the archives (e.g. `goldens.json`); repeatable.
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Compress the archives with zstd (`.tar.zst`).
+    #[arg(long)]
+    pub zstd: bool,
+    /// Directory the archives are written to (created if missing).
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub hub: HubArgs,
+}

@@ -1,0 +1,203 @@
+//! Utterance data and metrics shared by the `aon` INT8 verbs: reading labelled splits
+//! (CLINC150 JSON, JSONL, text lines), turning text into graph inputs, accuracy and macro-F1.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use ava_passes::{albert, eval, Graph, Tensor};
+use serde_json::Value;
+use tokenizers::Tokenizer;
+
+use crate::malbert::{intents::HOLDOUT_EVERY, LABELS_FILE};
+
+/// Name of the tokenizer file next to a model.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// One utterance and, when the data is labelled, its intent.
+pub type Example = (String, Option<String>);
+
+/// Reads `split` (`train`, `val`, `test`, ...) of a CLINC150-layout JSON file; from JSONL,
+/// `train` is every line but each 5th, other splits are each 5th line; text files are one
+/// unlabelled utterance a line (all of them, any split).
+pub fn read_split(path: &Path, split: &str) -> anyhow::Result<Vec<Example>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    if let Ok(v) = serde_json::from_str::<Value>(&text) {
+        if v.is_object() && v.get("text").is_none() {
+            let Some(rows) = v.get(split).and_then(Value::as_array) else {
+                bail!("{}: no `{split}` split", path.display());
+            };
+            return rows
+                .iter()
+                .map(|r| match (r.get(0).and_then(Value::as_str), r.get(1)) {
+                    (Some(t), i) => {
+                        Ok((t.to_string(), i.and_then(Value::as_str).map(String::from)))
+                    }
+                    _ => bail!("{}: expected [text, intent], got {r}", path.display()),
+                })
+                .collect();
+        }
+    }
+    let mut out = Vec::new();
+    for (n, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+        let ex = match serde_json::from_str::<Value>(line) {
+            Ok(v) if v.get("text").is_some() => (
+                v["text"].as_str().unwrap_or_default().to_string(),
+                v.get("intent").and_then(Value::as_str).map(String::from),
+            ),
+            _ => (line.trim().to_string(), None),
+        };
+        let held_out = n % HOLDOUT_EVERY == HOLDOUT_EVERY - 1;
+        if ex.1.is_none() || (split == "train") != held_out {
+            out.push(ex);
+        }
+    }
+    Ok(out)
+}
+
+/// Tokenizer + the input names a graph takes.
+pub struct Encoder {
+    tok: Tokenizer,
+    inputs: Vec<String>,
+}
+
+impl Encoder {
+    /// Loads `tokenizer.json` for `graph`.
+    pub fn new(tokenizer: &Path, graph: &Graph) -> anyhow::Result<Self> {
+        let tok = Tokenizer::from_file(tokenizer)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", tokenizer.display()))?;
+        Ok(Encoder {
+            tok,
+            inputs: graph.inputs.iter().map(|i| i.name.clone()).collect(),
+        })
+    }
+
+    /// Token ids of `text` with `[CLS]`/`[SEP]` (truncated as the tokenizer says).
+    pub fn ids(&self, text: &str) -> anyhow::Result<Vec<i64>> {
+        let e = self
+            .tok
+            .encode(text, true)
+            .map_err(|e| anyhow::anyhow!("tokenizing {text:?}: {e}"))?;
+        Ok(e.get_ids().iter().map(|&i| i as i64).collect())
+    }
+
+    /// Graph inputs for one utterance (batch of 1, no padding).
+    pub fn inputs(&self, text: &str) -> anyhow::Result<HashMap<String, Tensor>> {
+        let ids = self.ids(text)?;
+        let n = ids.len();
+        let mut m = HashMap::new();
+        for name in &self.inputs {
+            let v = match name.as_str() {
+                albert::INPUT_IDS => ids.clone(),
+                albert::ATTENTION_MASK => vec![1; n],
+                _ => vec![0; n],
+            };
+            m.insert(name.clone(), Tensor::i64(vec![1, n], v));
+        }
+        Ok(m)
+    }
+}
+
+/// The tokenizer next to a model file (or inside a model directory).
+pub fn tokenizer_next_to(model: &Path) -> PathBuf {
+    if model.is_dir() {
+        model.join(TOKENIZER_FILE)
+    } else {
+        model.with_file_name(TOKENIZER_FILE)
+    }
+}
+
+/// `labels.json` next to a model: label names by class index.
+pub fn labels_next_to(model: &Path) -> anyhow::Result<Vec<String>> {
+    let p = if model.is_dir() {
+        model.join(LABELS_FILE)
+    } else {
+        model.with_file_name(LABELS_FILE)
+    };
+    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
+}
+
+/// Logits of every input set, evaluated one utterance at a time.
+pub fn logits(graph: &Graph, inputs: &[HashMap<String, Tensor>]) -> anyhow::Result<Vec<Vec<f32>>> {
+    inputs
+        .iter()
+        .map(|i| {
+            let out = eval::run(graph, i)?;
+            Ok(out[0].as_f32().context("logits are not f32")?.to_vec())
+        })
+        .collect()
+}
+
+/// Index of the largest value.
+pub fn argmax(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |b, (i, &x)| if x > b.1 { (i, x) } else { b },
+        )
+        .0
+}
+
+/// Fraction of `pred` equal to `gold`.
+pub fn accuracy(pred: &[usize], gold: &[usize]) -> f64 {
+    if gold.is_empty() {
+        return 0.0;
+    }
+    pred.iter().zip(gold).filter(|(p, g)| p == g).count() as f64 / gold.len() as f64
+}
+
+/// Mean F1 over the classes that occur in `gold` or `pred`.
+pub fn macro_f1(pred: &[usize], gold: &[usize]) -> f64 {
+    let mut tp: HashMap<usize, f64> = HashMap::new();
+    let mut np: HashMap<usize, f64> = HashMap::new();
+    let mut ng: HashMap<usize, f64> = HashMap::new();
+    for (&p, &g) in pred.iter().zip(gold) {
+        *np.entry(p).or_default() += 1.0;
+        *ng.entry(g).or_default() += 1.0;
+        if p == g {
+            *tp.entry(p).or_default() += 1.0;
+        }
+    }
+    let classes: std::collections::BTreeSet<usize> = np.keys().chain(ng.keys()).copied().collect();
+    let f1: f64 = classes
+        .iter()
+        .map(|c| {
+            let t = tp.get(c).copied().unwrap_or(0.0);
+            let d = np.get(c).copied().unwrap_or(0.0) + ng.get(c).copied().unwrap_or(0.0);
+            if d == 0.0 {
+                0.0
+            } else {
+                2.0 * t / d
+            }
+        })
+        .sum();
+    f1 / classes.len().max(1) as f64
+}
+
+/// Value at percentile `p` (0..=100) of `v` (sorted in place).
+pub fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics() {
+        assert_eq!(accuracy(&[0, 1, 1], &[0, 1, 0]), 2.0 / 3.0);
+        assert!((macro_f1(&[0, 0], &[0, 0]) - 1.0).abs() < 1e-12);
+        // class 0: tp 1, pred 1, gold 2 -> 2/3; class 1: tp 1, pred 2, gold 1 -> 2/3.
+        assert!((macro_f1(&[0, 1, 1], &[0, 1, 0]) - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(argmax(&[0.1, 3.0, -1.0]), 1);
+        assert_eq!(percentile(&mut [3.0, 1.0, 2.0], 50.0), 2.0);
+    }
+}

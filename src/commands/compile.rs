@@ -1,0 +1,465 @@
+//! `alc compile SOURCE --quant Q --target T... -o OUT`: the whole pipeline in one command,
+//! download -> convert (GGUF) -> quantize -> build (per target) -> package (per target).
+//!
+//! Every stage writes a directory under `CACHE_DIR/ava-compile/<stage>/<key>/`, where the key is
+//! the sha256 of the stage's input (the previous stage's key, or the source's content) and its
+//! options. A finished stage's directory is reused as is, so a re-run skips it and a changed
+//! option redoes only the stages downstream of it. Each stage is the library function its own
+//! verb uses; the inner verbs run quietly under this command's single progress display.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use ava_quantize::import::{write_checkpoint, ImportPlan, OutDtype};
+use ava_quantize::GgufFile;
+use ava_targets::TargetSpec;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::args::compile::CompileArgs;
+use crate::args::{GlobalArgs, HubArgs, MethodArg, PackageArgs, QuantizeArgs};
+use crate::hub::{resolve_checkpoint, split_revision};
+use crate::ui::{human_bytes, Ui};
+
+/// Folder of the stage cache inside the cache directory.
+pub const CACHE_FOLDER: &str = "ava-compile";
+/// Hex digits of a stage key used in directory names.
+const KEY_CHARS: usize = 24;
+/// The tokenizer file a checkpoint carries.
+const TOKENIZER_FILE: &str = "tokenizer.json";
+/// Name of a stage's result inside its directory (convert, quantize).
+const CHECKPOINT_DIR: &str = "checkpoint";
+
+/// One stage as `compile --json` reports it.
+#[derive(Serialize)]
+struct StageReport {
+    stage: String,
+    key: String,
+    cached: bool,
+    seconds: f64,
+    output: PathBuf,
+}
+
+/// One archive written.
+#[derive(Serialize)]
+struct ArchiveReport {
+    target: String,
+    path: PathBuf,
+    archive_size: u64,
+    kernels: usize,
+}
+
+/// What `compile --json` prints.
+#[derive(Serialize)]
+struct CompileReport {
+    source: String,
+    quantization: String,
+    archives: Vec<ArchiveReport>,
+    stages: Vec<StageReport>,
+    cache: PathBuf,
+    seconds: f64,
+}
+
+/// Runs `compile`.
+pub fn run(args: &CompileArgs, ui: &Ui) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let cache = args.hub.options(ui).cache_dir.join(CACHE_FOLDER);
+    let specs = args
+        .targets
+        .iter()
+        .map(|t| TargetSpec::new(*t, args.cpu.as_deref()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut p = Pipeline::new(args, ui, cache.clone(), 2 + 2 * specs.len() as u64);
+    let checkpoint = p.source()?;
+    let quantized = p.quantize(&checkpoint)?;
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("creating {}", args.output.display()))?;
+    let mut archives = Vec::new();
+    for spec in &specs {
+        let (built, kernels) = p.build(&quantized, spec)?;
+        let (path, archive_size) = p.package(&built, spec)?;
+        archives.push(ArchiveReport {
+            target: spec.target.name().to_string(),
+            path,
+            archive_size,
+            kernels,
+        });
+    }
+    p.bar.finish_and_clear();
+    let report = CompileReport {
+        source: args.source.clone(),
+        quantization: format!("{:?}", args.quant).to_lowercase(),
+        archives,
+        stages: p.stages,
+        cache,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    ui.result(&report, || human(&report))
+}
+
+fn human(r: &CompileReport) -> String {
+    let cached = r.stages.iter().filter(|s| s.cached).count();
+    let mut s = String::new();
+    for a in &r.archives {
+        s += &format!(
+            "{}\n  {}: {} kernels, {}\n",
+            a.path.display(),
+            a.target,
+            a.kernels,
+            human_bytes(a.archive_size)
+        );
+    }
+    s + &format!(
+        "  {} stages ({cached} cached) in {:.1}s\n",
+        r.stages.len(),
+        r.seconds
+    )
+}
+
+/// A stage's input: what it hashes, and where it is.
+#[derive(Clone, Debug)]
+struct Artifact {
+    key: String,
+    dir: PathBuf,
+}
+
+/// The state of one `compile`: options, cache, progress display and finished stages.
+struct Pipeline<'a> {
+    args: &'a CompileArgs,
+    ui: &'a Ui,
+    /// What the inner verbs are given: quiet, so the only display is `bar`.
+    inner: Ui,
+    cache: PathBuf,
+    bar: ProgressBar,
+    stages: Vec<StageReport>,
+}
+
+impl<'a> Pipeline<'a> {
+    fn new(args: &'a CompileArgs, ui: &'a Ui, cache: PathBuf, steps: u64) -> Self {
+        let quiet = GlobalArgs {
+            quiet: true,
+            cache_dir: ui.cache_dir.clone(),
+            ..GlobalArgs::default()
+        };
+        Pipeline {
+            args,
+            ui,
+            inner: Ui::new(ui.tool, &quiet),
+            cache,
+            bar: steps_bar(ui, steps),
+            stages: Vec::new(),
+        }
+    }
+
+    /// The checkpoint to quantize: the source directory (downloaded first for a repo id), or
+    /// the `.gguf` converted to an f32 checkpoint.
+    fn source(&mut self) -> anyhow::Result<Artifact> {
+        let source = &self.args.source;
+        if source.ends_with(".gguf") {
+            return self.convert(Path::new(source));
+        }
+        let local = Path::new(source).exists();
+        self.bar
+            .set_message(if local { "hashing source" } else { "download" });
+        let t = Instant::now();
+        let dir = resolve_checkpoint(source, &self.args.hub.options(self.ui), &self.inner)?;
+        let key = hash_dir(&dir).with_context(|| format!("reading {}", dir.display()))?;
+        self.finish("source", &key, false, t.elapsed(), &dir);
+        Ok(Artifact { key, dir })
+    }
+
+    fn convert(&mut self, gguf: &Path) -> anyhow::Result<Artifact> {
+        let tokenizer = match &self.args.tokenizer {
+            Some(t) => t.clone(),
+            None => gguf.with_file_name(TOKENIZER_FILE),
+        };
+        if !tokenizer.is_file() {
+            bail!(
+                "{}: no tokenizer.json beside the GGUF file: pass --tokenizer FILE",
+                gguf.display()
+            );
+        }
+        self.bar.set_message("hashing source");
+        let mut h = Hasher::new("convert");
+        h.file(gguf)?;
+        h.file(&tokenizer)?;
+        self.stage("convert", h, |out| {
+            let file =
+                GgufFile::open(gguf).with_context(|| format!("reading {}", gguf.display()))?;
+            let plan = ImportPlan::gemma3(&file)
+                .with_context(|| format!("converting {}", gguf.display()))?;
+            let dir = out.join(CHECKPOINT_DIR);
+            std::fs::create_dir(&dir)?;
+            write_checkpoint(&file, &plan, OutDtype::F32, &dir, &mut |_| {})
+                .with_context(|| format!("converting {}", gguf.display()))?;
+            std::fs::copy(&tokenizer, dir.join(TOKENIZER_FILE))
+                .with_context(|| format!("copying {}", tokenizer.display()))?;
+            Ok(())
+        })
+        .map(|a| a.join(CHECKPOINT_DIR))
+    }
+
+    fn quantize(&mut self, input: &Artifact) -> anyhow::Result<Artifact> {
+        let a = self.args;
+        let mut h = Hasher::new("quantize");
+        h.text(&input.key);
+        h.text(&format!("{:?} group {}", a.quant, a.group_size));
+        if let Some(calib) = &a.calib {
+            h.file(calib)?;
+        }
+        let (dir, inner) = (input.dir.clone(), self.inner.clone());
+        self.stage("quantize", h, |out| {
+            let args = QuantizeArgs {
+                input: dir,
+                output: out.join(CHECKPOINT_DIR),
+                quant: a.quant,
+                group_size: a.group_size,
+                method: if a.calib.is_some() {
+                    MethodArg::Awq
+                } else {
+                    MethodArg::Rtn
+                },
+                policy: None,
+                calib: a.calib.clone(),
+                calib_samples: ava_quantize::calib::DEFAULT_SAMPLES,
+                calib_seq_len: ava_quantize::calib::DEFAULT_SEQ_LEN,
+                awq_grid: ava_quantize::awq::DEFAULT_GRID,
+                hub: HubArgs::default(),
+            };
+            crate::commands::quantize::quantize(&args, &inner).map(drop)
+        })
+        .map(|a| a.join(CHECKPOINT_DIR))
+    }
+
+    /// Builds one target's kernels; returns the stage directory and the number of kernels.
+    fn build(&mut self, input: &Artifact, spec: &TargetSpec) -> anyhow::Result<(Artifact, usize)> {
+        let mut h = Hasher::new("build");
+        h.text(&input.key);
+        h.text(&format!("{} {}", spec.target.name(), spec.cpu.name));
+        h.text(ava_targets::driver::DRIVER_SOURCE);
+        let (dir, inner) = (input.dir.clone(), self.inner.clone());
+        let name = format!("build {}", spec.target.name());
+        let built = self.stage(&name, h, |out| {
+            let dest = out.join(CHECKPOINT_DIR);
+            crate::commands::build::build_dir(&dir, std::slice::from_ref(spec), &dest, &inner)
+                .map(drop)
+        })?;
+        let built = built.join(CHECKPOINT_DIR);
+        let table = built
+            .dir
+            .join("lib")
+            .join(spec.target.name())
+            .join(ava_targets::TABLE_NAME);
+        let table: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(&table).with_context(|| format!("reading {}", table.display()))?,
+        )?;
+        let kernels = table["kernels"].as_array().map_or(0, Vec::len);
+        Ok((built, kernels))
+    }
+
+    /// Packages one target's build; the archive is linked (or copied) into `-o`.
+    fn package(&mut self, input: &Artifact, spec: &TargetSpec) -> anyhow::Result<(PathBuf, u64)> {
+        let a = self.args;
+        let mut h = Hasher::new("package");
+        h.text(&input.key);
+        h.text(&format!("{:?} zstd {} {}", a.exclude, a.zstd, a.source));
+        let (dir, inner) = (input.dir.clone(), self.inner.clone());
+        let name = format!("package {}", spec.target.name());
+        let (repo, revision) = source_identity(&a.source);
+        let staged = self.stage(&name, h, |out| {
+            let args = PackageArgs {
+                dir,
+                output: out.to_path_buf(),
+                exclude: a.exclude.clone(),
+                zstd: a.zstd,
+                name: None,
+                package_version: "1".into(),
+                target: None,
+                family: None,
+                quantization: None,
+                source_repo: Some(repo),
+                source_revision: revision,
+                hub: HubArgs::default(),
+            };
+            crate::commands::package::package(&args, &inner).map(drop)
+        })?;
+        let archive = only_file(&staged.dir)?;
+        let name = archive.file_name().context("archive name")?;
+        let dest = a.output.join(name);
+        let _ = std::fs::remove_file(&dest);
+        if std::fs::hard_link(&archive, &dest).is_err() {
+            std::fs::copy(&archive, &dest)
+                .with_context(|| format!("writing {}", dest.display()))?;
+        }
+        let size = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
+        Ok((dest, size))
+    }
+
+    /// Runs `work` into a fresh directory that becomes `cache/<stage>/<key>` when it succeeds,
+    /// unless that directory already exists (then `work` is skipped).
+    fn stage(
+        &mut self,
+        name: &str,
+        hasher: Hasher,
+        work: impl FnOnce(&Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Artifact> {
+        let key = hasher.finish();
+        let folder = name.split(' ').next().unwrap_or(name);
+        let dir = self.cache.join(folder).join(&key[..KEY_CHARS]);
+        let t = Instant::now();
+        if dir.is_dir() {
+            self.finish(name, &key, true, t.elapsed(), &dir);
+            return Ok(Artifact { key, dir });
+        }
+        self.bar.set_message(name.to_string());
+        let parent = dir.parent().context("stage directory")?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".partial-")
+            .tempdir_in(parent)
+            .with_context(|| format!("creating a directory in {}", parent.display()))?;
+        work(tmp.path()).with_context(|| format!("stage {name}"))?;
+        let kept = tmp.keep();
+        if let Err(e) = std::fs::rename(&kept, &dir) {
+            let _ = std::fs::remove_dir_all(&kept);
+            if !dir.is_dir() {
+                return Err(e).with_context(|| format!("writing {}", dir.display()));
+            }
+        }
+        self.finish(name, &key, false, t.elapsed(), &dir);
+        Ok(Artifact { key, dir })
+    }
+
+    fn finish(&mut self, name: &str, key: &str, cached: bool, took: Duration, dir: &Path) {
+        let line = format!(
+            "{name:>22}: {}",
+            if cached {
+                "cached".to_string()
+            } else {
+                format!("{:.1}s", took.as_secs_f64())
+            }
+        );
+        if self.bar.is_hidden() {
+            self.ui.info(line);
+        } else {
+            self.bar.println(line);
+        }
+        self.bar.inc(1);
+        self.stages.push(StageReport {
+            stage: name.to_string(),
+            key: key.to_string(),
+            cached,
+            seconds: took.as_secs_f64(),
+            output: dir.to_path_buf(),
+        });
+    }
+}
+
+impl Artifact {
+    fn join(self, sub: &str) -> Artifact {
+        Artifact {
+            dir: self.dir.join(sub),
+            ..self
+        }
+    }
+}
+
+/// The one progress display: stages done out of all, the current stage, elapsed time.
+fn steps_bar(ui: &Ui, steps: u64) -> ProgressBar {
+    if ui.json || !ui.shows_progress() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(steps);
+    if let Ok(style) = ProgressStyle::with_template("{spinner} [{pos}/{len}] {msg} ({elapsed})") {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// Repository and revision recorded in the manifest: the repo id for a hub source, else local.
+fn source_identity(source: &str) -> (String, Option<String>) {
+    if Path::new(source).exists() {
+        return ("local".into(), None);
+    }
+    let (id, rev) = split_revision(source);
+    (id.to_string(), rev.map(str::to_string))
+}
+
+/// The single file a package stage wrote.
+fn only_file(dir: &Path) -> anyhow::Result<PathBuf> {
+    let mut files = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_file());
+    match (files.next(), files.next()) {
+        (Some(f), None) => Ok(f),
+        _ => bail!("{}: expected one archive", dir.display()),
+    }
+}
+
+/// A stage key: sha256 over the stage name, the tool version and the stage's inputs.
+struct Hasher(Sha256);
+
+impl Hasher {
+    fn new(stage: &str) -> Self {
+        let mut h = Hasher(Sha256::new());
+        h.text(stage);
+        h.text(env!("CARGO_PKG_VERSION"));
+        h.text(crate::GIT_COMMIT);
+        h
+    }
+
+    /// Adds a length-prefixed string (so concatenations cannot collide).
+    fn text(&mut self, s: &str) {
+        self.0.update((s.len() as u64).to_le_bytes());
+        self.0.update(s.as_bytes());
+    }
+
+    /// Adds a file's content.
+    fn file(&mut self, path: &Path) -> anyhow::Result<()> {
+        let mut f =
+            std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut len = 0u64;
+        loop {
+            let n = f
+                .read(&mut buf)
+                .with_context(|| format!("reading {}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            len += n as u64;
+            self.0.update(&buf[..n]);
+        }
+        self.0.update(len.to_le_bytes());
+        Ok(())
+    }
+
+    fn finish(self) -> String {
+        hex::encode(self.0.finalize())
+    }
+}
+
+/// Key of a source directory: its files' names and contents (hidden entries skipped, symlinks
+/// followed, as in a hub snapshot), sorted by name.
+fn hash_dir(dir: &Path) -> anyhow::Result<String> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| e.path().is_file())
+        .map(|e| e.file_name())
+        .collect();
+    names.sort();
+    let mut h = Hasher::new("source");
+    for name in names {
+        h.text(&name.to_string_lossy());
+        h.file(&dir.join(&name))?;
+    }
+    Ok(h.finish())
+}
