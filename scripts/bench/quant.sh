@@ -22,8 +22,9 @@ rows="$WORK/rows.md"; : > "$rows"
 quantize() { # quantize LABEL ARGS...: writes $WORK/LABEL, a table row of speed and memory
   local label=$1; shift
   local rss
-  rss=$( { /usr/bin/time -f '%M' "$ALC" --json quantize "$BASE" -o "$WORK/$label" "$@" \
-      > "$WORK/q-$label.json"; } 2>&1 | tail -1)
+  /usr/bin/time -o "$WORK/rss-$label" -f '%M' "$ALC" -q --json quantize "$BASE" -o "$WORK/$label" "$@" \
+    > "$WORK/q-$label.json"
+  rss=$(tail -1 "$WORK/rss-$label")
   printf '| ours `%s` | %s | %.1f | %.2f | %.1f | %d |\n' "$*" "$label" \
     "$(json_field "$WORK/q-$label.json" quantize_seconds)" \
     "$(json_field "$WORK/q-$label.json" input_gb_per_s)" \
@@ -35,8 +36,9 @@ quantize q4bf16-rtn --quant q4bf16 --method rtn
 quantize q4bf16-awq --quant q4bf16 --method awq --calib "$WIKI/valid.txt" --calib-samples "$CALIB_SAMPLES"
 if [ -x "$LLAMA/llama-quantize" ] && [ -f "$GGUF" ]; then
   start=$(date +%s.%N)
-  rss=$( { /usr/bin/time -f '%M' "$LLAMA/llama-quantize" --allow-requantize "$GGUF" "$WORK/q4_0.gguf" Q4_0 \
-      "$(nproc)" > "$WORK/llama-quantize.log" 2>&1; } 2>&1 | tail -1)
+  /usr/bin/time -o "$WORK/rss-llama" -f '%M' "$LLAMA/llama-quantize" --allow-requantize "$GGUF" \
+    "$WORK/q4_0.gguf" Q4_0 "$(nproc)" > "$WORK/llama-quantize.log" 2>&1
+  rss=$(tail -1 "$WORK/rss-llama")
   secs=$(echo "$(date +%s.%N) - $start" | bc)
   printf '| llama-quantize Q4_0 (from the Q4_K_M GGUF, %d MB) | q4_0 | %.1f | %.2f | - | %d |\n' \
     "$(( $(stat -c %s "$GGUF") / 1000000 ))" "$secs" \
