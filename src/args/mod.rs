@@ -37,3 +37,4 @@ pub struct GlobalArgs {
     pub cache_dir: Option<PathBuf>,
 }
 pub mod aon_int8;
+pub mod validate;

@@ -31,3 +31,4 @@ pub fn run_common(command: &CommonCommand, ui: &Ui) -> anyhow::Result<()> {
 pub mod aon_data;
 pub mod aon_quantize;
 pub mod aon_classify;
+pub mod validate;

@@ -2,6 +2,7 @@
 //! and a helper for running a binary in a temporary directory.
 
 mod aon;
+mod aon_int8;
 mod archive;
 mod checkpoint;
 mod convert;

@@ -1,0 +1,210 @@
+//! `ava-runner`: the on-device half of `alc validate` (docs/validate.md). Runs an archive's
+//! prompts greedily and prints one JSON report on stdout: tokens, load time, time to first
+//! token and decode speed per prompt, peak RSS and the device's facts.
+//!
+//! ```text
+//! ava-runner ARCHIVE --prompts FILE [--backend auto|native|tvm] [--max-new-tokens N] [--context N]
+//! ava-runner --facts
+//! ```
+//!
+//! The prompts file has one prompt per line, token ids separated by spaces or commas. Built only
+//! with the `runner` feature, so normal builds (and the NDK-less Android library) skip it; it
+//! uses nothing beyond the runtime's own dependencies.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use ava_runtime::{Backend, Engine, GenerateOptions, SamplingParams};
+use serde_json::{json, Value};
+
+/// Version of the report's layout, checked by `alc validate`.
+const REPORT_VERSION: u32 = 1;
+/// New tokens per prompt when `--max-new-tokens` is not given.
+const DEFAULT_MAX_NEW_TOKENS: usize = 32;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+struct Options {
+    archive: PathBuf,
+    prompts: PathBuf,
+    backend: Backend,
+    max_new_tokens: usize,
+    context: usize,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = if args.iter().any(|a| a == "--facts") {
+        Ok(json!({ "report_version": REPORT_VERSION, "device": device_facts() }))
+    } else {
+        parse_args(&args).and_then(|o| run(&o))
+    };
+    match result {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("{}", json!({ "ok": false, "error": e.to_string() }));
+            eprintln!("ava-runner: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_args(args: &[String]) -> Result<Options> {
+    let mut archive = None;
+    let mut prompts = None;
+    let mut backend = Backend::Auto;
+    let mut max_new_tokens = DEFAULT_MAX_NEW_TOKENS;
+    let mut context = ava_runtime::generate::DEFAULT_CONTEXT;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| format!("{arg} needs a value"))
+                .cloned()
+        };
+        match arg.as_str() {
+            "--prompts" => prompts = Some(PathBuf::from(value()?)),
+            "--backend" => {
+                backend = match value()?.as_str() {
+                    "auto" => Backend::Auto,
+                    "native" => Backend::Native,
+                    "tvm" => Backend::Tvm,
+                    other => return Err(format!("unknown backend `{other}`").into()),
+                }
+            }
+            "--max-new-tokens" => max_new_tokens = parse_count(arg, &value()?)?,
+            "--context" => context = parse_count(arg, &value()?)?,
+            a if a.starts_with('-') => return Err(format!("unknown option `{a}`").into()),
+            a if archive.is_none() => archive = Some(PathBuf::from(a)),
+            a => return Err(format!("unexpected argument `{a}`").into()),
+        }
+    }
+    Ok(Options {
+        archive: archive.ok_or("no archive given")?,
+        prompts: prompts.ok_or("--prompts FILE is required")?,
+        backend,
+        max_new_tokens,
+        context,
+    })
+}
+
+fn parse_count(flag: &str, s: &str) -> Result<usize> {
+    s.parse()
+        .map_err(|_| format!("{flag}: `{s}` is not a count").into())
+}
+
+/// One prompt per non-empty line: token ids separated by spaces or commas.
+fn read_prompts(path: &std::path::Path) -> Result<Vec<Vec<u32>>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let mut prompts = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let ids = line
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<u32>())
+            .collect::<std::result::Result<Vec<u32>, _>>()
+            .map_err(|e| format!("{} line {}: {e}", path.display(), i + 1))?;
+        if !ids.is_empty() {
+            prompts.push(ids);
+        }
+    }
+    if prompts.is_empty() {
+        return Err(format!("{}: no prompts", path.display()).into());
+    }
+    Ok(prompts)
+}
+
+fn run(o: &Options) -> Result<Value> {
+    let prompts = read_prompts(&o.prompts)?;
+    let engine = Engine::open_with(&o.archive, o.backend)
+        .map_err(|e| format!("loading {}: {e}", o.archive.display()))?;
+    let options = GenerateOptions {
+        max_tokens: o.max_new_tokens,
+        sampling: SamplingParams::default(),
+        // Exactly N tokens per prompt: comparable timings, and more tokens compared.
+        ignore_eos: true,
+        ..GenerateOptions::default()
+    };
+    let mut results = Vec::with_capacity(prompts.len());
+    for prompt in &prompts {
+        // A fresh session per prompt: every prompt starts from an empty cache, as on the host.
+        let mut session = engine.session(o.context);
+        let out = session.generate(prompt, &options, &mut |_| true)?;
+        let t = &out.timings;
+        results.push(json!({
+            "prompt_tokens": prompt.len(),
+            "tokens": out.tokens,
+            "stop_reason": out.stop_reason.name(),
+            "ttft_ms": ms(t.time_to_first_token),
+            "prefill_tok_s": t.prefill_tokens_per_second(),
+            "decode_tok_s": t.decode_tokens_per_second(),
+        }));
+    }
+    Ok(json!({
+        "report_version": REPORT_VERSION,
+        "ok": true,
+        "backend": engine.backend_name(),
+        "load_ms": ms(engine.load_time()),
+        "kv_cache_bytes": ava_runtime::KvCache::bytes_for(engine.model().config(), o.context),
+        "prompts": results,
+        "peak_rss_bytes": status_bytes("VmHWM:"),
+        "device": device_facts(),
+    }))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// A `kB` line of `/proc/self/status` (`VmHWM:` is the peak resident set), in bytes.
+fn status_bytes(key: &str) -> Option<u64> {
+    kib_line(&std::fs::read_to_string("/proc/self/status").ok()?, key)
+}
+
+fn kib_line(text: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// What the device says about itself; every field is `null` where it cannot be read.
+fn device_facts() -> Value {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    json!({
+        "arch": std::env::consts::ARCH,
+        "os": std::env::consts::OS,
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).ok(),
+        "cpu_features": cpu_features(),
+        "mem_total_bytes": kib_line(&meminfo, "MemTotal:"),
+        "mem_available_bytes": kib_line(&meminfo, "MemAvailable:"),
+        "model": getprop("ro.product.model"),
+        "android_version": getprop("ro.build.version.release"),
+    })
+}
+
+/// The first `Features` (arm64) or `flags` (x86) line of `/proc/cpuinfo`.
+fn cpu_features() -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    text.lines()
+        .find_map(|l| {
+            let (key, value) = l.split_once(':')?;
+            matches!(key.trim(), "Features" | "flags").then_some(value)
+        })
+        .map(|v| v.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// An Android system property through the `getprop` command, when there is one.
+fn getprop(name: &str) -> Option<String> {
+    let out = std::process::Command::new("getprop")
+        .arg(name)
+        .output()
+        .ok()?;
+    let value = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !value.is_empty()).then_some(value)
+}

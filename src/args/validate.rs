@@ -1,0 +1,90 @@
+//! Arguments of `alc validate` and `aon validate`.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::{Args, ValueEnum};
+
+use crate::args::run::Backend;
+
+/// Where the archive runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Device {
+    /// This machine, directly.
+    Host,
+    /// `qemu-aarch64 -L /usr/aarch64-linux-gnu` in a temporary directory.
+    Qemu,
+    /// An Android device through the `adb` client, optionally by serial.
+    Adb(Option<String>),
+}
+
+impl FromStr for Device {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "host" => Ok(Device::Host),
+            "qemu" => Ok(Device::Qemu),
+            "adb" => Ok(Device::Adb(None)),
+            _ => match s.strip_prefix("adb:") {
+                Some(serial) if !serial.is_empty() => Ok(Device::Adb(Some(serial.to_string()))),
+                _ => Err(format!(
+                    "unknown device `{s}` (expected host, qemu, adb or adb:SERIAL)"
+                )),
+            },
+        }
+    }
+}
+
+/// How the runner binary is built when `alc validate` builds it.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunnerProfile {
+    /// Optimized: the timings mean something.
+    Release,
+    /// Unoptimized, quicker to build (CI smoke tests).
+    Dev,
+}
+
+/// `alc validate PKG --device host|qemu|adb[:SERIAL]`.
+#[derive(Args, Clone, Debug)]
+pub struct ValidateArgs {
+    /// The archive (`.tar`) to validate.
+    #[arg(value_name = "PKG")]
+    pub archive: PathBuf,
+    /// Where to run it: `host`, `qemu` (qemu-aarch64) or `adb[:SERIAL]`.
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Device,
+    /// Prompts, one per line as token ids separated by spaces or commas (default: a few
+    /// built-in sentences tokenized with the archive's tokenizer).
+    #[arg(long, value_name = "FILE")]
+    pub prompts: Option<PathBuf>,
+    /// Tokens generated per prompt (greedy, EOS ignored).
+    #[arg(long, default_value_t = 32)]
+    pub max_new_tokens: usize,
+    /// Context the KV cache is sized for (the memory estimate uses it).
+    #[arg(long, default_value_t = 4096)]
+    pub context: usize,
+    /// Which kernels the device runs (the host reference always runs `native`).
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    pub backend: Backend,
+    /// A prebuilt `ava-runner` for the archive's target (default: `ava-runner-<triple>` next
+    /// to this binary, else built with cargo from this checkout).
+    #[arg(long, value_name = "FILE")]
+    pub runner: Option<PathBuf>,
+    /// Cargo profile of a runner this command builds.
+    #[arg(long, value_enum, default_value_t = RunnerProfile::Release)]
+    pub runner_profile: RunnerProfile,
+}
+
+/// `aon validate PKG --device ... [--data FILE]`.
+#[derive(Args, Clone, Debug)]
+pub struct AonValidateArgs {
+    /// The archive (`.tar`) to validate.
+    #[arg(value_name = "PKG")]
+    pub archive: PathBuf,
+    /// Where to run it: `host`, `qemu` (qemu-aarch64) or `adb[:SERIAL]`.
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Device,
+    /// Utterances to classify, one per line.
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<PathBuf>,
+}
