@@ -5,6 +5,7 @@
 //! builds for Android without an NDK.
 #![deny(missing_docs)]
 
+pub mod albert;
 #[cfg(feature = "capi")]
 pub mod capi;
 pub mod error;

@@ -25,7 +25,7 @@ quantize() { # quantize LABEL ARGS...: writes $WORK/LABEL, a table row of speed 
   /usr/bin/time -o "$WORK/rss-$label" -f '%M' "$ALC" -q --json quantize "$BASE" -o "$WORK/$label" "$@" \
     > "$WORK/q-$label.json"
   rss=$(tail -1 "$WORK/rss-$label")
-  printf '| ours `%s` | %s | %.1f | %.2f | %.1f | %d |\n' "$*" "$label" \
+  printf '| ours `%s` | %s | %.1f | %.2f | %.1f | %d |\n' "${*//$WIKI\//}" "$label" \
     "$(json_field "$WORK/q-$label.json" quantize_seconds)" \
     "$(json_field "$WORK/q-$label.json" input_gb_per_s)" \
     "$(json_field "$WORK/q-$label.json" calibration_seconds)" "$((rss / 1024))" >> "$rows"

@@ -33,6 +33,8 @@ enum Command {
     Build(ava::args::build::BuildArgs),
     /// The whole pipeline: download -> convert -> quantize -> build -> package, cached by stage.
     Compile(ava::args::compile::CompileArgs),
+    /// Run an archive on a device (host, qemu, adb), compare with the host, report for CI.
+    Validate(ava::args::validate::ValidateArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
         Command::Perplexity(args) => commands::perplexity::run(args, &ui),
         Command::Build(args) => commands::build::run(args, &ui),
         Command::Compile(args) => commands::compile::run(args, &ui),
+        Command::Validate(args) => return commands::validate::run(args, &ui),
     };
     finish(&ui, result)
 }

@@ -34,6 +34,8 @@ enum Command {
     Classify(ClassifyArgs),
     /// Accuracy, macro-F1 and latency on a labelled split.
     Eval(EvalArgs),
+    /// Run an archive on a device and compare with the host (not yet for ALBERT archives).
+    Validate(ava::args::validate::AonValidateArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Command::Quantize(args) => commands::aon_quantize::run(args, &ui),
         Command::Classify(args) => commands::aon_classify::run_classify(args, &ui),
         Command::Eval(args) => commands::aon_classify::run_eval(args, &ui),
+        Command::Validate(args) => return commands::validate::run_aon(args, &ui),
     };
     finish(&ui, result)
 }

@@ -14,15 +14,23 @@ use crate::args::aon_int8::{ClassifyArgs, EvalArgs};
 use crate::ui::Ui;
 
 /// Model file looked for inside a model directory, INT8 first.
-pub const MODEL_FILES: [&str; 2] = ["model.int8.onnx", "model.onnx"];
+pub const MODEL_FILES: [&str; 2] = ava_runtime::albert::MODEL_FILES;
 
-/// A loaded classifier: graph, tokenizer and labels.
+/// What runs the model.
+enum Backend {
+    /// `ava-runtime`'s mALBERT encoder (archives, directories, optimized `.onnx` files).
+    Runtime(ava_runtime::albert::Classifier),
+    /// `ava-passes`' reference evaluator, for graphs the runtime does not recognise (e.g.
+    /// exported with `--passes none`).
+    Evaluator { graph: Graph, enc: Encoder },
+}
+
+/// A loaded classifier: backend, tokenizer and labels.
 pub struct Classifier {
-    graph: Graph,
-    enc: Encoder,
+    backend: Backend,
     /// Label names by class index.
     pub labels: Vec<String>,
-    /// The ONNX file it came from.
+    /// The model it came from.
     pub path: PathBuf,
 }
 
@@ -39,42 +47,85 @@ pub struct Prediction {
     pub input_ids: Vec<i64>,
     /// Milliseconds spent (tokenizer + model).
     pub latency_ms: f64,
+    /// What ran it: `runtime` or `evaluator`.
+    pub backend: &'static str,
     /// Index of the best intent.
     #[serde(skip)]
     pub index: usize,
 }
 
 impl Classifier {
-    /// Loads a model file or directory.
+    /// Loads an archive, a model directory or an `.onnx` file: `ava-runtime` when it recognises
+    /// the graph, the reference evaluator otherwise (never for archives).
     pub fn open(model: &Path) -> anyhow::Result<Self> {
+        let runtime_err = match ava_runtime::albert::Classifier::open(model) {
+            Ok(c) => {
+                return Ok(Classifier {
+                    labels: c.labels().to_vec(),
+                    path: c.model_path().to_path_buf(),
+                    backend: Backend::Runtime(c),
+                })
+            }
+            Err(e) => e,
+        };
         let path = if model.is_dir() {
             MODEL_FILES
                 .iter()
                 .map(|f| model.join(f))
                 .find(|p| p.is_file())
-                .with_context(|| format!("{}: no model.onnx", model.display()))?
         } else {
-            model.to_path_buf()
+            model
+                .extension()
+                .is_some_and(|e| e == "onnx")
+                .then(|| model.to_path_buf())
+        };
+        let Some(path) = path else {
+            return Err(runtime_err).with_context(|| format!("opening {}", model.display()));
         };
         let graph = onnx::load(&path).with_context(|| format!("reading {}", path.display()))?;
         let enc = Encoder::new(&data::tokenizer_next_to(&path), &graph)?;
         let labels = data::labels_next_to(&path)?;
         Ok(Classifier {
-            graph,
-            enc,
+            backend: Backend::Evaluator { graph, enc },
             labels,
             path,
         })
     }
 
+    /// Class probabilities, token ids and the name of the backend.
+    fn probs(&self, text: &str) -> anyhow::Result<(Vec<f32>, Vec<i64>, &'static str)> {
+        match &self.backend {
+            Backend::Runtime(c) => {
+                let r = c.classify(text)?;
+                let ids = r.input_ids.iter().map(|&i| i64::from(i)).collect();
+                Ok((r.probs, ids, "runtime"))
+            }
+            Backend::Evaluator { graph, enc } => {
+                let inputs = enc.inputs(text)?;
+                let out = eval::run(graph, &inputs)?;
+                let logits = out[0].as_f32().context("logits are not f32")?;
+                let ids = inputs
+                    .get(ava_passes::albert::INPUT_IDS)
+                    .and_then(|t| t.to_i64())
+                    .unwrap_or_default();
+                Ok((softmax(logits), ids, "evaluator"))
+            }
+        }
+    }
+
+    /// What runs the model: `runtime` or `evaluator`.
+    pub fn backend(&self) -> &'static str {
+        match self.backend {
+            Backend::Runtime(_) => "runtime",
+            Backend::Evaluator { .. } => "evaluator",
+        }
+    }
+
     /// Classifies one utterance.
     pub fn classify(&self, text: &str, top: usize) -> anyhow::Result<Prediction> {
         let t0 = Instant::now();
-        let inputs = self.enc.inputs(text)?;
-        let out = eval::run(&self.graph, &inputs)?;
-        let logits = out[0].as_f32().context("logits are not f32")?;
+        let (probs, input_ids, backend) = self.probs(text)?;
         let latency_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let probs = softmax(logits);
         let mut order: Vec<usize> = (0..probs.len()).collect();
         order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
         let name = |i: usize| self.labels.get(i).cloned().unwrap_or_else(|| i.to_string());
@@ -87,11 +138,9 @@ impl Classifier {
                 .take(top)
                 .map(|&i| (name(i), probs[i]))
                 .collect(),
-            input_ids: inputs
-                .get(ava_passes::albert::INPUT_IDS)
-                .and_then(|t| t.to_i64())
-                .unwrap_or_default(),
+            input_ids,
             latency_ms,
+            backend,
             index,
         })
     }
@@ -109,7 +158,10 @@ pub fn run_classify(args: &ClassifyArgs, ui: &Ui) -> anyhow::Result<()> {
     let c = Classifier::open(&args.model)?;
     let p = c.classify(&args.text, args.top.max(1))?;
     ui.result(&p, || {
-        let mut s = format!("{} ({:.3})  [{:.2} ms]\n", p.intent, p.score, p.latency_ms);
+        let mut s = format!(
+            "{} ({:.3})  [{:.2} ms, {}]\n",
+            p.intent, p.score, p.latency_ms, p.backend
+        );
         for (l, sc) in p.top.iter().skip(1) {
             s += &format!("  {l} ({sc:.3})\n");
         }
@@ -122,6 +174,8 @@ pub fn run_classify(args: &ClassifyArgs, ui: &Ui) -> anyhow::Result<()> {
 pub struct EvalReport {
     /// Model file.
     pub model: PathBuf,
+    /// What ran it: `runtime` or `evaluator`.
+    pub backend: &'static str,
     /// Split scored.
     pub split: String,
     /// Utterances scored (those whose intent the model knows).
@@ -177,6 +231,7 @@ pub fn run_eval(args: &EvalArgs, ui: &Ui) -> anyhow::Result<()> {
     }
     let report = EvalReport {
         model: c.path.clone(),
+        backend: c.backend(),
         split: args.split.clone(),
         utterances: dump.gold.len(),
         skipped,
@@ -191,8 +246,9 @@ pub fn run_eval(args: &EvalArgs, ui: &Ui) -> anyhow::Result<()> {
     }
     ui.result(&report, || {
         format!(
-            "{} ({} split, {} utterances{}): accuracy {:.2}%, macro-F1 {:.4}, latency p50 {:.2} ms, p95 {:.2} ms\n",
+            "{} ({}, {} split, {} utterances{}): accuracy {:.2}%, macro-F1 {:.4}, latency p50 {:.2} ms, p95 {:.2} ms\n",
             report.model.display(),
+            report.backend,
             report.split,
             report.utterances,
             if skipped > 0 { format!(", {skipped} skipped") } else { String::new() },

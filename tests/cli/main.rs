@@ -103,3 +103,4 @@ pub fn listing(dir: &Path) -> Vec<String> {
     names
 }
 mod compile;
+mod validate;

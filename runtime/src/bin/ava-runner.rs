@@ -99,8 +99,8 @@ fn parse_count(flag: &str, s: &str) -> Result<usize> {
 
 /// One prompt per non-empty line: token ids separated by spaces or commas.
 fn read_prompts(path: &std::path::Path) -> Result<Vec<Vec<u32>>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     let mut prompts = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let ids = line

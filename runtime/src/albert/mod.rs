@@ -1,0 +1,163 @@
+//! mALBERT intent classifiers (the output of `aon compile`/`aon export`/`aon quantize`): loads
+//! an archive, an archive directory, a model directory or a bare `.onnx` file with
+//! `tokenizer.json` and `labels.json` beside it, and classifies utterances with the hand-written
+//! encoder of [`encoder`] (int8 weights where the graph has them, f32 activations).
+
+pub mod encoder;
+pub mod graph;
+mod proto;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::package::Package;
+use crate::tokenizer::Tokenizer;
+
+pub use encoder::Encoder;
+
+/// Model entries looked for, INT8 first.
+pub const MODEL_FILES: [&str; 2] = ["model.int8.onnx", "model.onnx"];
+/// The tokenizer entry.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// Label names by class index.
+pub const LABELS_FILE: &str = "labels.json";
+
+/// A loaded classifier.
+pub struct Classifier {
+    encoder: Encoder,
+    tokenizer: Tokenizer,
+    labels: Vec<String>,
+    model: PathBuf,
+}
+
+/// One utterance's result.
+#[derive(Debug, Clone)]
+pub struct Classification {
+    /// Token ids fed to the encoder.
+    pub input_ids: Vec<u32>,
+    /// Softmax probabilities by class index.
+    pub probs: Vec<f32>,
+    /// The best class.
+    pub index: usize,
+    /// Seconds spent tokenizing and running.
+    pub seconds: f64,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl Classifier {
+    /// Opens an archive (`.tar` or unpacked, verified), a model directory, or an `.onnx` file.
+    pub fn open(path: &Path) -> Result<Self> {
+        let is_archive_dir =
+            path.is_dir() && path.join(ava_packaging::MANIFEST_NAME).is_file();
+        if path.is_file() && path.extension().is_some_and(|e| e == "onnx") {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            return Self::from_parts(
+                &read(path)?,
+                &read(&dir.join(TOKENIZER_FILE))?,
+                &read(&dir.join(LABELS_FILE))?,
+                path,
+            );
+        }
+        if path.is_dir() && !is_archive_dir {
+            let model = MODEL_FILES
+                .iter()
+                .map(|f| path.join(f))
+                .find(|p| p.is_file())
+                .ok_or_else(|| Error::MissingFile {
+                    path: path.join(MODEL_FILES[1]),
+                })?;
+            return Self::open(&model);
+        }
+        let pkg = Package::open(path)?;
+        let entry = |name: &str| {
+            pkg.entry(name).ok_or_else(|| Error::MissingFile {
+                path: path.join(name),
+            })
+        };
+        let model = MODEL_FILES
+            .iter()
+            .find(|f| pkg.entry(f).is_some())
+            .copied()
+            .unwrap_or(MODEL_FILES[1]);
+        Self::from_parts(
+            entry(model)?,
+            entry(TOKENIZER_FILE)?,
+            entry(LABELS_FILE)?,
+            &path.join(model),
+        )
+    }
+
+    /// Builds a classifier from the bytes of its three files; `model` names it in messages.
+    pub fn from_parts(onnx: &[u8], tokenizer: &[u8], labels: &[u8], model: &Path) -> Result<Self> {
+        let g = graph::OnnxGraph::parse(onnx)?;
+        let encoder = Encoder::from_graph(&g)
+            .map_err(|e| Error::Model(format!("{}: {e}", model.display())))?;
+        let tokenizer = Tokenizer::from_bytes(tokenizer, &model.with_file_name(TOKENIZER_FILE))?;
+        let labels: Vec<String> = serde_json::from_slice(labels)
+            .map_err(|e| Error::Model(format!("{LABELS_FILE}: {e}")))?;
+        if labels.len() != encoder.num_labels() {
+            return Err(Error::Model(format!(
+                "{LABELS_FILE}: {} labels for {} classes",
+                labels.len(),
+                encoder.num_labels()
+            )));
+        }
+        Ok(Classifier {
+            encoder,
+            tokenizer,
+            labels,
+            model: model.to_path_buf(),
+        })
+    }
+
+    /// Label names by class index.
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    /// The model file or entry it runs.
+    pub fn model_path(&self) -> &Path {
+        &self.model
+    }
+
+    /// The encoder.
+    pub fn encoder(&self) -> &Encoder {
+        &self.encoder
+    }
+
+    /// Token ids of `text` with `[CLS]`/`[SEP]`, truncated as `tokenizer.json` says.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.tokenizer.encode(text, true)
+    }
+
+    /// Classifies one utterance.
+    pub fn classify(&self, text: &str) -> Result<Classification> {
+        let t0 = Instant::now();
+        let input_ids = self.encode(text)?;
+        let logits = self.encoder.logits(&input_ids)?;
+        let probs = softmax(&logits);
+        let index = (0..probs.len())
+            .max_by(|&a, &b| probs[a].total_cmp(&probs[b]).then(b.cmp(&a)))
+            .unwrap_or(0);
+        Ok(Classification {
+            input_ids,
+            probs,
+            index,
+            seconds: t0.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+fn softmax(v: &[f32]) -> Vec<f32> {
+    let m = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = v.iter().map(|x| (x - m).exp()).collect();
+    let s: f32 = e.iter().sum();
+    e.iter().map(|x| x / s).collect()
+}

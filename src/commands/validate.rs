@@ -1,0 +1,837 @@
+//! `alc validate` / `aon validate`: run an archive on a device with the `ava-runner` binary
+//! (runtime/src/bin/ava-runner.rs), compare its greedy tokens with a host reference run, check
+//! the memory estimate against the device's RAM and report (docs/validate.md).
+//!
+//! Exit codes: 0 every check passed, 1 a check failed (or an error), 2 the device is
+//! unreachable, unauthorized or offline.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Output};
+
+use anyhow::{bail, Context};
+use ava_core::{Gemma3Config, Target};
+use ava_packaging::{Manifest, PackageTarget, Role};
+use ava_runtime::{Engine, GenerateOptions, KvCache};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::args::run::Backend;
+use crate::args::validate::{AonValidateArgs, Device, RunnerProfile, ValidateArgs};
+use crate::ui::{human_bytes, Ui};
+
+/// Exit code when a check fails.
+const EXIT_CHECK_FAILED: u8 = 1;
+/// Exit code when the device cannot be reached (no device, unauthorized, offline).
+const EXIT_UNREACHABLE: u8 = 2;
+/// The runner's report layout this command reads.
+const RUNNER_REPORT_VERSION: u64 = 1;
+/// Where files are pushed on an Android device (world-writable, executable).
+const ADB_ROOT: &str = "/data/local/tmp";
+/// The qemu command of `--device qemu` (Debian `qemu-user` + `libc6-dev-arm64-cross`).
+const QEMU: [&str; 3] = ["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"];
+/// Fixed part of the scratch estimate: the runner, its threads' stacks, allocator slack.
+const SCRATCH_BASE_BYTES: u64 = 32 << 20;
+/// A tokenizer's in-memory size relative to its `tokenizer.json`.
+const TOKENIZER_EXPANSION: u64 = 4;
+/// Lines of a failed cargo build shown in the error.
+const CARGO_ERROR_LINES: usize = 30;
+/// Prompts used when `--prompts` is not given, tokenized with the archive's tokenizer.
+const DEFAULT_PROMPTS: [&str; 3] = [
+    "The capital of France is",
+    "Write a short poem about the sea.",
+    "def fibonacci(n):",
+];
+
+/// The device could not be reached; the message is the transport's own.
+#[derive(Debug)]
+struct Unreachable(String);
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "device unreachable: {}", self.0)
+    }
+}
+
+impl std::error::Error for Unreachable {}
+
+/// Runs `alc validate`; returns the process exit code.
+pub fn run(args: &ValidateArgs, ui: &Ui) -> ExitCode {
+    match validate(args, ui) {
+        Ok(report) => {
+            let ok = report.ok;
+            if let Err(e) = ui.result(&report, || report.human()) {
+                return crate::finish(ui, Err(e));
+            }
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_CHECK_FAILED)
+            }
+        }
+        Err(e) => match e.downcast_ref::<Unreachable>() {
+            Some(Unreachable(msg)) => {
+                eprintln!("{}: error: device unreachable: {msg}", ui.tool.name());
+                if ui.json {
+                    let value =
+                        serde_json::json!({ "ok": false, "unreachable": true, "error": msg });
+                    println!("{value}");
+                }
+                ExitCode::from(EXIT_UNREACHABLE)
+            }
+            None => crate::finish(ui, Err(e)),
+        },
+    }
+}
+
+/// Runs `aon validate`: the ALBERT runtime is not in `ava-runtime` yet, so this says so.
+pub fn run_aon(args: &AonValidateArgs, ui: &Ui) -> ExitCode {
+    let err = anyhow::anyhow!(
+        "{}: validate is not yet supported for ALBERT archives (ava-runtime has no ALBERT \
+         runtime yet); device `{:?}` was not contacted",
+        args.archive.display(),
+        args.device
+    );
+    crate::finish(ui, Err(err))
+}
+
+#[derive(Serialize)]
+struct Check {
+    name: &'static str,
+    ok: bool,
+    detail: String,
+}
+
+#[derive(Serialize)]
+struct Memory {
+    weights_bytes: u64,
+    library_bytes: u64,
+    kv_cache_bytes: u64,
+    scratch_bytes: u64,
+    estimate_bytes: u64,
+    device_mem_total_bytes: Option<u64>,
+    context: usize,
+}
+
+#[derive(Serialize)]
+struct Divergence {
+    prompt: usize,
+    token: usize,
+    expected: Option<u32>,
+    got: Option<u32>,
+}
+
+#[derive(Serialize, Default)]
+struct Timings {
+    load_ms: Option<f64>,
+    ttft_ms: Vec<f64>,
+    decode_tok_s: Vec<f64>,
+    decode_tok_s_p50: Option<f64>,
+    decode_tok_s_p95: Option<f64>,
+    ttft_ms_p50: Option<f64>,
+    ttft_ms_p95: Option<f64>,
+}
+
+/// The report printed with `--json`.
+#[derive(Serialize)]
+struct Report {
+    ok: bool,
+    archive: String,
+    target: String,
+    device: String,
+    runner: String,
+    backend: Option<String>,
+    prompts: usize,
+    max_new_tokens: usize,
+    tokens_match: Option<bool>,
+    first_divergence: Option<Divergence>,
+    memory: Memory,
+    timings: Timings,
+    peak_rss_bytes: Option<u64>,
+    device_facts: Value,
+    checks: Vec<Check>,
+}
+
+impl Report {
+    fn human(&self) -> String {
+        let mut s = format!(
+            "{} on {} ({}): {}\n",
+            self.archive,
+            self.device,
+            self.target,
+            if self.ok { "PASS" } else { "FAIL" }
+        );
+        for c in &self.checks {
+            let mark = if c.ok { "ok  " } else { "FAIL" };
+            s.push_str(&format!("  {mark} {:<8} {}\n", c.name, c.detail));
+        }
+        let t = &self.timings;
+        if let (Some(load), Some(p50), Some(p95)) =
+            (t.load_ms, t.decode_tok_s_p50, t.decode_tok_s_p95)
+        {
+            s.push_str(&format!(
+                "  load {load:.0} ms, ttft p50 {:.1} ms, decode {p50:.1} tok/s p50, {p95:.1} p95\n",
+                t.ttft_ms_p50.unwrap_or_default()
+            ));
+        }
+        if let Some(rss) = self.peak_rss_bytes {
+            s.push_str(&format!("  peak RSS {}\n", human_bytes(rss)));
+        }
+        s
+    }
+}
+
+fn validate(args: &ValidateArgs, ui: &Ui) -> anyhow::Result<Report> {
+    let manifest = ava_packaging::read_manifest(&args.archive)
+        .with_context(|| format!("reading {}", args.archive.display()))?;
+    if manifest.family != "gemma3" {
+        bail!(
+            "{}: `alc validate` runs Gemma 3 archives; this one is `{}` (use `aon validate`)",
+            args.archive.display(),
+            manifest.family
+        );
+    }
+    let target = device_target(&args.device, manifest.target)?;
+    if let Device::Adb(serial) = &args.device {
+        adb_state(serial.as_deref())?;
+    }
+    let runner = locate_runner(target, args, ui)?;
+    ui.detail(format!("runner: {}", runner.display()));
+
+    let engine = Engine::open_with(&args.archive, ava_runtime::Backend::Native)
+        .with_context(|| format!("loading {} on the host", args.archive.display()))?;
+    let prompts = read_prompts(args, &engine)?;
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    if longest + args.max_new_tokens > args.context {
+        bail!(
+            "a prompt of {longest} tokens + {} new tokens does not fit --context {}",
+            args.max_new_tokens,
+            args.context
+        );
+    }
+    let mut memory = estimate(&manifest, engine.model().config(), args.context, longest);
+    let mut device = Transport::new(&args.device, &runner, &args.archive, &prompts)?;
+    let facts = device.facts()?;
+    memory.device_mem_total_bytes = facts["mem_total_bytes"].as_u64();
+    let mut report = Report {
+        ok: false,
+        archive: args.archive.display().to_string(),
+        target: target.name().to_string(),
+        device: device.label(),
+        runner: runner.display().to_string(),
+        backend: None,
+        prompts: prompts.len(),
+        max_new_tokens: args.max_new_tokens,
+        tokens_match: None,
+        first_divergence: None,
+        memory,
+        timings: Timings::default(),
+        peak_rss_bytes: None,
+        device_facts: facts,
+        checks: Vec::new(),
+    };
+    let fits = memory_check(&report.memory);
+    let fits_ok = fits.ok;
+    report.checks.push(fits);
+    if fits_ok {
+        ui.info(format!(
+            "reference: {} prompts on the host (native backend)",
+            prompts.len()
+        ));
+        let expected = reference_tokens(&engine, &prompts, args)?;
+        drop(engine);
+        ui.info(format!("running on {}", report.device));
+        let out = device.run(args);
+        device.cleanup();
+        read_run(&mut report, out?, &expected);
+    }
+    report.ok = report.checks.iter().all(|c| c.ok);
+    Ok(report)
+}
+
+/// The target the runner is built for: the archive's, checked against what the device runs.
+fn device_target(device: &Device, archive: PackageTarget) -> anyhow::Result<Target> {
+    let natural = match device {
+        Device::Host => Target::host().context("this host is not one of the targets")?,
+        Device::Qemu => Target::LinuxArm64,
+        Device::Adb(_) => Target::AndroidArm64,
+    };
+    let target = match archive {
+        PackageTarget::Any => natural,
+        PackageTarget::Native(t) => t,
+    };
+    let fits = match device {
+        Device::Host => target == natural,
+        Device::Qemu => target == Target::LinuxArm64,
+        Device::Adb(_) => matches!(target, Target::AndroidArm64 | Target::LinuxArm64),
+    };
+    if !fits {
+        bail!("a {target} archive does not run on --device {device:?} (it runs {natural})");
+    }
+    Ok(target)
+}
+
+/// `--runner`, else `ava-runner-<triple>` next to this binary, else a cargo build.
+fn locate_runner(target: Target, args: &ValidateArgs, ui: &Ui) -> anyhow::Result<PathBuf> {
+    if let Some(path) = &args.runner {
+        if !path.is_file() {
+            bail!("--runner {}: no such file", path.display());
+        }
+        return Ok(path.clone());
+    }
+    let exe = std::env::current_exe().context("locating this binary")?;
+    let prebuilt = exe.with_file_name(format!("ava-runner-{}", target.triple()));
+    if prebuilt.is_file() {
+        return Ok(prebuilt);
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    if !manifest.is_file() {
+        bail!(
+            "no ava-runner for {target}: pass --runner FILE or place {} next to {}",
+            prebuilt.display(),
+            exe.display()
+        );
+    }
+    build_runner(target, &manifest, args.runner_profile, ui)
+}
+
+/// `cargo build -p ava-runtime --bin ava-runner --target T`; cargo's target dir is the cache.
+fn build_runner(
+    target: Target,
+    manifest: &Path,
+    profile: RunnerProfile,
+    ui: &Ui,
+) -> anyhow::Result<PathBuf> {
+    ui.info(format!(
+        "building ava-runner for {} (cargo)",
+        target.triple()
+    ));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    // From the workspace root: cargo reads .cargo/config.toml (cross linkers) from the cwd.
+    cmd.current_dir(manifest.parent().unwrap_or(Path::new(".")))
+        .args(["build", "--manifest-path"])
+        .arg(manifest)
+        .args([
+            "-p",
+            "ava-runtime",
+            "--bin",
+            "ava-runner",
+            "--features",
+            "runner",
+        ])
+        .args([
+            "--target",
+            target.triple(),
+            "--message-format",
+            "json-render-diagnostics",
+        ]);
+    if profile == RunnerProfile::Release {
+        cmd.arg("--release");
+    }
+    let out = cmd.output().context("running cargo to build ava-runner")?;
+    if !out.status.success() {
+        let hint = if target == Target::AndroidArm64 {
+            "\nan Android executable needs the NDK's libc and crt objects: build ava-runner \
+             with the NDK (`cargo ndk -t arm64-v8a build -p ava-runtime --bin ava-runner \
+             --features runner --release`) and pass --runner"
+        } else {
+            ""
+        };
+        bail!(
+            "building ava-runner for {} failed:\n{}{hint}",
+            target.triple(),
+            tail_lines(&String::from_utf8_lossy(&out.stderr), CARGO_ERROR_LINES)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "ava-runner")
+        .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+        .context("cargo built no ava-runner executable")
+}
+
+/// Prompts from `--prompts` (token ids per line), else the built-in sentences.
+fn read_prompts(args: &ValidateArgs, engine: &Engine) -> anyhow::Result<Vec<Vec<u32>>> {
+    let Some(path) = &args.prompts else {
+        return DEFAULT_PROMPTS
+            .iter()
+            .map(|text| Ok(engine.tokenizer().encode(text, true)?))
+            .collect();
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut prompts = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default();
+        let ids = line
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+            .map(str::parse::<u32>)
+            .collect::<Result<Vec<u32>, _>>()
+            .with_context(|| format!("{} line {}: token ids expected", path.display(), i + 1))?;
+        if !ids.is_empty() {
+            prompts.push(ids);
+        }
+    }
+    if prompts.is_empty() {
+        bail!(
+            "{}: no prompts (one line of token ids each)",
+            path.display()
+        );
+    }
+    let vocab = engine.model().config().vocab_size;
+    if let Some(id) = prompts.iter().flatten().find(|&&id| id as usize >= vocab) {
+        bail!(
+            "{}: token id {id} is outside the vocabulary ({vocab})",
+            path.display()
+        );
+    }
+    Ok(prompts)
+}
+
+/// The greedy tokens of every prompt on the host's native backend, as the runner makes them.
+fn reference_tokens(
+    engine: &Engine,
+    prompts: &[Vec<u32>],
+    args: &ValidateArgs,
+) -> anyhow::Result<Vec<Vec<u32>>> {
+    let options = GenerateOptions {
+        max_tokens: args.max_new_tokens,
+        ignore_eos: true,
+        ..GenerateOptions::default()
+    };
+    prompts
+        .iter()
+        .map(|p| {
+            let mut session = engine.session(args.context);
+            Ok(session.generate(p, &options, &mut |_| true)?.tokens)
+        })
+        .collect()
+}
+
+/// Weights + kernel library + KV cache (sliding-window aware) + scratch (activations of the
+/// longest prefill, logits, tokenizer, a fixed base).
+fn estimate(manifest: &Manifest, cfg: &Gemma3Config, context: usize, prompt: usize) -> Memory {
+    let size_of = |role: Role| -> u64 {
+        manifest
+            .files
+            .iter()
+            .filter(|f| f.role == role)
+            .map(|f| f.size)
+            .sum()
+    };
+    let per_token = 3 * cfg.hidden_size
+        + (cfg.num_attention_heads + 2 * cfg.num_key_value_heads) * cfg.head_dim
+        + 2 * cfg.intermediate_size
+        + cfg.num_attention_heads * context;
+    let activations = (prompt.max(1) * per_token + 2 * cfg.vocab_size) * 4;
+    let scratch =
+        SCRATCH_BASE_BYTES + activations as u64 + size_of(Role::Tokenizer) * TOKENIZER_EXPANSION;
+    let weights = size_of(Role::Weights);
+    let library = size_of(Role::Library);
+    let kv = KvCache::bytes_for(cfg, context) as u64;
+    Memory {
+        weights_bytes: weights,
+        library_bytes: library,
+        kv_cache_bytes: kv,
+        scratch_bytes: scratch,
+        estimate_bytes: weights + library + kv + scratch,
+        device_mem_total_bytes: None,
+        context,
+    }
+}
+
+fn memory_check(m: &Memory) -> Check {
+    let (ok, detail) = match m.device_mem_total_bytes {
+        None => (
+            false,
+            "the device did not report MemTotal; cannot check the estimate".to_string(),
+        ),
+        Some(total) if m.estimate_bytes > total => (
+            false,
+            format!(
+                "does not fit: estimate {} (weights {}, KV cache {} at context {}, scratch {}) \
+                 > device RAM {}; not run",
+                human_bytes(m.estimate_bytes),
+                human_bytes(m.weights_bytes),
+                human_bytes(m.kv_cache_bytes),
+                m.context,
+                human_bytes(m.scratch_bytes),
+                human_bytes(total)
+            ),
+        ),
+        Some(total) => (
+            true,
+            format!(
+                "estimate {} of device RAM {}",
+                human_bytes(m.estimate_bytes),
+                human_bytes(total)
+            ),
+        ),
+    };
+    Check {
+        name: "memory",
+        ok,
+        detail,
+    }
+}
+
+/// Reads the runner's output into the report: the `runner` and `tokens` checks and timings.
+fn read_run(report: &mut Report, out: Output, expected: &[Vec<u32>]) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let parsed = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Value>(l.trim()).ok());
+    let run = match parsed {
+        Some(v) if v["ok"] == true && v["report_version"] == RUNNER_REPORT_VERSION => v,
+        other => {
+            let detail = other
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or_else(|| {
+                    format!(
+                        "exit {:?}, no report: {}",
+                        out.status.code(),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    )
+                });
+            report.checks.push(Check {
+                name: "runner",
+                ok: false,
+                detail,
+            });
+            return;
+        }
+    };
+    report.checks.push(Check {
+        name: "runner",
+        ok: true,
+        detail: format!("ran {} prompts", report.prompts),
+    });
+    report.backend = run["backend"].as_str().map(str::to_string);
+    report.peak_rss_bytes = run["peak_rss_bytes"].as_u64();
+    let runs = run["prompts"].as_array().cloned().unwrap_or_default();
+    let got: Vec<Vec<u32>> = runs.iter().map(|p| ids(&p["tokens"])).collect();
+    report.timings = timings(&run, &runs);
+    let divergence = first_divergence(expected, &got);
+    report.tokens_match = Some(divergence.is_none());
+    let detail = match &divergence {
+        None => format!(
+            "{} tokens identical to the host",
+            got.iter().map(Vec::len).sum::<usize>()
+        ),
+        Some(d) => format!(
+            "prompt {} token {}: expected {:?}, got {:?}",
+            d.prompt, d.token, d.expected, d.got
+        ),
+    };
+    report.checks.push(Check {
+        name: "tokens",
+        ok: divergence.is_none(),
+        detail,
+    });
+    report.first_divergence = divergence;
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.as_u64())
+                .map(|t| t as u32)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn timings(run: &Value, prompts: &[Value]) -> Timings {
+    let field =
+        |name: &str| -> Vec<f64> { prompts.iter().filter_map(|p| p[name].as_f64()).collect() };
+    let ttft = field("ttft_ms");
+    let decode = field("decode_tok_s");
+    Timings {
+        load_ms: run["load_ms"].as_f64(),
+        ttft_ms_p50: percentile(&ttft, 50),
+        ttft_ms_p95: percentile(&ttft, 95),
+        decode_tok_s_p50: percentile(&decode, 50),
+        decode_tok_s_p95: percentile(&decode, 95),
+        ttft_ms: ttft,
+        decode_tok_s: decode,
+    }
+}
+
+/// Nearest-rank percentile.
+fn percentile(values: &[f64], p: usize) -> Option<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = (p * v.len()).div_ceil(100).max(1);
+    v.get(rank - 1).copied()
+}
+
+/// The first place where the device's tokens differ from the host's (a missing prompt or
+/// token is `None`).
+fn first_divergence(expected: &[Vec<u32>], got: &[Vec<u32>]) -> Option<Divergence> {
+    for prompt in 0..expected.len().max(got.len()) {
+        let (e, g) = (expected.get(prompt), got.get(prompt));
+        let len = e.map_or(0, Vec::len).max(g.map_or(0, Vec::len)).max(1);
+        for token in 0..len {
+            let (a, b) = (
+                e.and_then(|e| e.get(token)).copied(),
+                g.and_then(|g| g.get(token)).copied(),
+            );
+            if a != b {
+                return Some(Divergence {
+                    prompt,
+                    token,
+                    expected: a,
+                    got: b,
+                });
+            }
+        }
+    }
+    None
+}
+
+/// A device with the runner, the archive and the prompts on it.
+struct Transport {
+    device: Device,
+    /// host: where the files are; qemu: the temporary directory; adb: the host-side staging.
+    dir: tempfile::TempDir,
+    archive: PathBuf,
+    /// adb: the directory on the device.
+    remote: String,
+}
+
+impl Transport {
+    fn new(
+        device: &Device,
+        runner: &Path,
+        archive: &Path,
+        prompts: &[Vec<u32>],
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("ava-validate-")
+            .tempdir()
+            .context("creating a temporary directory")?;
+        let text: String = prompts
+            .iter()
+            .map(|p| p.iter().map(u32::to_string).collect::<Vec<_>>().join(" ") + "\n")
+            .collect();
+        std::fs::write(dir.path().join("prompts.txt"), text).context("writing prompts.txt")?;
+        let archive = std::path::absolute(archive).context("resolving the archive path")?;
+        let remote = format!(
+            "{ADB_ROOT}/{}",
+            dir.path().file_name().unwrap_or_default().to_string_lossy()
+        );
+        let t = Transport {
+            device: device.clone(),
+            dir,
+            archive,
+            remote,
+        };
+        match device {
+            Device::Host | Device::Qemu => {
+                std::fs::copy(runner, t.dir.path().join("ava-runner"))
+                    .with_context(|| format!("copying {}", runner.display()))?;
+            }
+            Device::Adb(_) => t.adb_push(runner, archive_name(&t.archive))?,
+        }
+        Ok(t)
+    }
+
+    fn label(&self) -> String {
+        match &self.device {
+            Device::Host => "host".into(),
+            Device::Qemu => "qemu-aarch64".into(),
+            Device::Adb(None) => "adb".into(),
+            Device::Adb(Some(s)) => format!("adb:{s}"),
+        }
+    }
+
+    /// `ava-runner --facts`.
+    fn facts(&mut self) -> anyhow::Result<Value> {
+        let out = self.exec(&["--facts".to_string()])?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let facts = stdout
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+            .with_context(|| {
+                format!(
+                    "ava-runner --facts printed no report (exit {:?}): {}",
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )
+            })?;
+        Ok(facts["device"].clone())
+    }
+
+    fn run(&mut self, args: &ValidateArgs) -> anyhow::Result<Output> {
+        let archive = match self.device {
+            Device::Adb(_) => archive_name(&self.archive).to_string(),
+            _ => self.archive.display().to_string(),
+        };
+        let backend = match args.backend {
+            Backend::Auto => "auto",
+            Backend::Native => "native",
+            Backend::Tvm => "tvm",
+        };
+        let argv = [
+            archive.as_str(),
+            "--prompts",
+            "prompts.txt",
+            "--backend",
+            backend,
+            "--max-new-tokens",
+            &args.max_new_tokens.to_string(),
+            "--context",
+            &args.context.to_string(),
+        ];
+        self.exec(&argv.map(str::to_string))
+    }
+
+    /// Runs the runner with `argv` in its directory on the device.
+    fn exec(&self, argv: &[String]) -> anyhow::Result<Output> {
+        let dir = self.dir.path();
+        let mut cmd = match &self.device {
+            Device::Host => Command::new(dir.join("ava-runner")),
+            Device::Qemu => {
+                let mut c = Command::new(QEMU[0]);
+                c.args(&QEMU[1..]).arg("./ava-runner");
+                c
+            }
+            Device::Adb(_) => {
+                let line = format!(
+                    "cd {} && chmod 755 ava-runner && ./ava-runner {}",
+                    self.remote,
+                    argv.join(" ")
+                );
+                let mut c = self.adb();
+                c.args(["shell", &line]);
+                return c.output().context("running adb shell");
+            }
+        };
+        cmd.args(argv).current_dir(dir);
+        cmd.output()
+            .with_context(|| format!("running {:?}", cmd.get_program()))
+    }
+
+    fn adb(&self) -> Command {
+        let mut c = Command::new("adb");
+        if let Device::Adb(Some(serial)) = &self.device {
+            c.args(["-s", serial]);
+        }
+        c
+    }
+
+    /// Pushes the runner, the archive and the prompts (the state was checked first).
+    fn adb_push(&self, runner: &Path, archive_name: &str) -> anyhow::Result<()> {
+        self.adb_ok(&["shell", &format!("mkdir -p {}", self.remote)])?;
+        let prompts = self.dir.path().join("prompts.txt");
+        for (local, name) in [
+            (runner, "ava-runner"),
+            (self.archive.as_path(), archive_name),
+            (prompts.as_path(), "prompts.txt"),
+        ] {
+            let local = local.to_string_lossy();
+            self.adb_ok(&["push", &local, &format!("{}/{name}", self.remote)])?;
+        }
+        Ok(())
+    }
+
+    fn adb_ok(&self, args: &[&str]) -> anyhow::Result<()> {
+        let out = self.adb().args(args).output().context("running adb")?;
+        if !out.status.success() {
+            bail!(
+                "adb {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// Removes the pushed files from an adb device (local files go with the temp directory).
+    fn cleanup(&self) {
+        if matches!(self.device, Device::Adb(_)) {
+            let _ = self.adb_ok(&["shell", &format!("rm -rf {}", self.remote)]);
+        }
+    }
+}
+
+/// `adb get-state`: anything but `device` (no device, unauthorized, offline, several devices
+/// and no serial) is [`Unreachable`] with adb's own message.
+fn adb_state(serial: Option<&str>) -> anyhow::Result<()> {
+    let mut cmd = Command::new("adb");
+    if let Some(serial) = serial {
+        cmd.args(["-s", serial]);
+    }
+    let out = cmd
+        .arg("get-state")
+        .output()
+        .map_err(|e| Unreachable(format!("running adb (Debian package `adb`): {e}")))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() && stdout == "device" {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    let msg = [stderr, stdout]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    Err(Unreachable(if msg.is_empty() {
+        "adb get-state failed".into()
+    } else {
+        msg
+    })
+    .into())
+}
+
+/// The last `n` lines of `text`.
+fn tail_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn archive_name(path: &Path) -> &str {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("model.tar")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn divergence_names_prompt_token_and_ids() {
+        assert!(first_divergence(&[vec![1, 2]], &[vec![1, 2]]).is_none());
+        let d = first_divergence(&[vec![1, 2], vec![3, 4]], &[vec![1, 2], vec![3, 5]]).unwrap();
+        assert_eq!(
+            (d.prompt, d.token, d.expected, d.got),
+            (1, 1, Some(4), Some(5))
+        );
+        let d = first_divergence(&[vec![1, 2]], &[vec![1]]).unwrap();
+        assert_eq!((d.token, d.expected, d.got), (1, Some(2), None));
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v = [5.0, 1.0, 3.0, 2.0, 4.0];
+        assert_eq!(percentile(&v, 50), Some(3.0));
+        assert_eq!(percentile(&v, 95), Some(5.0));
+        assert_eq!(percentile(&[], 50), None);
+    }
+
+    #[test]
+    fn devices_parse() {
+        assert_eq!(
+            "adb:XYZ".parse::<Device>(),
+            Ok(Device::Adb(Some("XYZ".into())))
+        );
+        assert_eq!("qemu".parse::<Device>(), Ok(Device::Qemu));
+        assert!("adb:".parse::<Device>().is_err());
+    }
+}
