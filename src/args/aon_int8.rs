@@ -1,5 +1,5 @@
 //! Options of the `aon` INT8 verbs: `quantize` (static INT8 of an ONNX graph), `classify`,
-//! `eval`.
+//! `eval`, `compile`.
 
 use std::path::PathBuf;
 
@@ -71,8 +71,8 @@ pub struct QuantizeOnnxArgs {
 /// `aon classify PKG|DIR|MODEL.onnx --text TEXT`.
 #[derive(Args, Clone, Debug)]
 pub struct ClassifyArgs {
-    /// Model: an `.onnx` file (tokenizer.json and labels.json beside it) or a directory holding
-    /// `model.onnx`, tokenizer.json and labels.json.
+    /// Model: an archive (`aon compile`), an `.onnx` file (tokenizer.json and labels.json beside
+    /// it) or a directory holding `model.onnx`, tokenizer.json and labels.json.
     pub model: PathBuf,
     /// Utterance to classify.
     #[arg(long)]
@@ -99,4 +99,48 @@ pub struct EvalArgs {
     /// Write token ids, gold and predicted labels as JSON (for comparisons with onnxruntime).
     #[arg(long, value_name = "FILE")]
     pub predictions: Option<PathBuf>,
+}
+
+/// Weight format `aon compile` produces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CompileQuant {
+    /// Static INT8 (QDQ), calibrated on the training split.
+    Int8,
+    /// Float only.
+    F32,
+}
+
+/// `aon compile SOURCE --intents FILE -o OUT`.
+#[derive(Args, Clone, Debug)]
+pub struct CompileArgs {
+    /// ALBERT checkpoint directory (`AlbertModel` or `AlbertForSequenceClassification`).
+    pub source: PathBuf,
+    /// Labelled intents (CLINC150 JSON or JSONL): head fitting and calibration use the train
+    /// split, validation the `val` split (never `test`).
+    #[arg(long, value_name = "FILE")]
+    pub intents: PathBuf,
+    /// Weight format.
+    #[arg(long, value_enum, default_value = "int8")]
+    pub quant: CompileQuant,
+    /// Keep the checkpoint's own classifier and labels instead of fitting a head on `--intents`.
+    #[arg(long)]
+    pub keep_head: bool,
+    /// Sequence cap (position embeddings cut to N).
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_seq_len: usize,
+    /// Calibration utterances (first N of the train split).
+    #[arg(long, default_value_t = DEFAULT_CALIB_SAMPLES, value_name = "N")]
+    pub samples: usize,
+    /// Validation utterances (first N of the `val` split) scored in float and in the result.
+    #[arg(long, default_value_t = DEFAULT_GATE_SAMPLES, value_name = "N")]
+    pub val_samples: usize,
+    /// Fail if the result loses more than P accuracy points against float on validation.
+    #[arg(long, value_name = "P")]
+    pub max_accuracy_drop: Option<f64>,
+    /// Archive name (default: the source directory's name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Output: a directory (the archive is named by the naming scheme) or an archive path.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
 }

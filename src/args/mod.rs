@@ -6,15 +6,15 @@ pub mod build;
 pub mod compile;
 mod convert;
 mod download;
-pub mod run;
 mod quantize;
+pub mod run;
 
 pub use aon::{AonConvertArgs, ExportArgs, OptimizeArgs};
 pub use archive::{CommonCommand, InspectArgs, PackageArgs, UnpackArgs, VerifyArgs};
 pub use convert::{ConvertArgs, ConvertDtype};
 pub use download::{DownloadArgs, HubArgs};
-pub use run::RunArgs;
 pub use quantize::{MethodArg, PerplexityArgs, QuantArg, QuantizeArgs};
+pub use run::RunArgs;
 
 use std::path::PathBuf;
 

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use ava::args::aon_int8::{ClassifyArgs, EvalArgs, QuantizeOnnxArgs};
+use ava::args::aon_int8::{ClassifyArgs, CompileArgs, EvalArgs, QuantizeOnnxArgs};
 use ava::args::{AonConvertArgs, CommonCommand, ExportArgs, GlobalArgs, OptimizeArgs};
 use ava::ui::Ui;
 use ava::{commands, finish, Tool, LONG_VERSION};
@@ -30,6 +30,8 @@ enum Command {
     Optimize(OptimizeArgs),
     /// Static INT8 (QDQ) of an ONNX model, calibrated on utterances, with an accuracy gate.
     Quantize(QuantizeOnnxArgs),
+    /// Convert, export, optimize, quantize, validate against float and package, in one go.
+    Compile(CompileArgs),
     /// Classify one utterance: intent, score, top K, latency.
     Classify(ClassifyArgs),
     /// Accuracy, macro-F1 and latency on a labelled split.
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Command::Export(args) => commands::export::run(args, &ui),
         Command::Optimize(args) => commands::optimize::run(args, &ui),
         Command::Quantize(args) => commands::aon_quantize::run(args, &ui),
+        Command::Compile(args) => commands::aon_compile::run(args, &ui),
         Command::Classify(args) => commands::aon_classify::run_classify(args, &ui),
         Command::Eval(args) => commands::aon_classify::run_eval(args, &ui),
         Command::Validate(args) => return commands::validate::run_aon(args, &ui),

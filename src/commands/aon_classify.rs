@@ -19,10 +19,10 @@ pub const MODEL_FILES: [&str; 2] = ava_runtime::albert::MODEL_FILES;
 /// What runs the model.
 enum Backend {
     /// `ava-runtime`'s mALBERT encoder (archives, directories, optimized `.onnx` files).
-    Runtime(ava_runtime::albert::Classifier),
+    Runtime(Box<ava_runtime::albert::Classifier>),
     /// `ava-passes`' reference evaluator, for graphs the runtime does not recognise (e.g.
     /// exported with `--passes none`).
-    Evaluator { graph: Graph, enc: Encoder },
+    Evaluator(Box<(Graph, Encoder)>),
 }
 
 /// A loaded classifier: backend, tokenizer and labels.
@@ -47,6 +47,8 @@ pub struct Prediction {
     pub input_ids: Vec<i64>,
     /// Milliseconds spent (tokenizer + model).
     pub latency_ms: f64,
+    /// Milliseconds spent in the model alone (no tokenizer).
+    pub model_ms: f64,
     /// What ran it: `runtime` or `evaluator`.
     pub backend: &'static str,
     /// Index of the best intent.
@@ -63,7 +65,7 @@ impl Classifier {
                 return Ok(Classifier {
                     labels: c.labels().to_vec(),
                     path: c.model_path().to_path_buf(),
-                    backend: Backend::Runtime(c),
+                    backend: Backend::Runtime(Box::new(c)),
                 })
             }
             Err(e) => e,
@@ -86,29 +88,32 @@ impl Classifier {
         let enc = Encoder::new(&data::tokenizer_next_to(&path), &graph)?;
         let labels = data::labels_next_to(&path)?;
         Ok(Classifier {
-            backend: Backend::Evaluator { graph, enc },
+            backend: Backend::Evaluator(Box::new((graph, enc))),
             labels,
             path,
         })
     }
 
     /// Class probabilities, token ids and the name of the backend.
-    fn probs(&self, text: &str) -> anyhow::Result<(Vec<f32>, Vec<i64>, &'static str)> {
+    fn probs(&self, text: &str) -> anyhow::Result<(Vec<f32>, Vec<i64>, f64)> {
         match &self.backend {
             Backend::Runtime(c) => {
                 let r = c.classify(text)?;
                 let ids = r.input_ids.iter().map(|&i| i64::from(i)).collect();
-                Ok((r.probs, ids, "runtime"))
+                Ok((r.probs, ids, r.model_seconds * 1e3))
             }
-            Backend::Evaluator { graph, enc } => {
+            Backend::Evaluator(ge) => {
+                let (graph, enc) = &**ge;
                 let inputs = enc.inputs(text)?;
+                let t0 = Instant::now();
                 let out = eval::run(graph, &inputs)?;
+                let model_ms = t0.elapsed().as_secs_f64() * 1e3;
                 let logits = out[0].as_f32().context("logits are not f32")?;
                 let ids = inputs
                     .get(ava_passes::albert::INPUT_IDS)
                     .and_then(|t| t.to_i64())
                     .unwrap_or_default();
-                Ok((softmax(logits), ids, "evaluator"))
+                Ok((softmax(logits), ids, model_ms))
             }
         }
     }
@@ -117,14 +122,14 @@ impl Classifier {
     pub fn backend(&self) -> &'static str {
         match self.backend {
             Backend::Runtime(_) => "runtime",
-            Backend::Evaluator { .. } => "evaluator",
+            Backend::Evaluator(_) => "evaluator",
         }
     }
 
     /// Classifies one utterance.
     pub fn classify(&self, text: &str, top: usize) -> anyhow::Result<Prediction> {
         let t0 = Instant::now();
-        let (probs, input_ids, backend) = self.probs(text)?;
+        let (probs, input_ids, model_ms) = self.probs(text)?;
         let latency_ms = t0.elapsed().as_secs_f64() * 1e3;
         let mut order: Vec<usize> = (0..probs.len()).collect();
         order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
@@ -140,7 +145,8 @@ impl Classifier {
                 .collect(),
             input_ids,
             latency_ms,
-            backend,
+            model_ms,
+            backend: self.backend(),
             index,
         })
     }
@@ -190,6 +196,10 @@ pub struct EvalReport {
     pub latency_p50_ms: f64,
     /// 95th percentile latency, ms.
     pub latency_p95_ms: f64,
+    /// Median latency of the model alone (no tokenizer), ms.
+    pub model_latency_p50_ms: f64,
+    /// 95th percentile latency of the model alone, ms.
+    pub model_latency_p95_ms: f64,
 }
 
 #[derive(Serialize)]
@@ -216,7 +226,7 @@ pub fn run_eval(args: &EvalArgs, ui: &Ui) -> anyhow::Result<()> {
         gold: vec![],
         predicted: vec![],
     };
-    let mut lat = Vec::new();
+    let (mut lat, mut model_lat) = (Vec::new(), Vec::new());
     let mut skipped = 0;
     for (text, intent) in examples.iter().take(args.limit.unwrap_or(usize::MAX)) {
         let Some(&g) = intent.as_deref().and_then(|i| index.get(i)) else {
@@ -225,6 +235,7 @@ pub fn run_eval(args: &EvalArgs, ui: &Ui) -> anyhow::Result<()> {
         };
         let p = c.classify(text, 1)?;
         lat.push(p.latency_ms);
+        model_lat.push(p.model_ms);
         dump.gold.push(g);
         dump.predicted.push(p.index);
         dump.input_ids.push(p.input_ids);
@@ -239,6 +250,8 @@ pub fn run_eval(args: &EvalArgs, ui: &Ui) -> anyhow::Result<()> {
         macro_f1: data::macro_f1(&dump.predicted, &dump.gold),
         latency_p50_ms: data::percentile(&mut lat, 50.0),
         latency_p95_ms: data::percentile(&mut lat, 95.0),
+        model_latency_p50_ms: data::percentile(&mut model_lat, 50.0),
+        model_latency_p95_ms: data::percentile(&mut model_lat, 95.0),
     };
     if let Some(p) = &args.predictions {
         std::fs::write(p, serde_json::to_vec(&dump)?)

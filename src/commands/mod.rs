@@ -1,19 +1,19 @@
 //! One module per verb, each with a single `run`.
 
 pub mod aon_convert;
+pub mod build;
+pub mod compile;
 pub mod convert;
-pub mod export;
-pub mod optimize;
 pub mod download;
+pub mod export;
 pub mod inspect;
+pub mod optimize;
 pub mod package;
+pub mod perplexity;
+pub mod quantize;
 pub mod run;
 pub mod unpack;
 pub mod verify;
-pub mod quantize;
-pub mod perplexity;
-pub mod build;
-pub mod compile;
 
 use crate::args::CommonCommand;
 use crate::ui::Ui;
@@ -28,7 +28,8 @@ pub fn run_common(command: &CommonCommand, ui: &Ui) -> anyhow::Result<()> {
         CommonCommand::Unpack(args) => unpack::run(args, ui),
     }
 }
+pub mod aon_classify;
+pub mod aon_compile;
 pub mod aon_data;
 pub mod aon_quantize;
-pub mod aon_classify;
 pub mod validate;

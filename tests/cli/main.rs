@@ -3,6 +3,7 @@
 
 mod aon;
 mod aon_int8;
+mod aon_runtime;
 mod archive;
 mod checkpoint;
 mod convert;

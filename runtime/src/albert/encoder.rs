@@ -167,7 +167,9 @@ impl Builder<'_> {
                     }
                 }
                 let per = |v: &[f32]| -> Vec<f32> {
-                    (0..n_out).map(|o| v[if v.len() == 1 { 0 } else { o }]).collect()
+                    (0..n_out)
+                        .map(|o| v[if v.len() == 1 { 0 } else { o }])
+                        .collect()
                 };
                 let zp: Vec<f32> = zero_point.iter().map(|&z| f32::from(z)).collect();
                 Weights::I8 {
@@ -211,7 +213,10 @@ impl Builder<'_> {
                 } else {
                     (b, a)
                 };
-                (g.producer_op(m, "MatMul")?, Some(&n.input[if bias == a { 0 } else { 1 }]))
+                (
+                    g.producer_op(m, "MatMul")?,
+                    Some(&n.input[if bias == a { 0 } else { 1 }]),
+                )
             }
             "MatMul" => (n, None),
             op => return Err(Error::Model(format!("{out}: {op} is not a linear layer"))),
@@ -223,7 +228,10 @@ impl Builder<'_> {
             None => vec![0.0; n_out],
         };
         if bias.len() != n_out {
-            return Err(Error::Model(format!("{out}: bias of {} for {n_out} outputs", bias.len())));
+            return Err(Error::Model(format!(
+                "{out}: bias of {} for {n_out} outputs",
+                bias.len()
+            )));
         }
         Ok(Linear {
             input_quant,
@@ -270,7 +278,12 @@ impl Encoder {
         let prefixes: Vec<String> = g
             .nodes()
             .iter()
-            .filter_map(|n| n.output.first()?.strip_suffix(QUERY_SUFFIX).map(String::from))
+            .filter_map(|n| {
+                n.output
+                    .first()?
+                    .strip_suffix(QUERY_SUFFIX)
+                    .map(String::from)
+            })
             .collect();
         let layers = prefixes
             .iter()
@@ -322,7 +335,9 @@ impl Encoder {
         let mut x = vec![0f32; n * e];
         for (t, (&id, row)) in ids.iter().zip(x.chunks_exact_mut(e)).enumerate() {
             if id as usize >= vocab {
-                return Err(Error::Request(format!("token id {id} outside the vocabulary")));
+                return Err(Error::Request(format!(
+                    "token id {id} outside the vocabulary"
+                )));
             }
             self.words.add_row(id as usize, row);
             self.positions.add_row(t, row);

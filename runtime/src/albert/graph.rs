@@ -167,7 +167,10 @@ impl OnnxGraph {
     pub fn producer_op(&self, value: &str, op: &str) -> Result<&NodeProto> {
         match self.producer(value) {
             Some(n) if n.op_type == op => Ok(n),
-            Some(n) => Err(bad(format!("{value}: produced by {}, expected {op}", n.op_type))),
+            Some(n) => Err(bad(format!(
+                "{value}: produced by {}, expected {op}",
+                n.op_type
+            ))),
             None => Err(bad(format!("{value}: not in the graph"))),
         }
     }
@@ -233,7 +236,9 @@ impl OnnxGraph {
     /// A scalar f32 initializer.
     pub fn scalar(&self, name: &str) -> Result<f32> {
         let (_, v) = self.f32s(name)?;
-        v.first().copied().ok_or_else(|| bad(format!("{name}: empty")))
+        v.first()
+            .copied()
+            .ok_or_else(|| bad(format!("{name}: empty")))
     }
 
     /// The constant matrix `value`: an f32 initializer or `DequantizeLinear` of an int8 one.
@@ -255,7 +260,9 @@ impl OnnxGraph {
         let dims = two_d(value, &d)?;
         let axis = attr_i(n, "axis").unwrap_or(DQ_DEFAULT_AXIS).rem_euclid(2) as usize;
         if zero_point.len() != scale.len() || (scale.len() != 1 && scale.len() != dims[axis]) {
-            return Err(bad(format!("{value}: quantization parameters do not fit {dims:?}")));
+            return Err(bad(format!(
+                "{value}: quantization parameters do not fit {dims:?}"
+            )));
         }
         Ok(Matrix::I8 {
             dims,
@@ -268,7 +275,10 @@ impl OnnxGraph {
 
     /// If `value` is `DequantizeLinear(QuantizeLinear(x))`, its parameters and `x`.
     pub fn act_quant<'a>(&'a self, value: &'a str) -> Result<(Option<ActQuant>, &'a str)> {
-        let Some(dq) = self.producer(value).filter(|n| n.op_type == "DequantizeLinear") else {
+        let Some(dq) = self
+            .producer(value)
+            .filter(|n| n.op_type == "DequantizeLinear")
+        else {
             return Ok((None, value));
         };
         let q = self.producer_op(&dq.input[0], "QuantizeLinear")?;
@@ -315,5 +325,38 @@ fn two_d(name: &str, d: &[usize]) -> Result<[usize; 2]> {
     match d {
         [r, c] => Ok([*r, *c]),
         _ => Err(bad(format!("{name}: expected a matrix, got dims {d:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fake_quant_rounds_half_to_even_and_saturates() {
+        let q = ActQuant {
+            scale: 0.5,
+            zero_point: 1,
+        };
+        let mut x = [0.25, 0.75, 100.0, -100.0];
+        q.fake_quant(&mut x);
+        // 0.5 -> 0 (+1 -> 1) -> 0.0; 1.5 -> 2 (+1 -> 3) -> 1.0; saturated to 127 / -128.
+        assert_eq!(x, [0.0, 1.0, 63.0, -64.5]);
+    }
+
+    #[test]
+    fn int8_matrix_dequantizes_per_column_and_per_row() {
+        let m = |axis| Matrix::I8 {
+            dims: [2, 2],
+            q: vec![1, 2, 3, 4],
+            scale: vec![0.5, 2.0],
+            zero_point: vec![0, 1],
+            axis,
+        };
+        assert_eq!(m(1).get(1, 1), 6.0);
+        assert_eq!(m(0).get(1, 0), 4.0);
+        let mut row = [1.0, 1.0];
+        m(1).add_row(0, &mut row);
+        assert_eq!(row, [1.5, 3.0]);
     }
 }

@@ -42,6 +42,8 @@ pub struct Classification {
     pub index: usize,
     /// Seconds spent tokenizing and running.
     pub seconds: f64,
+    /// Seconds spent in the encoder alone.
+    pub model_seconds: f64,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -54,8 +56,7 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 impl Classifier {
     /// Opens an archive (`.tar` or unpacked, verified), a model directory, or an `.onnx` file.
     pub fn open(path: &Path) -> Result<Self> {
-        let is_archive_dir =
-            path.is_dir() && path.join(ava_packaging::MANIFEST_NAME).is_file();
+        let is_archive_dir = path.is_dir() && path.join(ava_packaging::MANIFEST_NAME).is_file();
         if path.is_file() && path.extension().is_some_and(|e| e == "onnx") {
             let dir = path.parent().unwrap_or(Path::new("."));
             return Self::from_parts(
@@ -141,7 +142,9 @@ impl Classifier {
     pub fn classify(&self, text: &str) -> Result<Classification> {
         let t0 = Instant::now();
         let input_ids = self.encode(text)?;
+        let t1 = Instant::now();
         let logits = self.encoder.logits(&input_ids)?;
+        let model_seconds = t1.elapsed().as_secs_f64();
         let probs = softmax(&logits);
         let index = (0..probs.len())
             .max_by(|&a, &b| probs[a].total_cmp(&probs[b]).then(b.cmp(&a)))
@@ -151,6 +154,7 @@ impl Classifier {
             probs,
             index,
             seconds: t0.elapsed().as_secs_f64(),
+            model_seconds,
         })
     }
 }
