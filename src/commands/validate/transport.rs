@@ -1,0 +1,211 @@
+//! How the runner and its files reach a device: the host itself, qemu-aarch64, or adb.
+
+use super::*;
+
+/// A device with the runner, the archive and the prompts on it.
+pub(super) struct Transport {
+    device: Device,
+    /// host: where the files are; qemu: the temporary directory; adb: the host-side staging.
+    dir: tempfile::TempDir,
+    archive: PathBuf,
+    /// adb: the directory on the device.
+    remote: String,
+}
+
+impl Transport {
+    pub(super) fn new(
+        device: &Device,
+        runner: &Path,
+        archive: &Path,
+        prompts: &[Vec<u32>],
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("ava-validate-")
+            .tempdir()
+            .context("creating a temporary directory")?;
+        let text: String = prompts
+            .iter()
+            .map(|p| p.iter().map(u32::to_string).collect::<Vec<_>>().join(" ") + "\n")
+            .collect();
+        std::fs::write(dir.path().join("prompts.txt"), text).context("writing prompts.txt")?;
+        let archive = std::path::absolute(archive).context("resolving the archive path")?;
+        let remote = format!(
+            "{ADB_ROOT}/{}",
+            dir.path().file_name().unwrap_or_default().to_string_lossy()
+        );
+        let t = Transport {
+            device: device.clone(),
+            dir,
+            archive,
+            remote,
+        };
+        match device {
+            Device::Host | Device::Qemu => {
+                std::fs::copy(runner, t.dir.path().join("ava-runner"))
+                    .with_context(|| format!("copying {}", runner.display()))?;
+            }
+            Device::Adb(_) => t.adb_push(runner, archive_name(&t.archive))?,
+        }
+        Ok(t)
+    }
+
+    pub(super) fn label(&self) -> String {
+        match &self.device {
+            Device::Host => "host".into(),
+            Device::Qemu => "qemu-aarch64".into(),
+            Device::Adb(None) => "adb".into(),
+            Device::Adb(Some(s)) => format!("adb:{s}"),
+        }
+    }
+
+    /// `ava-runner --facts`.
+    pub(super) fn facts(&mut self) -> anyhow::Result<Value> {
+        let out = self.exec(&["--facts".to_string()])?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let facts = stdout
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+            .with_context(|| {
+                format!(
+                    "ava-runner --facts printed no report (exit {:?}): {}",
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )
+            })?;
+        Ok(facts["device"].clone())
+    }
+
+    pub(super) fn run(&mut self, args: &ValidateArgs) -> anyhow::Result<Output> {
+        let archive = match self.device {
+            Device::Adb(_) => archive_name(&self.archive).to_string(),
+            _ => self.archive.display().to_string(),
+        };
+        let backend = match args.backend {
+            Backend::Auto => "auto",
+            Backend::Native => "native",
+            Backend::Tvm => "tvm",
+        };
+        let argv = [
+            archive.as_str(),
+            "--prompts",
+            "prompts.txt",
+            "--backend",
+            backend,
+            "--max-new-tokens",
+            &args.max_new_tokens.to_string(),
+            "--context",
+            &args.context.to_string(),
+        ];
+        self.exec(&argv.map(str::to_string))
+    }
+
+    /// Runs the runner with `argv` in its directory on the device.
+    pub(super) fn exec(&self, argv: &[String]) -> anyhow::Result<Output> {
+        let dir = self.dir.path();
+        let mut cmd = match &self.device {
+            Device::Host => Command::new(dir.join("ava-runner")),
+            Device::Qemu => {
+                let mut c = Command::new(QEMU[0]);
+                c.args(&QEMU[1..]).arg("./ava-runner");
+                c
+            }
+            Device::Adb(_) => {
+                let line = format!(
+                    "cd {} && chmod 755 ava-runner && ./ava-runner {}",
+                    self.remote,
+                    argv.join(" ")
+                );
+                let mut c = self.adb();
+                c.args(["shell", &line]);
+                return c.output().context("running adb shell");
+            }
+        };
+        cmd.args(argv).current_dir(dir);
+        cmd.output()
+            .with_context(|| format!("running {:?}", cmd.get_program()))
+    }
+
+    pub(super) fn adb(&self) -> Command {
+        let mut c = Command::new("adb");
+        if let Device::Adb(Some(serial)) = &self.device {
+            c.args(["-s", serial]);
+        }
+        c
+    }
+
+    /// Pushes the runner, the archive and the prompts (the state was checked first).
+    pub(super) fn adb_push(&self, runner: &Path, archive_name: &str) -> anyhow::Result<()> {
+        self.adb_ok(&["shell", &format!("mkdir -p {}", self.remote)])?;
+        let prompts = self.dir.path().join("prompts.txt");
+        for (local, name) in [
+            (runner, "ava-runner"),
+            (self.archive.as_path(), archive_name),
+            (prompts.as_path(), "prompts.txt"),
+        ] {
+            let local = local.to_string_lossy();
+            self.adb_ok(&["push", &local, &format!("{}/{name}", self.remote)])?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn adb_ok(&self, args: &[&str]) -> anyhow::Result<()> {
+        let out = self.adb().args(args).output().context("running adb")?;
+        if !out.status.success() {
+            bail!(
+                "adb {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// Removes the pushed files from an adb device (local files go with the temp directory).
+    pub(super) fn cleanup(&self) {
+        if matches!(self.device, Device::Adb(_)) {
+            let _ = self.adb_ok(&["shell", &format!("rm -rf {}", self.remote)]);
+        }
+    }
+}
+
+/// `adb get-state`: anything but `device` (no device, unauthorized, offline, several devices
+/// and no serial) is [`Unreachable`] with adb's own message.
+pub(super) fn adb_state(serial: Option<&str>) -> anyhow::Result<()> {
+    let mut cmd = Command::new("adb");
+    if let Some(serial) = serial {
+        cmd.args(["-s", serial]);
+    }
+    let out = cmd
+        .arg("get-state")
+        .output()
+        .map_err(|e| Unreachable(format!("running adb (Debian package `adb`): {e}")))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() && stdout == "device" {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    let msg = [stderr, stdout]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    Err(Unreachable(if msg.is_empty() {
+        "adb get-state failed".into()
+    } else {
+        msg
+    })
+    .into())
+}
+
+/// The last `n` lines of `text`.
+pub(super) fn tail_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+pub(super) fn archive_name(path: &Path) -> &str {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("model.tar")
+}
