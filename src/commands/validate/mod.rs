@@ -332,6 +332,12 @@ fn build_runner(
     if profile == RunnerProfile::Release {
         cmd.arg("--release");
     }
+    // A make jobserver inherited through a cargo test run names file descriptors that are not
+    // the jobserver in this process; a nested cargo must not use them.
+    for var in ["MAKEFLAGS", "MFLAGS", "CARGO_MAKEFLAGS"] {
+        cmd.env_remove(var);
+    }
+    cmd.stdin(std::process::Stdio::null());
     let out = cmd.output().context("running cargo to build ava-runner")?;
     if !out.status.success() {
         let hint = if target == Target::AndroidArm64 {
