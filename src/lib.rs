@@ -5,6 +5,7 @@ pub mod args;
 pub mod commands;
 pub mod hub;
 pub mod malbert;
+pub mod partial_dir;
 pub mod ui;
 
 /// The tool's version as `--version` prints it: `0.1.0 (git abc123def456)`.

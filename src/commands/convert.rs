@@ -7,7 +7,7 @@
 //! Format notes: `docs/formats/gguf-import.md`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -17,6 +17,7 @@ use ava_quantize::GgufFile;
 use serde::Serialize;
 
 use crate::args::{ConvertArgs, ConvertDtype};
+use crate::partial_dir::PartialDir;
 use crate::ui::{human_bytes, Ui};
 
 /// The tokenizer file name inside the checkpoint.
@@ -57,17 +58,6 @@ struct ConfigSummary {
     tie_word_embeddings: bool,
 }
 
-/// Removes the temporary output directory unless the conversion completed.
-struct TempDir(Option<PathBuf>);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if let Some(dir) = self.0.take() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
 /// Runs `convert`.
 pub fn run(args: &ConvertArgs, ui: &Ui) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -99,8 +89,8 @@ pub fn run(args: &ConvertArgs, ui: &Ui) -> anyhow::Result<()> {
         human_bytes(total),
         dtype.torch_name()
     ));
-    let temp = TempDir(Some(create_temp_dir(&args.output)?));
-    let dir = temp.0.as_deref().context("temporary directory")?;
+    let temp = PartialDir::beside(&args.output)?;
+    let dir = temp.path();
     let bar = ui.bytes_progress(total, "converting");
     write_checkpoint(&file, &plan, dtype, dir, &mut |n| bar.set_position(n))
         .with_context(|| format!("writing {}", args.output.display()))?;
@@ -109,9 +99,7 @@ pub fn run(args: &ConvertArgs, ui: &Ui) -> anyhow::Result<()> {
         std::fs::copy(src, dir.join(TOKENIZER_FILE))
             .with_context(|| format!("copying {}", src.display()))?;
     }
-    std::fs::rename(dir, &args.output)
-        .with_context(|| format!("moving {} into place", args.output.display()))?;
-    std::mem::forget(temp);
+    temp.persist(&args.output)?;
     let report = ConvertReport {
         input: &args.input,
         output: &args.output,
@@ -213,22 +201,4 @@ fn tokenizer_vocab_size(path: &Path) -> anyhow::Result<usize> {
         .max()
         .unwrap_or(0);
     Ok(model.max(added))
-}
-
-/// An empty directory beside `output` (same file system, so the final rename is atomic).
-fn create_temp_dir(output: &Path) -> anyhow::Result<PathBuf> {
-    let name = output
-        .file_name()
-        .with_context(|| format!("{}: not a directory name", output.display()))?;
-    let parent = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let temp = parent.join(format!(
-        ".{}.partial-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    std::fs::create_dir(&temp).with_context(|| format!("creating {}", temp.display()))?;
-    Ok(temp)
 }

@@ -22,6 +22,7 @@ use serde_json::json;
 
 use crate::args::{MethodArg, QuantArg, QuantizeArgs};
 use crate::hub::resolve_checkpoint;
+use crate::partial_dir::PartialDir;
 use crate::ui::{human_bytes, Ui};
 
 /// The weights file written.
@@ -94,23 +95,23 @@ pub fn quantize(args: &QuantizeArgs, ui: &Ui) -> anyhow::Result<QuantizeReport> 
     };
     let calibration_seconds = started.elapsed().as_secs_f64();
     let planned = plan(&ck, &spec);
-    let temp = TempDir::beside(&args.output)?;
+    let temp = PartialDir::beside(&args.output)?;
     let bar = ui.bytes_progress(ck.weights_bytes(), "quantizing");
     let write_start = Instant::now();
     let stats = write_weights(
         &ck,
         (&planned, &spec),
         &transform,
-        &temp.0.join(WEIGHTS_FILE),
+        &temp.path().join(WEIGHTS_FILE),
         &mut |n| bar.set_position(n),
     )
     .with_context(|| format!("writing {}", args.output.display()))?;
     let quantize_seconds = write_start.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    copy_side_files(&ck, &temp.0)?;
+    copy_side_files(&ck, temp.path())?;
     let name = format!("gemma3-{}", size_label(ck.num_parameters()));
-    write_stage_file(&temp.0, &name, &spec, args, calib.as_ref())?;
-    let out = Checkpoint::open(&temp.0).context("reloading the quantized checkpoint")?;
+    write_stage_file(temp.path(), &name, &spec, args, calib.as_ref())?;
+    let out = Checkpoint::open(temp.path()).context("reloading the quantized checkpoint")?;
     out.check_shapes(&out.gemma3()?.expected_tensors())
         .context("checking the quantized checkpoint")?;
     temp.persist(&args.output)?;
@@ -135,7 +136,7 @@ pub fn quantize(args: &QuantizeArgs, ui: &Ui) -> anyhow::Result<QuantizeReport> 
         calibration_seconds,
         quantize_seconds,
         input_gb_per_s: stats.input_bytes as f64 / quantize_seconds.max(1e-9) / 1e9,
-        peak_rss_bytes: peak_rss(),
+        peak_rss_bytes: crate::commands::run::peak_rss_bytes(),
         awq,
     };
     Ok(report)
@@ -264,47 +265,4 @@ fn human(r: &QuantizeReport) -> String {
         );
     }
     s + "\n"
-}
-
-/// Peak resident memory of this process (Linux `VmHWM`).
-fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-/// A temporary output directory beside the final one, removed unless persisted.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn beside(output: &Path) -> anyhow::Result<Self> {
-        let name = output
-            .file_name()
-            .with_context(|| format!("{}: not a directory name", output.display()))?;
-        let parent = match output.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let dir = parent.join(format!(
-            ".{}.partial-{}",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
-        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(TempDir(dir))
-    }
-
-    fn persist(self, to: &Path) -> anyhow::Result<()> {
-        std::fs::rename(&self.0, to)
-            .with_context(|| format!("moving {} into place", to.display()))?;
-        std::mem::forget(self);
-        Ok(())
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
