@@ -3,12 +3,6 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 CARGO ?= cargo
-# Nested cargo runs (alc validate builds its runner) shared target/.rustc_info.json and left
-# corrupt probe results in it; probing rustc each time costs milliseconds.
-export CARGO_CACHE_RUSTC_INFO := 0
-# cargo must not see make's jobserver: under make its file descriptors could be reused for
-# the pipes cargo opens to rustc, which then read jobserver traffic as source.
-unexport MAKEFLAGS MFLAGS
 APT_PACKAGES := gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user clang lld
 RUST_TARGETS := aarch64-unknown-linux-gnu aarch64-linux-android
 TVM_PIN := apache-tvm==0.27.0.post1
@@ -36,6 +30,7 @@ help:
 	@echo "make test-real   real-models, then the ignored real_* tests against the converted model"
 
 setup:
+	@./scripts/ensure-dev-null
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "setup: installing$$missing"; \
