@@ -239,7 +239,7 @@ impl<'a> Pipeline<'a> {
         let mut h = Hasher::new("build");
         h.text(&input.key);
         h.text(&format!("{} {}", spec.target.name(), spec.cpu.name));
-        h.text(ava_targets::driver::DRIVER_SOURCE);
+        h.text(&ava_targets::driver::driver_fingerprint());
         let (dir, inner) = (input.dir.clone(), self.inner.clone());
         let name = format!("build {}", spec.target.name());
         let built = self.stage(&name, h, |out| {

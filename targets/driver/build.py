@@ -24,12 +24,17 @@ import tvm
 from tvm import s_tir, te, tirx
 from tvm.script import tirx as T
 
+import attention as attention_kernel
+import qmatmul
+
 # Q4BF16 / Q8BF16 (docs/formats/q4bf16.md): groups of `group` elements along the input dim, one
 # bf16 scale each. Q4: byte j of a group holds element j (low nibble) and element j + group/2
 # (high nibble), value = (nibble - 8) * scale. Q8: value = int8 code * scale.
 ROWS_PER_TASK = 16
 GELU_C = 0.7978845608028654
 GELU_K = 0.044715
+# Elements of the gated GELU per parallel task.
+GELU_CHUNK = 512
 
 
 def u32(v):
@@ -162,7 +167,15 @@ def gelu_gate(spec, lanes):
         return f32(0.5) * v * (f32(1.0) + te.tanh(inner)) * u[t, c]
 
     y = te.compute((n, width), body, name="Y")
-    return schedule_rows(te.create_prim_func([g, u, y]), ["Y"])
+    f = te.create_prim_func([g, u, y])
+    if width % GELU_CHUNK:
+        return schedule_rows(f, ["Y"])
+    # tanh is a libm call per element: worth spreading over the threads even for one token.
+    sch = s_tir.Schedule(f)
+    t, c = sch.get_loops(sch.get_sblock("Y"))
+    outer, _ = sch.split(sch.fuse(t, c), [None, GELU_CHUNK])
+    sch.parallel(outer)
+    return sch.mod["main"]
 
 
 def rope(spec, lanes):
@@ -276,16 +289,42 @@ def attention(spec, lanes):
     return attn
 
 
+def blocked_matmul(spec, lanes, decode):
+    """The register-blocked kernels of qmatmul.py; the te formulation where they don't fit.
+
+    `lanes` is two vector registers of f32 (8 for SSE/NEON, 16 for AVX2, 32 for AVX-512): the
+    decode GEMV uses up to 16 lanes per accumulator, prefill one register per accumulator, in
+    2 rows x TB tokens blocks (TB = 8 where there are 32 vector registers, else 4).
+    """
+    try:
+        if decode:
+            src = qmatmul.gemv_source(spec, min(16, lanes))
+        else:
+            tokens = 8 if spec["_registers"] >= 32 else 4
+            src = qmatmul.gemm_source(spec, max(4, lanes // 2), 2, tokens)
+    except qmatmul.Unsupported:
+        return matmul(spec, lanes, n=1 if decode else None)
+    return tvm.script.from_source(src)
+
+
 OPS = {
-    "gemv": lambda s, lanes: matmul(s, lanes, n=1),
-    "gemm": lambda s, lanes: matmul(s, lanes),
+    "gemv": lambda s, lanes: blocked_matmul(s, lanes, decode=True),
+    "gemm": lambda s, lanes: blocked_matmul(s, lanes, decode=False),
     "rms_norm": rms_norm,
     "add_rms_norm": add_rms_norm,
     "gelu_gate": gelu_gate,
     "rope": rope,
     "embed": embed,
-    "attention": attention,
+    "attention": lambda s, lanes: attention_fast(s, lanes),
 }
+
+
+def attention_fast(spec, lanes):
+    """attention.py's one-pass vector kernel; the scalar two-pass one where head_dim doesn't fit."""
+    v = min(16, lanes)
+    if spec["head_dim"] % v:
+        return attention(spec, lanes)
+    return tvm.script.from_source(attention_kernel.attention_source(spec, v))
 
 def unaligned(f):
     """The same PrimFunc with every tensor parameter at 1-byte alignment.
@@ -316,11 +355,15 @@ def main():
     spec = json.load(open(sys.argv[1]))
     out = spec["out_dir"]
     lanes = spec["target"].get("lanes", 4)
+    # Vector registers of the ISA: AArch64 and AVX-512 have 32, SSE/AVX2 16.
+    arm = spec["target"]["tvm"].get("mtriple", "").startswith("aarch64")
+    registers = 32 if arm or lanes >= 32 else 16
     funcs, table = {}, []
     for k in spec["kernels"]:
         name = k["name"]
         try:
-            f = unaligned(OPS[k["op"]](k, lanes)).with_attr("global_symbol", name)
+            f = unaligned(OPS[k["op"]]({**k, "_registers": registers}, lanes))
+            f = f.with_attr("global_symbol", name)
         except Exception as e:  # noqa: BLE001 - reported with the kernel's name
             fail(name, e)
         funcs[name] = f

@@ -1,4 +1,4 @@
-//! Running the Python TVM driver (`targets/driver/build.py`, embedded in this crate) on a spec.
+//! Running the Python TVM driver (`targets/driver/*.py`, embedded in this crate) on a spec.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,8 +10,21 @@ use crate::error::{io, Error, Result};
 use crate::kernels::KernelSpec;
 use crate::spec::TargetSpec;
 
-/// The driver's source, written next to each spec so the binary needs no repository checkout.
-pub const DRIVER_SOURCE: &str = include_str!("../driver/build.py");
+/// The driver's sources (file name, text), written next to each spec so the binary needs no
+/// repository checkout. `build.py` is the entry point.
+pub const DRIVER_FILES: &[(&str, &str)] = &[
+    ("build.py", include_str!("../driver/build.py")),
+    ("qmatmul.py", include_str!("../driver/qmatmul.py")),
+    ("attention.py", include_str!("../driver/attention.py")),
+];
+
+/// Every driver source, concatenated: what cache keys of built kernels hash.
+pub fn driver_fingerprint() -> String {
+    DRIVER_FILES
+        .iter()
+        .map(|(name, text)| format!("== {name}\n{text}"))
+        .collect()
+}
 /// Environment variable naming the Python interpreter that has `apache-tvm` installed.
 pub const PYTHON_ENV: &str = "AVA_TVM_PYTHON";
 /// Environment variable naming a directory where compiled kernel objects are cached by content.
@@ -58,7 +71,7 @@ pub fn run(
         "target": {"name": target.target.name(), "tvm": target.tvm_target(), "lanes": target.cpu.lanes},
         "kernels": kernels.iter().map(|k| k.json.clone()).collect::<Vec<_>>(),
     });
-    let key = hex::encode(Sha256::digest(format!("{DRIVER_SOURCE}\n{spec}")));
+    let key = hex::encode(Sha256::digest(format!("{}\n{spec}", driver_fingerprint())));
     let out_dir = match cache {
         Some(c) => c.join(&key),
         None => work.join("driver-out"),
@@ -81,7 +94,10 @@ pub fn run(
     let spec_path = tmp.path().join("spec.json");
     let script = tmp.path().join("build.py");
     std::fs::write(&spec_path, spec.to_string()).map_err(io(&spec_path))?;
-    std::fs::write(&script, DRIVER_SOURCE).map_err(io(&script))?;
+    for (name, text) in DRIVER_FILES {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, text).map_err(io(&path))?;
+    }
     let python = python();
     let out = Command::new(&python)
         .arg(&script)

@@ -144,10 +144,16 @@ impl Arg {
     }
 }
 
+/// Environment variable: when set (to anything but `0`), time every kernel call and print a
+/// table of calls and milliseconds per kernel on stderr when the library is dropped.
+pub const PROFILE_ENV: &str = "AVA_TVM_PROFILE";
+
 /// An opened kernel library.
 pub struct Library {
     handle: *mut c_void,
     kernels: HashMap<String, SafeCall>,
+    /// Per-kernel (calls, seconds), when profiling.
+    profile: Option<std::sync::Mutex<HashMap<String, (u64, f64)>>>,
 }
 
 // SAFETY: the handle and entry points are immutable after loading; the kernels are reentrant
@@ -171,6 +177,7 @@ impl Library {
         let lib = Library {
             handle,
             kernels: HashMap::new(),
+            profile: None,
         };
         lib.install_hooks();
         let mut kernels = HashMap::new();
@@ -183,7 +190,14 @@ impl Library {
                 std::mem::transmute::<*mut c_void, SafeCall>(sym)
             });
         }
-        Ok(Library { kernels, ..lib })
+        let profile = std::env::var_os(PROFILE_ENV)
+            .is_some_and(|v| v != "0" && !v.is_empty())
+            .then(|| std::sync::Mutex::new(HashMap::new()));
+        Ok(Library {
+            kernels,
+            profile,
+            ..lib
+        })
     }
 
     fn symbol(&self, name: &str) -> Option<*mut c_void> {
@@ -271,6 +285,7 @@ impl Library {
             })
             .collect();
         let mut ret = any(TYPE_NONE, 0);
+        let started = self.profile.as_ref().map(|_| std::time::Instant::now());
         // SAFETY: `packed` points at DLTensors (and their shapes in `args`) alive for the call.
         let rc = unsafe {
             f(
@@ -280,6 +295,12 @@ impl Library {
                 &mut ret,
             )
         };
+        if let (Some(profile), Some(t)) = (&self.profile, started) {
+            let mut p = profile.lock().unwrap_or_else(|e| e.into_inner());
+            let e = p.entry(name.to_string()).or_default();
+            e.0 += 1;
+            e.1 += t.elapsed().as_secs_f64();
+        }
         if rc != 0 {
             return Err(Error::Model(format!(
                 "tvm kernel {name}: {}",
@@ -292,6 +313,16 @@ impl Library {
 
 impl Drop for Library {
     fn drop(&mut self) {
+        if let Some(profile) = &self.profile {
+            let p = profile.lock().unwrap_or_else(|e| e.into_inner());
+            let mut rows: Vec<_> = p.iter().collect();
+            rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+            let total: f64 = rows.iter().map(|r| r.1 .1).sum();
+            eprintln!("tvm kernel profile: {total:.3} s in kernels");
+            for (name, (calls, secs)) in rows {
+                eprintln!("{:>10.3} ms {calls:>8} calls  {name}", secs * 1e3);
+            }
+        }
         // The library stays loaded: worker threads may still hold pointers into it for a moment
         // after a launch returns, and unloading saves little.
     }

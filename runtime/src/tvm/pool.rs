@@ -81,13 +81,16 @@ fn worker(pool: &'static Pool, id: usize) {
     let mut seen = 0;
     loop {
         let started = Instant::now();
+        let mut spins = 0u32;
         loop {
             let g = pool.generation.load(Ordering::Acquire);
             if g != seen {
                 seen = g;
                 break;
             }
-            if started.elapsed() < SPIN {
+            spins = spins.wrapping_add(1);
+            // Reading the clock costs more than a spin: look at it every 64 rounds.
+            if spins % 64 != 0 || started.elapsed() < SPIN {
                 std::hint::spin_loop();
                 continue;
             }
@@ -141,8 +144,16 @@ pub fn launch(f: ParallelLambda, cdata: *mut c_void) -> i32 {
     }
     // SAFETY: TVM's contract for parallel lambdas.
     let rc = unsafe { f(0, job.env, cdata) };
+    let mut spins = 0u32;
     while pool.remaining.load(Ordering::Acquire) != 0 {
-        std::hint::spin_loop();
+        // On a machine busy with other processes a worker may be descheduled: after a short
+        // spin, give the core away instead of burning the time slice it needs.
+        spins = spins.saturating_add(1);
+        if spins < 4096 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
     }
     *pool.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
     if rc == 0 && pool.failures.load(Ordering::Acquire) == 0 {
