@@ -39,6 +39,8 @@ class Layout:
     def __init__(self, spec, v):
         fmt, rows, cols = spec["format"], spec["rows"], spec["cols"]
         self.fmt, self.rows, self.cols, self.v = fmt, rows, cols, v
+        # Whether pieces(..., fold=True) gives raw codes whose offset the caller removes.
+        self.folds = False
         vec = f"'float32x{v}'"
         ramp = lambda start: f"T.Ramp({start}, 1, {v})"  # noqa: E731
         bcast = lambda e: f"T.Broadcast({e}, {v})"  # noqa: E731
@@ -84,17 +86,21 @@ class Layout:
             self.step = 2 * v
             self.args.append(("Q", f"({rows}, {cols // 2})", "uint8"))
 
-            def q4(r, g, jb):
+            def q4(r, g, jb, fold=False):
                 byte = f"Q[{r}, {ramp(f'{g} * {half} + {jb} * {v}')}]"
-                lo = f"T.bitwise_and({byte}, {bcast('T.uint8(15)')})"
-                hi = f"T.shift_right({byte}, {bcast('T.uint8(4)')})"
+                lo = f"T.Cast({vec}, T.bitwise_and({byte}, {bcast('T.uint8(15)')}))"
+                hi = f"T.Cast({vec}, T.shift_right({byte}, {bcast('T.uint8(4)')}))"
+                if fold:
+                    # Raw codes: the caller subtracts 8 * sum(x) per group, and the high nibble
+                    # stays in place (16 * code, one AND instead of shift + AND): the caller
+                    # scales that partial sum by 1/16, exactly.
+                    hi16 = f"T.Cast({vec}, T.bitwise_and({byte}, {bcast('T.uint8(240)')}))"
+                    return [(lo, None), (hi16, half)]
                 eight = bcast("T.float32(8)")
-                return [
-                    (f"(T.Cast({vec}, {lo}) - {eight})", None),
-                    (f"(T.Cast({vec}, {hi}) - {eight})", half),
-                ]
+                return [(f"({lo} - {eight})", None), (f"({hi} - {eight})", half)]
 
             self.pieces = q4
+            self.folds = True
         else:
             raise Unsupported(f"unsupported weight format {fmt!r}")
         self.args.append(("S", f"({rows}, {groups})", "uint16"))
@@ -134,14 +140,19 @@ def _params(lay, dynamic):
     return ", ".join(head + planes + tail), body
 
 
-def _hsum(src, v, dst, ind):
-    """Halving-tree horizontal sum of the V-lane vector `src` into scalar `dst` (via buffer h)."""
-    lines = [f"{ind}h[T.Ramp(0, 1, {v})] = {src}"]
+def _hsum(src, v, dst, ind, tmp="h", acc=False):
+    """Halving-tree horizontal sum of the V-lane vector `src` into scalar `dst` (via buffer
+    `tmp`); with `acc`, dst = (that sum) - 8 * dst (the q4 offset correction)."""
+    h = tmp
+    lines = [f"{ind}{h}[T.Ramp(0, 1, {v})] = {src}"]
     w = v
     while w > 2:
         w //= 2
-        lines.append(f"{ind}h[T.Ramp(0, 1, {w})] = h[T.Ramp(0, 1, {w})] + h[T.Ramp({w}, 1, {w})]")
-    lines.append(f"{ind}{dst} = h[0] + h[1]" if v > 1 else f"{ind}{dst} = h[0]")
+        lines.append(f"{ind}{h}[T.Ramp(0, 1, {w})] = {h}[T.Ramp(0, 1, {w})] + {h}[T.Ramp({w}, 1, {w})]")
+    total = f"{h}[0] + {h}[1]" if v > 1 else f"{h}[0]"
+    if acc:
+        total = f"{total} - T.float32(8) * {dst}"
+    lines.append(f"{ind}{dst} = {total}")
     return lines
 
 
@@ -153,16 +164,36 @@ def gemv_source(spec, v):
     groups = lay.cols // lay.group
     r = "r"
     ind = "            "
+    # q4: sum((q - 8) * x) = sum(q * x) - 8 * sum(x): the group sums of X are computed once
+    # per call (xs), each row then carries one scalar correction instead of two vector
+    # subtractions per 32 weights.
+    fold = lay.folds
     lines = [
         "@T.prim_func",
         f"def main({params}):",
         '    T.func_attr({"tirx.noalias": True})',
+    ]
+    if fold:
+        lines += [
+            f"    xs = T.alloc_buffer(({groups},), 'float32')",
+            f"    xv = T.alloc_buffer(({v},), 'float32')",
+            f"    for g in range({groups}):",
+            f"        xv[{ramp0}] = {zero}",
+            f"        for jb in range({lay.group // v}):",
+            f"            xv[{ramp0}] = xv[{ramp0}] + X[0, {lay.ramp(f'g * {lay.group} + jb * {v}')}]",
+            *_hsum(f"xv[{ramp0}]", v, "xs[g]", "        ", tmp="xv"),
+        ]
+    lines += [
         f"    for r in T.parallel({lay.rows}):",
         f"        acc = T.alloc_buffer((2, {v}), 'float32')",
         f"        p = T.alloc_buffer((2, {v}), 'float32')",
         f"        h = T.alloc_buffer(({v},), 'float32')",
+        # (2,), not (1,): a one-element buffer prints back as a scalar, which re-parses into a
+        # workspace allocation per row.
+        "        cs = T.alloc_buffer((2,), 'float32')",
         f"        acc[0, {ramp0}] = {zero}",
         f"        acc[1, {ramp0}] = {zero}",
+        "        cs[0] = T.float32(0)",
         f"        for g in range({groups}):",
     ]
     scaled = lay.scale(r, "g") is not None
@@ -170,7 +201,7 @@ def gemv_source(spec, v):
     if scaled:
         lines += [f"{ind}p[0, {ramp0}] = {zero}", f"{ind}p[1, {ramp0}] = {zero}"]
     lines.append(f"{ind}for jb in T.unroll({lay.steps}):")
-    pieces = lay.pieces(r, "g", "jb")
+    pieces = lay.pieces(r, "g", "jb", fold=True) if fold else lay.pieces(r, "g", "jb")
     for i, (w, extra) in enumerate(pieces):
         # One piece per step alternates accumulators by step parity; two pieces use one each.
         slot = i if len(pieces) == 2 else None
@@ -185,10 +216,14 @@ def gemv_source(spec, v):
             lines.append(f"{ind}    {target}[{slot}, {ramp0}] = {target}[{slot}, {ramp0}] + {term}")
     if scaled:
         s = lay.bcast(lay.scale(r, "g"))
-        lines.append(
-            f"{ind}acc[0, {ramp0}] = acc[0, {ramp0}] + (p[0, {ramp0}] + p[1, {ramp0}]) * {s}"
-        )
-    lines += _hsum(f"acc[0, {ramp0}] + acc[1, {ramp0}]", v, "Y[0, r]", "        ")
+        hi = f"p[1, {ramp0}] * {lay.bcast('T.float32(0.0625)')}" if fold else f"p[1, {ramp0}]"
+        lines.append(f"{ind}acc[0, {ramp0}] = acc[0, {ramp0}] + (p[0, {ramp0}] + {hi}) * {s}")
+    if fold:
+        lines.append(f"{ind}cs[0] = cs[0] + {lay.scale(r, 'g')} * xs[g]")
+        lines += _hsum(f"acc[0, {ramp0}] + acc[1, {ramp0}]", v, "cs[0]", "        ", acc=True)
+        lines.append("        Y[0, r] = cs[0]")
+    else:
+        lines += _hsum(f"acc[0, {ramp0}] + acc[1, {ramp0}]", v, "Y[0, r]", "        ")
     return "\n".join(lines) + "\n"
 
 

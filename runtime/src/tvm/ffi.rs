@@ -109,15 +109,45 @@ pub unsafe extern "C" fn parallel_launch(
     pool::launch(f, cdata)
 }
 
-/// Alignment of workspaces (a cache line; enough for any vector load).
+/// Alignment of workspaces (a cache line; enough for any vector load). Each block starts with
+/// a header of this many bytes holding its size, so a free needs no global lookup.
 const WORKSPACE_ALIGN: usize = 64;
+/// Freed blocks a thread keeps for reuse (kernels ask for the same sizes each step).
+const WORKSPACE_CACHE: usize = 8;
 
-/// Free workspaces by size, reused by later calls (kernels ask for the same sizes each step).
-static WORKSPACES: Mutex<Vec<(usize, usize)>> = Mutex::new(Vec::new());
-/// Live workspaces: address -> size.
-static LIVE: Mutex<Vec<(usize, usize)>> = Mutex::new(Vec::new());
+/// A thread's freed workspaces (size, block base); returned to the allocator when the thread
+/// ends.
+struct FreeBlocks(Vec<(usize, *mut u8)>);
 
-/// `TVMBackendAllocWorkspace`.
+impl Drop for FreeBlocks {
+    fn drop(&mut self) {
+        for (size, base) in self.0.drain(..) {
+            // SAFETY: `base` came from `alloc_block(size)` and is no longer used.
+            unsafe { dealloc_block(base, size) };
+        }
+    }
+}
+
+thread_local! {
+    static FREE_BLOCKS: std::cell::RefCell<FreeBlocks> =
+        const { std::cell::RefCell::new(FreeBlocks(Vec::new())) };
+}
+
+fn block_layout(size: usize) -> Option<std::alloc::Layout> {
+    std::alloc::Layout::from_size_align(size.checked_add(WORKSPACE_ALIGN)?, WORKSPACE_ALIGN).ok()
+}
+
+/// # Safety
+/// `base` must come from `alloc` with `block_layout(size)`.
+unsafe fn dealloc_block(base: *mut u8, size: usize) {
+    if let Some(layout) = block_layout(size) {
+        // SAFETY: per the contract.
+        unsafe { std::alloc::dealloc(base, layout) };
+    }
+}
+
+/// `TVMBackendAllocWorkspace`: a 64-byte aligned block, reused from this thread's cache when
+/// one of the same size was freed here.
 pub unsafe extern "C" fn alloc_workspace(
     _device_type: c_int,
     _device_id: c_int,
@@ -126,44 +156,93 @@ pub unsafe extern "C" fn alloc_workspace(
     _bits: c_int,
 ) -> *mut c_void {
     let size = (nbytes as usize).max(1).next_multiple_of(WORKSPACE_ALIGN);
-    let reused = {
-        let mut free = WORKSPACES.lock().unwrap_or_else(|e| e.into_inner());
-        free.iter()
-            .position(|&(s, _)| s == size)
-            .map(|i| free.swap_remove(i).1)
-    };
-    let ptr = match reused {
-        Some(p) => p,
-        None => match std::alloc::Layout::from_size_align(size, WORKSPACE_ALIGN) {
+    let cached = FREE_BLOCKS
+        .try_with(|f| {
+            let mut f = f.borrow_mut();
+            let i = f.0.iter().position(|&(s, _)| s == size)?;
+            Some(f.0.swap_remove(i).1)
+        })
+        .ok()
+        .flatten();
+    let base = match cached {
+        Some(b) => b,
+        None => match block_layout(size) {
             // SAFETY: non-zero size.
-            Ok(layout) => unsafe { std::alloc::alloc(layout) as usize },
-            Err(_) => 0,
+            Some(layout) => unsafe { std::alloc::alloc(layout) },
+            None => std::ptr::null_mut(),
         },
     };
-    if ptr != 0 {
-        LIVE.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((ptr, size));
+    if base.is_null() {
+        return std::ptr::null_mut();
     }
-    ptr as *mut c_void
+    // SAFETY: the block is `size + WORKSPACE_ALIGN` bytes, aligned for a usize header.
+    unsafe {
+        base.cast::<usize>().write(size);
+        base.add(WORKSPACE_ALIGN).cast()
+    }
 }
 
-/// `TVMBackendFreeWorkspace`: keeps the block for reuse.
+/// `TVMBackendFreeWorkspace`: keeps the block in this thread's cache, or releases it.
 pub unsafe extern "C" fn free_workspace(
     _device_type: c_int,
     _device_id: c_int,
     ptr: *mut c_void,
 ) -> c_int {
-    let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-    match live.iter().position(|&(p, _)| p == ptr as usize) {
-        Some(i) => {
-            let entry = live.swap_remove(i);
-            WORKSPACES
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(entry);
-            0
+    if ptr.is_null() {
+        return -1;
+    }
+    // SAFETY: `ptr` came from `alloc_workspace`: its header sits WORKSPACE_ALIGN bytes before.
+    let (base, size) = unsafe {
+        let base = ptr.cast::<u8>().sub(WORKSPACE_ALIGN);
+        (base, base.cast::<usize>().read())
+    };
+    let kept = FREE_BLOCKS
+        .try_with(|f| {
+            let mut f = f.borrow_mut();
+            if f.0.len() < WORKSPACE_CACHE {
+                f.0.push((size, base));
+                true
+            } else {
+                false
+            }
+        })
+        .unwrap_or(false);
+    if !kept {
+        // SAFETY: the block came from `alloc_workspace(size)` and the kernel is done with it.
+        unsafe { dealloc_block(base, size) };
+    }
+    0
+}
+
+#[cfg(test)]
+mod workspace_tests {
+    use super::*;
+
+    #[test]
+    fn workspaces_are_aligned_writable_and_reused() {
+        // SAFETY: the hooks' own contract: sizes in, blocks out, each freed once.
+        unsafe {
+            let a = alloc_workspace(1, 0, 100, 2, 32);
+            let b = alloc_workspace(1, 0, 5000, 2, 32);
+            assert!(!a.is_null() && !b.is_null());
+            assert_eq!(a as usize % WORKSPACE_ALIGN, 0);
+            assert_eq!(b as usize % WORKSPACE_ALIGN, 0);
+            std::ptr::write_bytes(a.cast::<u8>(), 0xAB, 100);
+            std::ptr::write_bytes(b.cast::<u8>(), 0xCD, 5000);
+            assert_eq!(free_workspace(1, 0, a), 0);
+            // Same rounded size on this thread: the block comes back.
+            let c = alloc_workspace(1, 0, 128, 2, 32);
+            assert_eq!(c, a);
+            assert_eq!(free_workspace(1, 0, b), 0);
+            assert_eq!(free_workspace(1, 0, c), 0);
+            // More frees than the cache keeps are released, not leaked or refused.
+            let many: Vec<_> = (0..2 * WORKSPACE_CACHE)
+                .map(|_| alloc_workspace(1, 0, 256, 2, 32))
+                .collect();
+            for p in many {
+                assert_eq!(free_workspace(1, 0, p), 0);
+            }
+            assert_eq!(free_workspace(1, 0, std::ptr::null_mut()), -1);
         }
-        None => -1,
     }
 }
