@@ -74,8 +74,8 @@ table=$(mktemp)
   echo "Real Gemma 3 270M. Compile: seconds of \`alc build\` per target (TVM $(
     .venv/bin/python -c 'import tvm; print(tvm.__version__)' 2>/dev/null || echo '?'), no kernel cache)."
   echo "Speed: prompt $PROMPT_TOKENS tokens, $GEN_TOKENS generated, median of $REPS runs, $(nproc) threads,"
-  echo "linux-x86_64 kernels. Machine: $(machine_line), load average $(cut -d' ' -f1 /proc/loadavg) when"
-  echo "the runs began. Script: \`scripts/bench/tvm.sh\`."
+  echo "linux-x86_64 kernels. Machine: $(machine_line); other processes kept it $(cpu_busy) busy just"
+  echo "before the runs. Script: \`scripts/bench/tvm.sh\`."
   echo
   echo "| weights |$(for t in $TARGETS; do printf ' %s s |' "$t"; done)"
   echo "|---|$(for _ in $TARGETS; do printf -- '---|'; done)"
