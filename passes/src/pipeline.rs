@@ -4,7 +4,8 @@
 //! - `standard` (alias `default`): standard opset-17 ops only, for any ONNX runtime: merge
 //!   duplicates, fold constants, drop identities, fuse LayerNorm, fold bias adds into `Gemm`,
 //!   drop dead code.
-//! - `onnxruntime`: `standard` plus fusions into onnxruntime's contrib ops (`FastGelu`).
+//! - `onnxruntime` (alias `ort`): `standard` plus fusions into onnxruntime's contrib ops
+//!   (`FastGelu`, `MultiHeadAttention`). Other runtimes do not know these operators.
 
 use serde::Serialize;
 
@@ -15,7 +16,7 @@ use crate::passes::{self, Pass};
 /// Rounds over the pass list before giving up on reaching a fixed point.
 pub const MAX_ROUNDS: usize = 8;
 /// Pipeline names.
-pub const NAMES: [&str; 4] = ["none", "standard", "default", "onnxruntime"];
+pub const NAMES: [&str; 5] = ["none", "standard", "default", "onnxruntime", "ort"];
 
 /// A named list of passes.
 pub struct Pipeline {
@@ -47,13 +48,14 @@ pub struct PipelineReport {
 }
 
 const STANDARD: [&str; 6] = ["cse", "fold", "identity", "layernorm", "matmul-add", "dce"];
-const ONNXRUNTIME: [&str; 7] = [
+const ONNXRUNTIME: [&str; 8] = [
     "cse",
     "fold",
     "identity",
     "layernorm",
     "gelu",
     "matmul-add",
+    "attention",
     "dce",
 ];
 
@@ -63,7 +65,7 @@ impl Pipeline {
         let names: Vec<&str> = match spec {
             "none" => vec![],
             "standard" | "default" => STANDARD.to_vec(),
-            "onnxruntime" => ONNXRUNTIME.to_vec(),
+            "onnxruntime" | "ort" => ONNXRUNTIME.to_vec(),
             list => list
                 .split(',')
                 .map(str::trim)
@@ -133,5 +135,16 @@ mod tests {
         }
         assert_eq!(Pipeline::parse("dce, fold").unwrap().passes.len(), 2);
         assert!(Pipeline::parse("nope").is_err());
+        let names = |p: &str| -> Vec<&str> {
+            Pipeline::parse(p)
+                .unwrap()
+                .passes
+                .iter()
+                .map(|x| x.name())
+                .collect()
+        };
+        // The portable pipeline never emits contrib ops.
+        assert!(!names("standard").contains(&"attention") && !names("standard").contains(&"gelu"));
+        assert!(names("ort").contains(&"attention"));
     }
 }

@@ -1,13 +1,15 @@
 /*
  * ava_runtime.h: the C ABI of ava-runtime. Open a model archive, generate text with a streaming
- * callback, cancel from another thread, reset or continue the conversation, read timings.
+ * callback, cancel from another thread, reset or continue the conversation, read timings;
+ * classify utterances into intents with an mALBERT archive.
  *
  * Errors: every fallible call returns an AvaStatus; on anything but AVA_STATUS_OK,
  * ava_last_error() on the same thread returns the message (valid until the next failing call
  * on that thread). No panic crosses this boundary: a bug comes back as AVA_STATUS_INTERNAL.
  *
  * Ownership: handles and buffers the library returns are freed with the matching function
- * (ava_engine_free, ava_session_free, ava_tokens_free, ava_string_free); each accepts NULL.
+ * (ava_engine_free, ava_session_free, ava_tokens_free, ava_string_free, ava_classifier_free,
+ * ava_classification_free); each accepts NULL.
  * Strings passed in are NUL-terminated UTF-8, borrowed for the duration of the call.
  *
  * Thread safety:
@@ -25,6 +27,10 @@
  *   and it must not free the session.
  * - ava_session_free: no call on the session may be running (cancel, wait for the generating
  *   call to return, then free).
+ * - AvaClassifier is immutable once open. Any number of threads may call ava_classify (and
+ *   read labels) on one classifier at the same time; each call is independent. Free it only
+ *   when no call on it runs. An AvaClassification belongs to the caller: it stays valid after
+ *   ava_classifier_free, and is freed once, by one thread, with ava_classification_free.
  */
 
 
@@ -78,6 +84,9 @@ typedef enum {
   AVA_STOP_REASON_CANCELLED = 4,
 } AvaStopReason;
 
+// An mALBERT intent classifier. Immutable once open: share it between threads freely.
+typedef struct AvaClassifier AvaClassifier;
+
 // A loaded model and its tokenizer. Immutable once open: share it between threads freely.
 typedef struct AvaEngine AvaEngine;
 
@@ -124,6 +133,39 @@ typedef struct {
   // How many.
   size_t len;
 } AvaTokens;
+
+// One intent and its probability.
+typedef struct {
+  // The intent's label: NUL-terminated UTF-8 owned by the `AvaClassification`.
+  char *label;
+  // Its softmax probability (0 to 1).
+  float score;
+  // Its class index (see `ava_classifier_label`).
+  uint32_t index;
+} AvaIntent;
+
+// What `ava_classify` returns: free it with `ava_classification_free`.
+typedef struct {
+  // The most likely intent's label, or "oos" when `out_of_scope` (NUL-terminated UTF-8,
+  // owned by this struct).
+  char *intent;
+  // The most likely intent's softmax probability.
+  float score;
+  // The most likely intent's class index (also when `out_of_scope`).
+  uint32_t index;
+  // `score` is below the archive's out-of-scope threshold (`aon compile --oos-threshold`,
+  // see `ava_classifier_threshold`): the utterance matches none of the intents well enough.
+  bool out_of_scope;
+  // The `n_top` most likely intents, best first (the first is `intent`); NULL when
+  // `n_top` is 0.
+  AvaIntent *top;
+  // How many: the `top_k` asked for, at most the number of labels.
+  size_t n_top;
+  // Tokens the utterance became, `[CLS]` and `[SEP]` included (after truncation).
+  uint32_t n_tokens;
+  // Milliseconds spent tokenizing and running the encoder.
+  double latency_ms;
+} AvaClassification;
 
 // Receives each generated piece: `piece` is NUL-terminated UTF-8 (whole characters, possibly
 // empty), valid only during the call; `token` is the id behind it. Return 0 to go on, anything
@@ -209,6 +251,61 @@ AvaStatus ava_detokenize(const AvaEngine *engine, const uint32_t *ids, size_t le
 // # Safety
 // `s` is NULL or a string from `ava_detokenize` not freed yet.
 void ava_string_free(char *s);
+
+// Opens an mALBERT intent classifier: an archive `.tar` from `aon compile` (mapped, every
+// sha256 verified) or an unpacked one, and writes it to `*out`. Another model family (a
+// Gemma archive) fails with `AVA_STATUS_MODEL`.
+//
+// # Safety
+// `path` is a NUL-terminated string; `out` points to writable storage for a pointer.
+AvaStatus ava_classifier_open(const char *path, AvaClassifier **out);
+
+// Frees a classifier (NULL is ignored). No call on it may be running. Classifications it
+// returned stay valid.
+//
+// # Safety
+// `classifier` is NULL or was returned by `ava_classifier_open` and not freed yet.
+void ava_classifier_free(AvaClassifier *classifier);
+
+// Writes the number of intents the classifier knows to `*out`.
+//
+// # Safety
+// `classifier` is a live classifier; `out` points to a `size_t`.
+AvaStatus ava_classifier_num_labels(const AvaClassifier *classifier, size_t *out);
+
+// Writes the label of class `index` to `*out`: a string owned by the classifier, valid until
+// `ava_classifier_free` (do not free it).
+//
+// # Safety
+// `classifier` is a live classifier; `out` points to writable storage for a pointer.
+AvaStatus ava_classifier_label(const AvaClassifier *classifier, size_t index, const char **out);
+
+// Writes the archive's out-of-scope threshold to `*out`: a best score below it makes an
+// utterance out of scope. 0 when the archive has none (every utterance is in scope).
+//
+// # Safety
+// `classifier` is a live classifier; `out` points to a `float`.
+AvaStatus ava_classifier_threshold(const AvaClassifier *classifier, float *out);
+
+// Classifies the utterance `text`: the best intent, its probability, whether it is out of
+// scope, and the `top_k` most likely intents best first (0 gives none; more than there are
+// gives all), written to `*out`, which the caller frees with `ava_classification_free`. Any
+// threads may classify with one classifier at the same time.
+//
+// # Safety
+// `classifier` is a live classifier; `text` is NUL-terminated; `out` points to an
+// `AvaClassification`.
+AvaStatus ava_classify(const AvaClassifier *classifier,
+                       const char *text,
+                       uint32_t top_k,
+                       AvaClassification *out);
+
+// Frees what an `AvaClassification` from `ava_classify` owns and zeroes it (NULL, and a
+// zeroed or already freed one, are ignored).
+//
+// # Safety
+// `classification` is NULL or was filled by `ava_classify` (or zeroed).
+void ava_classification_free(AvaClassification *classification);
 
 // This thread's last error message; empty when no call on this thread has failed. The
 // pointer stays valid until the next failing call on this thread.

@@ -18,8 +18,12 @@ pub struct Tokenizer {
 impl Tokenizer {
     /// Parses `tokenizer.json` bytes; `label` names the file in errors.
     pub fn from_bytes(bytes: &[u8], label: &Path) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_bytes(bytes)
-            .map_err(|e| Error::Tokenizer(format!("{}: {e}", label.display())))?;
+        let err = |e: &dyn std::fmt::Display| Error::Tokenizer(format!("{}: {e}", label.display()));
+        // Through the non-generic `FromStr`, whose JSON deserializer is compiled (for size) in
+        // the `tokenizers` crate; the generic `from_bytes` would instantiate all of it again
+        // here, at this crate's -O3 (about 75 KB of libava_runtime.so).
+        let text = std::str::from_utf8(bytes).map_err(|e| err(&e))?;
+        let inner: tokenizers::Tokenizer = text.parse().map_err(|e| err(&e))?;
         Ok(Tokenizer { inner })
     }
 

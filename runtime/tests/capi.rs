@@ -322,3 +322,67 @@ fn errors_come_back_as_codes_and_messages() {
         ava_engine_free(ptr::null_mut());
     }
 }
+
+/// Classification itself is checked against `aon classify` by `scripts/test-embedding` (it
+/// needs an archive from `aon compile`); here, the classifier's error paths.
+#[test]
+fn classifier_errors_come_back_as_codes_and_messages() {
+    let open_classifier = |path: &Path| {
+        let mut c = ptr::dangling_mut::<AvaClassifier>();
+        // SAFETY: valid string and out pointer.
+        let status = unsafe { ava_classifier_open(c_path(path).as_ptr(), &mut c) };
+        assert!(c.is_null(), "out is cleared on failure");
+        status
+    };
+    let missing = fixture("fixtures/models/no-such-model.tar");
+    assert_eq!(open_classifier(&missing), AvaStatus::Io, "{}", last_error());
+    assert!(
+        last_error().contains("no-such-model.tar"),
+        "{}",
+        last_error()
+    );
+    let bad = fixture("fixtures/archives/bad/checksum.tar");
+    assert_eq!(
+        open_classifier(&bad),
+        AvaStatus::Archive,
+        "{}",
+        last_error()
+    );
+    let gemma = fixture("fixtures/models/gemma3-tiny");
+    assert_eq!(
+        open_classifier(&gemma),
+        AvaStatus::Model,
+        "{}",
+        last_error()
+    );
+    assert!(last_error().contains("model.onnx"), "{}", last_error());
+
+    let mut r = AvaClassification {
+        intent: ptr::dangling_mut::<c_char>(),
+        score: 1.0,
+        index: 1,
+        out_of_scope: true,
+        top: ptr::null_mut(),
+        n_top: 0,
+        n_tokens: 0,
+        latency_ms: 0.0,
+    };
+    // SAFETY: NULL is rejected before anything is read; `r` is writable.
+    let status = unsafe { ava_classify(ptr::null(), c"hi".as_ptr(), 3, &mut r) };
+    assert_eq!(status, AvaStatus::InvalidArgument);
+    assert!(
+        r.intent.is_null() && !r.out_of_scope,
+        "out is cleared on failure"
+    );
+    assert_eq!(last_error(), "classifier is NULL");
+    let mut n = 0;
+    // SAFETY: NULL is rejected before anything is read.
+    let status = unsafe { ava_classifier_num_labels(ptr::null(), &mut n) };
+    assert_eq!(status, AvaStatus::InvalidArgument);
+    // SAFETY: a zeroed classification and NULL are ignored.
+    unsafe {
+        ava_classification_free(&mut r);
+        ava_classification_free(ptr::null_mut());
+        ava_classifier_free(ptr::null_mut());
+    }
+}

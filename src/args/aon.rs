@@ -46,7 +46,7 @@ pub struct ExportArgs {
     /// Output ONNX file.
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
-    /// Pipeline (`none`, `standard`, `onnxruntime`) or comma-separated pass names.
+    /// Pipeline (`none`, `standard`, `onnxruntime` alias `ort`) or comma-separated pass names.
     #[arg(long, default_value = "standard", value_name = "LIST")]
     pub passes: String,
 }
@@ -59,7 +59,7 @@ pub struct OptimizeArgs {
     /// Output ONNX file.
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
-    /// Pipeline (`none`, `standard`, `onnxruntime`) or comma-separated pass names.
+    /// Pipeline (`none`, `standard`, `onnxruntime` alias `ort`) or comma-separated pass names.
     #[arg(long, default_value = "standard", value_name = "LIST")]
     pub passes: String,
 }

@@ -24,9 +24,12 @@ pub enum CalibMethod {
 /// Operator format of the quantized graph.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum QuantFormat {
-    /// QuantizeLinear/DequantizeLinear pairs around float operators.
+    /// QuantizeLinear/DequantizeLinear pairs around float operators (what `aon compile`
+    /// packages and the runtime reads).
     Qdq,
-    /// Quantized operators (QLinearMatMul, ...): not implemented yet.
+    /// Integer operators (MatMulInteger, int32 -> DequantizeLinear) between explicit
+    /// QuantizeLinear/DequantizeLinear at the float boundaries; onnxruntime and the reference
+    /// evaluator run it, the runtime classifier does not.
     Qoperator,
 }
 
@@ -80,6 +83,9 @@ pub struct ClassifyArgs {
     /// How many intents to list.
     #[arg(long, default_value_t = 3, value_name = "K")]
     pub top: usize,
+    /// Out-of-scope threshold: below it the intent is `oos` (default: the archive's).
+    #[arg(long, value_name = "T")]
+    pub threshold: Option<f32>,
 }
 
 /// `aon eval PKG|DIR|MODEL.onnx --data FILE`.
@@ -99,6 +105,10 @@ pub struct EvalArgs {
     /// Write token ids, gold and predicted labels as JSON (for comparisons with onnxruntime).
     #[arg(long, value_name = "FILE")]
     pub predictions: Option<PathBuf>,
+    /// Out-of-scope threshold (default: the archive's): reports in-scope accuracy and the
+    /// recall of the out-of-scope utterances (`oos_<split>` of CLINC150 JSON, or intent `oos`).
+    #[arg(long, value_name = "T")]
+    pub threshold: Option<f32>,
 }
 
 /// Weight format `aon compile` produces.
@@ -108,6 +118,28 @@ pub enum CompileQuant {
     Int8,
     /// Float only.
     F32,
+}
+
+/// `aon compile --oos-threshold`: a fixed value or `auto`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OosThreshold {
+    /// This softmax score.
+    Fixed(f32),
+    /// Chosen on the validation split (in-scope `val` and `oos_val`).
+    Auto,
+}
+
+impl std::str::FromStr for OosThreshold {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "auto" {
+            return Ok(OosThreshold::Auto);
+        }
+        match s.parse::<f32>() {
+            Ok(t) if (0.0..=1.0).contains(&t) => Ok(OosThreshold::Fixed(t)),
+            _ => Err(format!("`{s}`: expected `auto` or a score between 0 and 1")),
+        }
+    }
 }
 
 /// `aon compile SOURCE --intents FILE -o OUT`.
@@ -137,6 +169,11 @@ pub struct CompileArgs {
     /// Fail if the result loses more than P accuracy points against float on validation.
     #[arg(long, value_name = "P")]
     pub max_accuracy_drop: Option<f64>,
+    /// Out-of-scope threshold stored in the archive: a softmax score, or `auto` to choose
+    /// it on the validation split (`val` and `oos_val`) for the best mean of in-scope
+    /// accuracy and out-of-scope recall.
+    #[arg(long, value_name = "T|auto")]
+    pub oos_threshold: Option<OosThreshold>,
     /// Archive name (default: the source directory's name).
     #[arg(long)]
     pub name: Option<String>,

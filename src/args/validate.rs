@@ -66,7 +66,15 @@ pub struct ValidateArgs {
     /// Which kernels the device runs (the host reference always runs `native`).
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,
-    /// A prebuilt `ava-runner` for the archive's target (default: `ava-runner-<triple>` next
+    /// Runner options.
+    #[command(flatten)]
+    pub runner: RunnerArgs,
+}
+
+/// Where the runner comes from (both validate verbs).
+#[derive(Args, Clone, Debug)]
+pub struct RunnerArgs {
+    /// A prebuilt `ava-runner` for the device's target (default: `ava-runner-<triple>` next
     /// to this binary, else built with cargo from this checkout).
     #[arg(long, value_name = "FILE")]
     pub runner: Option<PathBuf>,
@@ -75,16 +83,29 @@ pub struct ValidateArgs {
     pub runner_profile: RunnerProfile,
 }
 
+/// Default number of utterances `aon validate` classifies.
+pub const DEFAULT_MAX_UTTERANCES: usize = 100;
+
 /// `aon validate PKG --device ... [--data FILE]`.
 #[derive(Args, Clone, Debug)]
 pub struct AonValidateArgs {
-    /// The archive (`.tar`) to validate.
+    /// The archive (`.tar`) to validate (an `aon compile` output).
     #[arg(value_name = "PKG")]
     pub archive: PathBuf,
     /// Where to run it: `host`, `qemu` (qemu-aarch64) or `adb[:SERIAL]`.
     #[arg(long, value_name = "DEVICE")]
     pub device: Device,
-    /// Utterances to classify, one per line.
+    /// Utterances: CLINC150 JSON or JSONL `{"text", "intent"}` (labelled: accuracy is
+    /// reported), or text lines (default: the archive's own label names as utterances).
     #[arg(long, value_name = "FILE")]
     pub data: Option<PathBuf>,
+    /// Split of `--data` to take utterances from.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Utterances classified, evenly spaced over the split (or the labels).
+    #[arg(long, default_value_t = DEFAULT_MAX_UTTERANCES, value_name = "N")]
+    pub max_utterances: usize,
+    /// Runner options.
+    #[command(flatten)]
+    pub runner: RunnerArgs,
 }

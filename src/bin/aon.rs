@@ -32,11 +32,11 @@ enum Command {
     Quantize(QuantizeOnnxArgs),
     /// Convert, export, optimize, quantize, validate against float and package, in one go.
     Compile(CompileArgs),
-    /// Classify one utterance: intent, score, top K, latency.
+    /// Classify one utterance: intent (or `oos`), score, top K, latency.
     Classify(ClassifyArgs),
-    /// Accuracy, macro-F1 and latency on a labelled split.
+    /// Accuracy, macro-F1, out-of-scope recall and latency on a labelled split.
     Eval(EvalArgs),
-    /// Run an archive on a device and compare with the host (not yet for ALBERT archives).
+    /// Classify utterances on a device (host, qemu, adb) and compare with the host.
     Validate(ava::args::validate::AonValidateArgs),
 }
 

@@ -1,5 +1,6 @@
 //! `aon classify` and `aon eval`: run an mALBERT intent classifier (ONNX, float or INT8 QDQ)
-//! on utterances and report intents, accuracy, macro-F1 and latency.
+//! on utterances and report intents, accuracy, macro-F1, latency and, with an out-of-scope
+//! threshold (the archive's or `--threshold`), out-of-scope recall ([`super::aon_oos`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use ava_passes::{eval, onnx, Graph};
 use serde::Serialize;
 
 use super::aon_data::{self as data, Encoder};
+use super::aon_oos::{self as oos, OosMetrics, Scored, OOS_LABEL};
 use crate::args::aon_int8::{ClassifyArgs, EvalArgs};
 use crate::ui::Ui;
 
@@ -32,15 +34,23 @@ pub struct Classifier {
     pub labels: Vec<String>,
     /// The model it came from.
     pub path: PathBuf,
+    /// The archive's out-of-scope threshold (`stages.oos.threshold` of its manifest).
+    pub oos_threshold: Option<f32>,
 }
 
 /// Intent probabilities of one utterance.
 #[derive(Debug, Serialize)]
 pub struct Prediction {
-    /// Best intent.
+    /// Best intent, or `oos` when its score is below the out-of-scope threshold.
     pub intent: String,
-    /// Its probability.
+    /// The best intent's probability.
     pub score: f32,
+    /// The best intent, even when out of scope.
+    pub best_intent: String,
+    /// The out-of-scope threshold applied (none: every utterance is in scope).
+    pub threshold: Option<f32>,
+    /// Whether `score` is below `threshold`.
+    pub out_of_scope: bool,
     /// The `top` best intents with probabilities.
     pub top: Vec<(String, f32)>,
     /// Token ids fed to the model.
@@ -65,6 +75,7 @@ impl Classifier {
                 return Ok(Classifier {
                     labels: c.labels().to_vec(),
                     path: c.model_path().to_path_buf(),
+                    oos_threshold: c.oos_threshold(),
                     backend: Backend::Runtime(Box::new(c)),
                 })
             }
@@ -91,6 +102,7 @@ impl Classifier {
             backend: Backend::Evaluator(Box::new((graph, enc))),
             labels,
             path,
+            oos_threshold: None,
         })
     }
 
@@ -126,8 +138,13 @@ impl Classifier {
         }
     }
 
-    /// Classifies one utterance.
-    pub fn classify(&self, text: &str, top: usize) -> anyhow::Result<Prediction> {
+    /// Classifies one utterance; below `threshold` its intent is `oos`.
+    pub fn classify(
+        &self,
+        text: &str,
+        top: usize,
+        threshold: Option<f32>,
+    ) -> anyhow::Result<Prediction> {
         let t0 = Instant::now();
         let (probs, input_ids, model_ms) = self.probs(text)?;
         let latency_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -135,9 +152,18 @@ impl Classifier {
         order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
         let name = |i: usize| self.labels.get(i).cloned().unwrap_or_else(|| i.to_string());
         let index = order.first().copied().unwrap_or(0);
+        let score = probs.get(index).copied().unwrap_or(0.0);
+        let out_of_scope = threshold.is_some_and(|t| score < t);
         Ok(Prediction {
-            intent: name(index),
-            score: probs.get(index).copied().unwrap_or(0.0),
+            intent: if out_of_scope {
+                OOS_LABEL.to_string()
+            } else {
+                name(index)
+            },
+            score,
+            best_intent: name(index),
+            threshold,
+            out_of_scope,
             top: order
                 .iter()
                 .take(top)
@@ -162,12 +188,19 @@ fn softmax(v: &[f32]) -> Vec<f32> {
 /// Runs `aon classify`.
 pub fn run_classify(args: &ClassifyArgs, ui: &Ui) -> anyhow::Result<()> {
     let c = Classifier::open(&args.model)?;
-    let p = c.classify(&args.text, args.top.max(1))?;
+    let threshold = args.threshold.or(c.oos_threshold);
+    let p = c.classify(&args.text, args.top.max(1), threshold)?;
     ui.result(&p, || {
-        let mut s = format!(
-            "{} ({:.3})  [{:.2} ms, {}]\n",
-            p.intent, p.score, p.latency_ms, p.backend
-        );
+        let mut s = match p.threshold.filter(|_| p.out_of_scope) {
+            Some(t) => format!(
+                "{} ({} < threshold {t}; best {})  [{:.2} ms, {}]\n",
+                p.intent, p.score, p.best_intent, p.latency_ms, p.backend
+            ),
+            None => format!(
+                "{} ({:.3})  [{:.2} ms, {}]\n",
+                p.intent, p.score, p.latency_ms, p.backend
+            ),
+        };
         for (l, sc) in p.top.iter().skip(1) {
             s += &format!("  {l} ({sc:.3})\n");
         }
@@ -186,9 +219,10 @@ pub struct EvalReport {
     pub split: String,
     /// Utterances scored (those whose intent the model knows).
     pub utterances: usize,
-    /// Utterances skipped (intent unknown to the model).
+    /// Utterances skipped (intent unknown to the model; out-of-scope ones without a
+    /// threshold).
     pub skipped: usize,
-    /// Accuracy.
+    /// Accuracy on the in-scope utterances (best intent, no threshold).
     pub accuracy: f64,
     /// Macro-averaged F1.
     pub macro_f1: f64,
@@ -200,6 +234,13 @@ pub struct EvalReport {
     pub model_latency_p50_ms: f64,
     /// 95th percentile latency of the model alone, ms.
     pub model_latency_p95_ms: f64,
+    /// The out-of-scope threshold applied (`--threshold`, else the archive's).
+    pub threshold: Option<f32>,
+    /// Out-of-scope utterances scored (intent `oos`: the `oos_<split>` split of CLINC150).
+    pub oos_utterances: usize,
+    /// With a threshold: in-scope accuracy (right intent at or above it) and out-of-scope
+    /// recall (scored below it).
+    pub oos: Option<OosMetrics>,
 }
 
 #[derive(Serialize)]
@@ -213,13 +254,14 @@ struct Dump<'a> {
 /// Runs `aon eval`.
 pub fn run_eval(args: &EvalArgs, ui: &Ui) -> anyhow::Result<()> {
     let c = Classifier::open(&args.model)?;
+    let threshold = args.threshold.or(c.oos_threshold);
     let index: HashMap<&str, usize> = c
         .labels
         .iter()
         .enumerate()
         .map(|(i, l)| (l.as_str(), i))
         .collect();
-    let examples = data::read_split(&args.data, &args.split)?;
+    let examples = oos::read_split_with_oos(&args.data, &args.split)?;
     let mut dump = Dump {
         labels: &c.labels,
         input_ids: vec![],
@@ -227,18 +269,40 @@ pub fn run_eval(args: &EvalArgs, ui: &Ui) -> anyhow::Result<()> {
         predicted: vec![],
     };
     let (mut lat, mut model_lat) = (Vec::new(), Vec::new());
-    let mut skipped = 0;
-    for (text, intent) in examples.iter().take(args.limit.unwrap_or(usize::MAX)) {
-        let Some(&g) = intent.as_deref().and_then(|i| index.get(i)) else {
+    let (mut skipped, mut scored) = (0, Vec::new());
+    let limit = args.limit.unwrap_or(usize::MAX);
+    let (mut in_scope, mut out_of_scope) = (0, 0);
+    for (text, intent) in &examples {
+        let gold = if oos::is_oos(intent.as_deref(), &c.labels) && threshold.is_some() {
+            None
+        } else if let Some(&g) = intent.as_deref().and_then(|i| index.get(i)) {
+            Some(g)
+        } else {
             skipped += 1;
             continue;
         };
-        let p = c.classify(text, 1)?;
+        let n = if gold.is_some() {
+            &mut in_scope
+        } else {
+            &mut out_of_scope
+        };
+        if *n >= limit {
+            continue;
+        }
+        *n += 1;
+        let p = c.classify(text, 1, threshold)?;
         lat.push(p.latency_ms);
         model_lat.push(p.model_ms);
-        dump.gold.push(g);
-        dump.predicted.push(p.index);
-        dump.input_ids.push(p.input_ids);
+        scored.push(Scored {
+            gold,
+            pred: p.index,
+            score: p.score,
+        });
+        if let Some(g) = gold {
+            dump.gold.push(g);
+            dump.predicted.push(p.index);
+            dump.input_ids.push(p.input_ids);
+        }
     }
     let report = EvalReport {
         model: c.path.clone(),
@@ -252,13 +316,16 @@ pub fn run_eval(args: &EvalArgs, ui: &Ui) -> anyhow::Result<()> {
         latency_p95_ms: data::percentile(&mut lat, 95.0),
         model_latency_p50_ms: data::percentile(&mut model_lat, 50.0),
         model_latency_p95_ms: data::percentile(&mut model_lat, 95.0),
+        threshold,
+        oos_utterances: out_of_scope,
+        oos: threshold.map(|t| oos::metrics(&scored, t)),
     };
     if let Some(p) = &args.predictions {
         std::fs::write(p, serde_json::to_vec(&dump)?)
             .with_context(|| format!("writing {}", p.display()))?;
     }
     ui.result(&report, || {
-        format!(
+        let mut s = format!(
             "{} ({}, {} split, {} utterances{}): accuracy {:.2}%, macro-F1 {:.4}, latency p50 {:.2} ms, p95 {:.2} ms\n",
             report.model.display(),
             report.backend,
@@ -269,6 +336,26 @@ pub fn run_eval(args: &EvalArgs, ui: &Ui) -> anyhow::Result<()> {
             report.macro_f1,
             report.latency_p50_ms,
             report.latency_p95_ms
-        )
+        );
+        if let Some(m) = &report.oos {
+            let recall = if m.oos == 0 {
+                "no out-of-scope utterances".to_string()
+            } else {
+                format!(
+                    "out-of-scope recall {:.2}% ({}/{})",
+                    100.0 * m.oos_recall,
+                    m.oos_detected,
+                    m.oos
+                )
+            };
+            s += &format!(
+                "  threshold {}: in-scope accuracy {:.2}% ({}/{}), {recall}\n",
+                m.threshold,
+                100.0 * m.in_scope_accuracy,
+                m.in_scope_correct,
+                m.in_scope,
+            );
+        }
+        s
     })
 }

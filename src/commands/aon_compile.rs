@@ -1,34 +1,51 @@
 //! `aon compile`: ALBERT checkpoint -> mALBERT classifier -> ONNX -> `standard` passes -> INT8
-//! (calibrated on the intents' train split) -> validated against float on the `val` split ->
-//! v1 archive (model.onnx, tokenizer.json, labels.json; the manifest's `aon-compile` stage
-//! holds the accuracy figures and the calibration file's sha256).
+//! (calibrated on the intents' train split) -> validated against float on the `val` split,
+//! with an optional out-of-scope threshold -> v1 archive (model.onnx, tokenizer.json,
+//! labels.json; the manifest's `aon-compile` stage holds the accuracy figures and the
+//! calibration file's sha256, its `oos` stage the threshold). The first four stages are cached
+//! by content hash ([`stages`]).
 
-use std::collections::{BTreeSet, HashMap};
+mod stages;
+
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::{bail, Context};
-use ava_core::Checkpoint;
-use ava_passes::{albert, onnx, Pipeline};
 use ava_runtime::albert::{Classifier, LABELS_FILE, TOKENIZER_FILE};
 use serde::Serialize;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::aon_data as data;
-use super::aon_quantize::{quantize_graph, QuantizeReport, Settings};
+use super::aon_data::Example;
+use super::aon_oos::{self as oos, OosMetrics, Scored, OOS_STAGE};
 use super::package::{package, STAGE_FILE};
-use crate::args::aon_int8::{CompileArgs, CompileQuant};
+use crate::args::aon_int8::{CompileArgs, CompileQuant, OosThreshold};
 use crate::args::{HubArgs, PackageArgs};
-use crate::malbert::{self, Options};
 use crate::ui::{human_bytes, Ui};
+use stages::{StageReport, Stages, CACHE_FOLDER, MODEL_FILE, QUANTIZE_REPORT};
 
-/// Graph pipeline run before quantization (what the runtime recognises).
-const PIPELINE: &str = "standard";
-/// Default L2 of the fitted head (as `aon convert`).
-const HEAD_L2: f32 = 1e-4;
 /// Family written into the manifest.
 const FAMILY: &str = "albert";
+/// Keys of [`CompileReport`] that describe this run, not the archive: left out of the
+/// manifest so that a cached re-run writes the same archive.
+const RUN_ONLY_KEYS: [&str; 5] = ["archive", "archive_bytes", "stages", "cache", "seconds"];
 
-/// What `aon compile` reports (also the manifest's `aon-compile` stage).
+/// The out-of-scope threshold stored in the archive (the manifest's `oos` stage).
+#[derive(Debug, Serialize)]
+pub struct OosReport {
+    /// Utterances whose best softmax score is below it are out of scope.
+    pub threshold: f32,
+    /// `auto` (chosen on validation) or `fixed` (`--oos-threshold T`).
+    pub rule: &'static str,
+    /// What is compared with it.
+    pub score: &'static str,
+    /// How it does on the validation utterances (in scope: `val`; out of scope: `oos_val`);
+    /// `None` when a fixed threshold has no out-of-scope validation data to be scored on.
+    pub val: Option<OosMetrics>,
+}
+
+/// What `aon compile` reports (also the manifest's `aon-compile` stage, less the run-only keys).
 #[derive(Debug, Serialize)]
 pub struct CompileReport {
     /// The archive.
@@ -52,26 +69,47 @@ pub struct CompileReport {
     /// Calibration utterances (train split).
     pub calibration_samples: usize,
     /// Quantization details.
-    pub quantize: Option<QuantizeReport>,
+    pub quantize: Option<Value>,
+    /// The out-of-scope threshold, when one was asked for.
+    pub oos: Option<OosReport>,
+    /// The stages, cached or run.
+    pub stages: Vec<StageReport>,
+    /// The stage cache (`CACHE_DIR/aon-compile`).
+    pub cache: PathBuf,
+    /// Seconds for the whole command.
+    pub seconds: f64,
 }
 
-/// Accuracy of `c` on `(text, intent)` pairs whose intent it knows.
-fn accuracy(c: &Classifier, examples: &[data::Example]) -> anyhow::Result<(f64, usize)> {
+/// Scores `examples` with `c`: in-scope ones whose intent it knows (gold class), and, when
+/// `with_oos`, out-of-scope ones.
+fn score(c: &Classifier, examples: &[Example], with_oos: bool) -> anyhow::Result<Vec<Scored>> {
     let index: HashMap<&str, usize> = c
         .labels()
         .iter()
         .enumerate()
         .map(|(i, l)| (l.as_str(), i))
         .collect();
-    let (mut pred, mut gold) = (vec![], vec![]);
+    let mut out = Vec::new();
     for (text, intent) in examples {
-        let Some(&g) = intent.as_deref().and_then(|i| index.get(i)) else {
-            continue;
+        let gold = match intent.as_deref().and_then(|i| index.get(i)) {
+            Some(&g) => Some(g),
+            None if with_oos && oos::is_oos(intent.as_deref(), c.labels()) => None,
+            None => continue,
         };
-        pred.push(c.classify(text)?.index);
-        gold.push(g);
+        let r = c.classify(text)?;
+        out.push(Scored {
+            gold,
+            pred: r.index,
+            score: r.probs.get(r.index).copied().unwrap_or(0.0),
+        });
     }
-    Ok((data::accuracy(&pred, &gold), gold.len()))
+    Ok(out)
+}
+
+/// Fraction of the in-scope utterances of `scored` whose best class is the gold one.
+fn accuracy(scored: &[Scored]) -> (f64, usize) {
+    let m = oos::metrics(scored, 0.0);
+    (m.in_scope_accuracy, m.in_scope)
 }
 
 fn sha256_file(p: &Path) -> anyhow::Result<String> {
@@ -79,75 +117,75 @@ fn sha256_file(p: &Path) -> anyhow::Result<String> {
     Ok(format!("{:x}", Sha256::digest(&bytes)))
 }
 
+fn load(model: &Path, tokenizer: &[u8], labels: &[u8]) -> anyhow::Result<Classifier> {
+    let onnx = std::fs::read(model).with_context(|| format!("reading {}", model.display()))?;
+    Ok(Classifier::from_parts(&onnx, tokenizer, labels, model)?)
+}
+
+/// The validation utterances: the first `n` in-scope ones of `val` whose intent `labels`
+/// has, then the first `n` out-of-scope ones (`oos_val`).
+fn val_examples(intents: &Path, labels: &[String], n: usize) -> anyhow::Result<Vec<Example>> {
+    let all = oos::read_split_with_oos(intents, "val")?;
+    let known = |e: &&Example| {
+        e.1.as_deref()
+            .is_some_and(|i| labels.iter().any(|l| l == i))
+    };
+    let out_of_scope = |e: &&Example| oos::is_oos(e.1.as_deref(), labels);
+    let mut v: Vec<Example> = all.iter().filter(known).take(n).cloned().collect();
+    v.extend(all.iter().filter(out_of_scope).take(n).cloned());
+    Ok(v)
+}
+
+/// The `oos` stage: a fixed threshold scored on validation when there is out-of-scope data,
+/// or one chosen there by the `auto` rule ([`oos::choose`]).
+fn oos_threshold(rule: OosThreshold, scored: &[Scored]) -> anyhow::Result<OosReport> {
+    let has_oos = scored.iter().any(|s| s.gold.is_none());
+    let (threshold, rule, val) = match rule {
+        OosThreshold::Fixed(t) => (t, "fixed", has_oos.then(|| oos::metrics(scored, t))),
+        OosThreshold::Auto => {
+            let m = oos::choose(scored).context("--oos-threshold auto")?;
+            (m.threshold, "auto", Some(m))
+        }
+    };
+    Ok(OosReport {
+        threshold,
+        rule,
+        score: "max softmax probability",
+        val,
+    })
+}
+
 /// Runs `aon compile`.
 pub fn run(args: &CompileArgs, ui: &Ui) -> anyhow::Result<()> {
-    let work = tempfile::tempdir().context("creating a work directory")?;
-    let conv = work.path().join("malbert");
-    let opts = Options {
-        intents: (!args.keep_head).then_some(args.intents.as_path()),
-        corpus: None,
-        prune_vocab: false,
-        max_seq_len: args.max_seq_len,
-        l2: HEAD_L2,
+    let started = Instant::now();
+    let cache = HubArgs::default().options(ui).cache_dir.join(CACHE_FOLDER);
+    let mut st = Stages::new(cache.clone(), ui);
+    let conv = st.convert(args)?;
+    let optimized = {
+        let exported = st.export(&conv)?;
+        st.optimize(&exported)?
     };
-    ui.info(format!("converting {}", args.source.display()));
-    malbert::convert(&args.source, &conv, &opts).context("aon compile: convert")?;
-    let ckpt = Checkpoint::open(&conv).context("aon compile: reading the converted checkpoint")?;
-    let mut graph = albert::build(&ckpt).context("aon compile: export")?;
-    Pipeline::parse(PIPELINE)?
-        .run(&mut graph)
-        .context("aon compile: optimize")?;
-    let float_path = conv.join("model.f32.onnx");
-    onnx::save(&graph, &float_path)?;
-    let tokenizer = conv.join(TOKENIZER_FILE);
-    let labels = std::fs::read(conv.join(LABELS_FILE)).context("reading labels.json")?;
-    let quantize = if args.quant == CompileQuant::Int8 {
-        ui.info("quantizing (calibration on the train split)");
-        let gate = match args.max_accuracy_drop {
-            Some(p) => Some((p, serde_json::from_slice(&labels)?)),
-            None => None,
-        };
-        let settings = Settings {
-            calib: &args.intents,
-            tokenizer: &tokenizer,
-            samples: args.samples,
-            method: ava_passes::quant::Method::MinMax,
-            per_tensor: false,
-            exclude: BTreeSet::new(),
-            gate,
-            gate_samples: args.val_samples,
-        };
-        Some(quantize_graph(&mut graph, &settings).context("aon compile: quantize")?)
-    } else {
-        None
+    let float_path = optimized.model();
+    let (model_path, quantize) = match args.quant {
+        CompileQuant::Int8 => {
+            let q = st.quantize(&optimized, &conv, args)?;
+            let report = std::fs::read(q.dir.join(QUANTIZE_REPORT))
+                .with_context(|| format!("reading {}", q.dir.display()))?;
+            (q.model(), Some(serde_json::from_slice::<Value>(&report)?))
+        }
+        CompileQuant::F32 => (float_path.clone(), None),
     };
-    let stage = work.path().join("stage");
-    std::fs::create_dir_all(&stage)?;
-    let model_path = stage.join("model.onnx");
-    onnx::save(&graph, &model_path)?;
-    std::fs::copy(&tokenizer, stage.join(TOKENIZER_FILE))?;
-    std::fs::write(stage.join(LABELS_FILE), &labels)?;
+    let ckpt = conv.checkpoint();
+    let tokenizer = std::fs::read(ckpt.join(TOKENIZER_FILE)).context("reading tokenizer.json")?;
+    let labels = std::fs::read(ckpt.join(LABELS_FILE)).context("reading labels.json")?;
 
     ui.info("validating against float on the val split");
-    let tok_bytes = std::fs::read(&tokenizer)?;
-    let float = Classifier::from_parts(
-        &std::fs::read(&float_path)?,
-        &tok_bytes,
-        &labels,
-        &float_path,
-    )?;
-    let built = Classifier::from_parts(
-        &std::fs::read(&model_path)?,
-        &tok_bytes,
-        &labels,
-        &model_path,
-    )?;
-    let val: Vec<_> = data::read_split(&args.intents, "val")?
-        .into_iter()
-        .take(args.val_samples)
-        .collect();
-    let (float_accuracy, n) = accuracy(&float, &val)?;
-    let (acc, _) = accuracy(&built, &val)?;
+    let float = load(&float_path, &tokenizer, &labels)?;
+    let built = load(&model_path, &tokenizer, &labels)?;
+    let val = val_examples(&args.intents, built.labels(), args.val_samples)?;
+    let (float_accuracy, n) = accuracy(&score(&float, &val, false)?);
+    let scored = score(&built, &val, args.oos_threshold.is_some())?;
+    let (acc, _) = accuracy(&scored);
     if let Some(p) = args.max_accuracy_drop {
         if 100.0 * (float_accuracy - acc) > p {
             bail!(
@@ -157,6 +195,10 @@ pub fn run(args: &CompileArgs, ui: &Ui) -> anyhow::Result<()> {
             );
         }
     }
+    let oos = match args.oos_threshold {
+        Some(rule) => Some(oos_threshold(rule, &scored)?),
+        None => None,
+    };
     let quantization = match args.quant {
         CompileQuant::Int8 => "int8",
         CompileQuant::F32 => "f32",
@@ -171,40 +213,95 @@ pub fn run(args: &CompileArgs, ui: &Ui) -> anyhow::Result<()> {
         float_accuracy,
         accuracy: acc,
         calibration_sha256: sha256_file(&args.intents)?,
-        calibration_samples: quantize.as_ref().map_or(0, |q| q.calibration_samples),
+        calibration_samples: quantize
+            .as_ref()
+            .and_then(|q| q["calibration_samples"].as_u64())
+            .unwrap_or(0) as usize,
         quantize,
+        oos,
+        stages: Vec::new(),
+        cache,
+        seconds: 0.0,
     };
+    let work = tempfile::tempdir().context("creating a work directory")?;
+    let stage = work.path();
+    std::fs::copy(&model_path, stage.join(MODEL_FILE))?;
+    std::fs::write(stage.join(TOKENIZER_FILE), &tokenizer)?;
+    std::fs::write(stage.join(LABELS_FILE), &labels)?;
+    write_stage_file(stage, args, &report)?;
+    let packaged = package(&package_args(stage, &args.output), ui)?;
+    report.archive = packaged.path;
+    report.archive_bytes = packaged.archive_size;
+    report.stages = st.reports;
+    report.seconds = started.elapsed().as_secs_f64();
+    ui.result(&report, || human(&report))
+}
+
+/// `ava-stage.json`: name, family, quantization, and the `aon-compile` and `oos` stages.
+fn write_stage_file(
+    stage: &Path,
+    args: &CompileArgs,
+    report: &CompileReport,
+) -> anyhow::Result<()> {
     let name = args.name.clone().unwrap_or_else(|| {
         args.source
             .file_name()
             .map_or("malbert".into(), |n| n.to_string_lossy().into_owned())
     });
+    let mut compile = serde_json::to_value(report)?;
+    if let Some(obj) = compile.as_object_mut() {
+        for key in RUN_ONLY_KEYS.iter().chain(["oos"].iter()) {
+            obj.remove(*key);
+        }
+    }
+    let mut stages = serde_json::json!({ "aon-compile": compile });
+    if let Some(oos) = &report.oos {
+        stages[OOS_STAGE] = serde_json::to_value(oos)?;
+    }
     let stage_file = serde_json::json!({
         "name": name,
         "family": FAMILY,
-        "quantization": quantization,
-        "stages": { "aon-compile": &report },
+        "quantization": report.quantization,
+        "stages": stages,
     });
     std::fs::write(
         stage.join(STAGE_FILE),
         serde_json::to_vec_pretty(&stage_file)?,
-    )?;
-    let packaged = package(&package_args(&stage, &args.output), ui)?;
-    report.archive = packaged.path;
-    report.archive_bytes = packaged.archive_size;
-    ui.result(&report, || {
-        format!(
-            "wrote {} ({}, {}): val accuracy {:.2}% (float {:.2}%, {} utterances); model {} (float {})\n",
-            report.archive.display(),
-            human_bytes(report.archive_bytes),
-            report.quantization,
-            100.0 * report.accuracy,
-            100.0 * report.float_accuracy,
-            report.val_samples,
-            human_bytes(report.onnx_bytes),
-            human_bytes(report.float_onnx_bytes),
-        )
-    })
+    )
+    .context("writing ava-stage.json")
+}
+
+fn human(r: &CompileReport) -> String {
+    let cached = r.stages.iter().filter(|s| s.cached).count();
+    let mut s = format!(
+        "wrote {} ({}, {}): val accuracy {:.2}% (float {:.2}%, {} utterances); model {} (float {})\n",
+        r.archive.display(),
+        human_bytes(r.archive_bytes),
+        r.quantization,
+        100.0 * r.accuracy,
+        100.0 * r.float_accuracy,
+        r.val_samples,
+        human_bytes(r.onnx_bytes),
+        human_bytes(r.float_onnx_bytes),
+    );
+    if let Some(o) = &r.oos {
+        s += &format!("  out-of-scope threshold {} ({})", o.threshold, o.rule);
+        if let Some(m) = &o.val {
+            s += &format!(
+                ": val in-scope accuracy {:.2}%, out-of-scope recall {:.2}% ({}/{})",
+                100.0 * m.in_scope_accuracy,
+                100.0 * m.oos_recall,
+                m.oos_detected,
+                m.oos
+            );
+        }
+        s += "\n";
+    }
+    s + &format!(
+        "  {} stages ({cached} cached) in {:.1}s\n",
+        r.stages.len(),
+        r.seconds
+    )
 }
 
 fn package_args(stage: &Path, output: &Path) -> PackageArgs {

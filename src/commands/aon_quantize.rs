@@ -1,12 +1,12 @@
-//! `aon quantize IN.onnx --calib FILE -o OUT.onnx`: static INT8 (QDQ) with activation ranges
-//! calibrated in our own evaluator, and an optional accuracy gate that keeps the costliest
-//! linear nodes in float (see `docs/aon.md`).
+//! `aon quantize IN.onnx --calib FILE -o OUT.onnx`: static INT8 (QDQ, or QOperator with
+//! `--format qoperator`) with activation ranges calibrated in our own evaluator, and an optional
+//! accuracy gate that keeps the costliest linear nodes in float (see `docs/aon.md`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use ava_passes::quant::{self, Method, Options, Report};
+use ava_passes::quant::{self, Format, Method, Options, Report};
 use ava_passes::{onnx, Graph, Tensor};
 use serde::Serialize;
 
@@ -47,6 +47,8 @@ pub struct QuantizeReport {
     pub calibration_samples: usize,
     /// Calibration method.
     pub method: String,
+    /// Operator format (`qdq` or `qoperator`).
+    pub format: Format,
     /// Gate: float and INT8 accuracy on the gate data, nodes the gate kept in float.
     pub gate: Option<Gate>,
 }
@@ -70,8 +72,17 @@ pub struct Gate {
     pub passed: bool,
 }
 
-/// Quantizes `graph` in place.
+/// Quantizes `graph` in place, QDQ (what `aon compile` packages: the runtime reads it).
 pub fn quantize_graph(g: &mut Graph, s: &Settings<'_>) -> anyhow::Result<QuantizeReport> {
+    quantize_graph_as(g, s, Format::Qdq)
+}
+
+/// Quantizes `graph` in place in operator format `format`.
+pub fn quantize_graph_as(
+    g: &mut Graph,
+    s: &Settings<'_>,
+    format: Format,
+) -> anyhow::Result<QuantizeReport> {
     let enc = Encoder::new(s.tokenizer, g)?;
     let calib: Vec<HashMap<String, Tensor>> = data::read_split(s.calib, "train")?
         .iter()
@@ -92,6 +103,7 @@ pub fn quantize_graph(g: &mut Graph, s: &Settings<'_>) -> anyhow::Result<Quantiz
     let opts = Options {
         per_tensor: s.per_tensor,
         exclude: s.exclude.clone(),
+        format,
     };
     let run = |exclude: &BTreeSet<String>| -> anyhow::Result<(Graph, Report)> {
         let mut q = float.clone();
@@ -124,6 +136,7 @@ pub fn quantize_graph(g: &mut Graph, s: &Settings<'_>) -> anyhow::Result<Quantiz
         quant: report,
         calibration_samples: calib.len(),
         method: format!("{:?}", s.method),
+        format,
         gate,
     })
 }
@@ -221,9 +234,6 @@ fn accuracy_gate(
 
 /// Runs `aon quantize`.
 pub fn run(args: &QuantizeOnnxArgs, ui: &Ui) -> anyhow::Result<()> {
-    if matches!(args.format, QuantFormat::Qoperator) {
-        bail!("--format qoperator is not implemented yet; use qdq (onnxruntime fuses QDQ into quantized operators itself)");
-    }
     let mut g =
         onnx::load(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
     let tokenizer = args
@@ -244,13 +254,18 @@ pub fn run(args: &QuantizeOnnxArgs, ui: &Ui) -> anyhow::Result<()> {
         gate,
         gate_samples: args.gate_samples,
     };
-    let report = quantize_graph(&mut g, &settings)?;
+    let format = match args.format {
+        QuantFormat::Qdq => Format::Qdq,
+        QuantFormat::Qoperator => Format::QOperator,
+    };
+    let report = quantize_graph_as(&mut g, &settings, format)?;
     onnx::save(&g, &args.output).with_context(|| format!("writing {}", args.output.display()))?;
     ui.result(&report, || {
         let q = &report.quant;
         let mut s = format!(
-            "wrote {}: {} linear nodes int8 ({} kept float), {} weights quantized once each, {} activations calibrated ({} on {} utterances); weights {} -> {}\n",
+            "wrote {} ({:?}): {} linear nodes int8 ({} kept float), {} weights quantized once each, {} activations calibrated ({} on {} utterances); weights {} -> {}\n",
             args.output.display(),
+            report.format,
             q.nodes_quantized.len(),
             q.nodes_float.len(),
             q.weights_quantized,

@@ -114,14 +114,56 @@ fn optimize_reports_node_counts_and_keeps_outputs() {
         r["nodes_before"].as_u64().unwrap(),
         r["nodes_after"].as_u64().unwrap(),
     );
-    assert!(after * 2 < before, "{r}");
-    assert_eq!(r["ops_after"]["LayerNormalization"], 9);
-    assert_eq!(r["ops_after"]["FastGelu"], 4);
+    assert!(after * 3 < before, "{r}");
+    let ops = &r["ops_after"];
+    assert_eq!(ops["LayerNormalization"], 9, "{r}");
+    assert_eq!(ops["FastGelu"], 4, "{r}");
+    // One fused attention per unrolled layer; no Softmax or head transposes left.
+    assert_eq!(ops["MultiHeadAttention"], 4, "{r}");
+    assert!(
+        ops.get("Softmax").is_none() && ops.get("Transpose").is_none(),
+        "{r}"
+    );
+    // 4 layers x 6 linears + mapping, pooler and classifier, all `Gemm`.
+    assert_eq!(ops["Gemm"], 27, "{r}");
     ort_check(&opt, &m.join("goldens.json"));
     let text = aon(tmp.path(), &["optimize", "opt.onnx", "-o", "again.onnx"])
         .ok()
         .stdout;
     assert!(text.contains("no change"), "{text}");
+}
+
+#[test]
+fn standard_pipeline_stays_portable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model("albert-clinc");
+    let export = [
+        "export",
+        m.to_str().unwrap(),
+        "-o",
+        "raw.onnx",
+        "--passes",
+        "none",
+    ];
+    aon(tmp.path(), &export).ok();
+    let run = |passes: &str, out: &str| {
+        let args = [
+            "optimize", "raw.onnx", "-o", out, "--passes", passes, "--json",
+        ];
+        aon(tmp.path(), &args).ok().json()
+    };
+    let std = run("standard", "std.onnx");
+    let ops = &std["ops_after"];
+    // Opset-17 operators only: no contrib attention or GELU.
+    for contrib in ["MultiHeadAttention", "FastGelu"] {
+        assert!(ops.get(contrib).is_none(), "{std}");
+    }
+    // The pooled 2-D path (pooler dense, classifier) folds into `Gemm` too.
+    assert_eq!(ops["Gemm"], 27, "{std}");
+    assert_eq!(ops["Softmax"], 4, "{std}");
+    // `ort` is the `onnxruntime` pipeline.
+    let ort = run("ort", "ort.onnx");
+    assert_eq!(ort["ops_after"]["MultiHeadAttention"], 4, "{ort}");
 }
 
 #[test]

@@ -1,5 +1,8 @@
 //! `aon compile` into an archive and `aon classify`/`aon eval` on it through `ava-runtime`'s
-//! mALBERT encoder (the agreement with onnxruntime is checked in `aon_int8.rs`).
+//! mALBERT encoder (the agreement with onnxruntime is checked in `aon_int8.rs`), its stage
+//! cache, and the out-of-scope threshold.
+
+use std::path::Path;
 
 use serde_json::Value;
 
@@ -15,9 +18,12 @@ fn compile_packages_an_int8_archive_the_runtime_classifies() {
     let tmp = tempfile::tempdir().unwrap();
     let clinc = fixtures().join("gen/data/clinc150.json");
     let src = fixtures().join("models/albert-clinc");
+    let cache = tmp.path().join("cache");
     let c = json(&aon(
         tmp.path(),
         &[
+            "--cache-dir",
+            cache.to_str().unwrap(),
             "compile",
             src.to_str().unwrap(),
             "--intents",
@@ -85,4 +91,200 @@ fn runtime_refuses_a_model_without_labels() {
     std::fs::write(tmp.path().join("model.onnx"), b"not onnx").unwrap();
     let r = aon(tmp.path(), &["classify", "model.onnx", "--text", "hi"]);
     assert_ne!(r.code, 0);
+}
+
+/// `aon compile` of the tiny classifier with the stage cache in `dir/cache`, and `extra`.
+fn compile_tiny(dir: &Path, extra: &[&str]) -> Value {
+    let src = fixtures().join("models/albert-tiny-cls");
+    let clinc = fixtures().join("gen/data/clinc150.json");
+    let cache = dir.join("cache");
+    let mut args = vec![
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "compile",
+        src.to_str().unwrap(),
+        "--intents",
+        clinc.to_str().unwrap(),
+        "--keep-head",
+        "--val-samples",
+        "40",
+        "-o",
+        ".",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    json(&aon(dir, &args))
+}
+
+fn cached(report: &Value) -> Vec<(String, bool)> {
+    report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["stage"].as_str().unwrap().to_string(),
+                s["cached"] == true,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn compile_reuses_finished_stages_and_redoes_only_what_an_option_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stages = |flags: [bool; 4]| -> Vec<(String, bool)> {
+        ["convert", "export", "optimize", "quantize"]
+            .iter()
+            .zip(flags)
+            .map(|(s, c)| (s.to_string(), c))
+            .collect()
+    };
+    let first = compile_tiny(tmp.path(), &["--samples", "16"]);
+    assert_eq!(cached(&first), stages([false; 4]), "{first}");
+    let archive = tmp.path().join(first["archive"].as_str().unwrap());
+    let bytes = std::fs::read(&archive).unwrap();
+
+    // Same inputs: every stage from the cache, and the same archive byte for byte.
+    let second = compile_tiny(tmp.path(), &["--samples", "16"]);
+    assert_eq!(cached(&second), stages([true; 4]), "{second}");
+    assert_eq!(std::fs::read(&archive).unwrap(), bytes);
+    for (a, b) in first["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(second["stages"].as_array().unwrap())
+    {
+        assert_eq!(a["key"], b["key"]);
+        assert_eq!(a["output"], b["output"]);
+    }
+
+    // More calibration samples: only the quantize stage runs again.
+    let third = compile_tiny(tmp.path(), &["--samples", "24"]);
+    assert_eq!(cached(&third), stages([true, true, true, false]), "{third}");
+    assert_eq!(third["calibration_samples"], 24);
+
+    // A longer sequence cap changes the converted checkpoint: everything runs again.
+    let fourth = compile_tiny(tmp.path(), &["--samples", "24", "--max-seq-len", "48"]);
+    assert_eq!(cached(&fourth), stages([false; 4]), "{fourth}");
+
+    // f32: no quantize stage; the float stages are the cached ones.
+    let f32 = compile_tiny(tmp.path(), &["--samples", "24", "--quant", "f32"]);
+    assert_eq!(cached(&f32), stages([true; 4])[..3].to_vec(), "{f32}");
+}
+
+/// A CLINC150-layout file for the 5 intents of `INTENTS` (their first utterances of each
+/// in-scope split) whose `oos_*` splits are utterances of other intents, labelled `oos`.
+fn five_intents_with_oos(path: &Path) {
+    const INTENTS: [&str; 5] = ["balance", "transfer", "weather", "alarm", "translate"];
+    let clinc: Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("gen/data/clinc150.json")).unwrap())
+            .unwrap();
+    let mut out = serde_json::Map::new();
+    for (split, per_intent) in [("train", 30), ("val", 20), ("test", 20)] {
+        let rows = clinc[split].as_array().unwrap();
+        let intent = |r: &Value| r[1].as_str().unwrap().to_string();
+        let mut kept = Vec::new();
+        for name in INTENTS {
+            kept.extend(
+                rows.iter()
+                    .filter(|r| intent(r) == name)
+                    .take(per_intent)
+                    .cloned(),
+            );
+        }
+        let others: Vec<Value> = rows
+            .iter()
+            .filter(|r| !INTENTS.contains(&intent(r).as_str()))
+            .step_by(40)
+            .take(60)
+            .map(|r| serde_json::json!([r[0], "oos"]))
+            .collect();
+        out.insert(split.into(), kept.into());
+        out.insert(format!("oos_{split}"), others.into());
+    }
+    std::fs::write(path, serde_json::to_vec(&Value::Object(out)).unwrap()).unwrap();
+}
+
+#[test]
+fn oos_threshold_is_stored_and_eval_reports_its_recall() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("five.json");
+    five_intents_with_oos(&data);
+    let data = data.to_str().unwrap();
+    let src = fixtures().join("models/albert-clinc");
+    let cache = dir.join("cache");
+    let c = json(&aon(
+        dir,
+        &[
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "compile",
+            src.to_str().unwrap(),
+            "--intents",
+            data,
+            "--samples",
+            "32",
+            "--oos-threshold",
+            "auto",
+            "-o",
+            ".",
+            "--json",
+        ],
+    ));
+    let archive = c["archive"].as_str().unwrap().to_string();
+    let oos = &c["oos"];
+    assert_eq!(oos["rule"], "auto", "{c}");
+    assert_eq!(oos["val"]["oos"], 60, "{c}");
+    assert_eq!(oos["val"]["in_scope"], 100, "{c}");
+    let threshold = oos["threshold"].as_f64().unwrap();
+    assert!(threshold > 0.0 && threshold <= 1.0, "{c}");
+    let i = json(&aon(dir, &["inspect", &archive, "--json"]));
+    let stored = &i["manifest"]["stages"]["oos"]["threshold"];
+    assert!((stored.as_f64().unwrap() - threshold).abs() < 1e-6, "{i}");
+
+    // Eval on the test split and oos_test.
+    let e = json(&aon(dir, &["eval", &archive, "--data", data, "--json"]));
+    let m = &e["oos"];
+    assert_eq!(e["oos_utterances"], 60, "{e}");
+    assert_eq!(m["oos"], 60, "{e}");
+    let t = m["threshold"].as_f64().unwrap();
+
+    // The same count, independently: `aon classify` on each out-of-scope test utterance.
+    let file: Value = serde_json::from_slice(&std::fs::read(data).unwrap()).unwrap();
+    let mut below = 0;
+    for row in file["oos_test"].as_array().unwrap() {
+        let text = row[0].as_str().unwrap();
+        let p = json(&aon(dir, &["classify", &archive, "--text", text, "--json"]));
+        let score = p["score"].as_f64().unwrap();
+        assert_eq!(p["out_of_scope"], score < t, "{p}");
+        if score < t {
+            assert_eq!(p["intent"], "oos", "{p}");
+            below += 1;
+        }
+    }
+    assert_eq!(m["oos_detected"], below, "{e}");
+    let recall = m["oos_recall"].as_f64().unwrap();
+    assert!((recall - below as f64 / 60.0).abs() < 1e-12, "{e}");
+    assert!(
+        below > 0,
+        "the threshold flags some out-of-scope utterances: {e}"
+    );
+
+    // --threshold overrides the archive's: 0 flags nothing, 1.0 (almost) everything.
+    let e0 = json(&aon(
+        dir,
+        &[
+            "eval",
+            &archive,
+            "--data",
+            data,
+            "--threshold",
+            "0",
+            "--json",
+        ],
+    ));
+    assert_eq!(e0["oos"]["oos_detected"], 0, "{e0}");
+    assert_eq!(e0["oos"]["in_scope_accuracy"], e0["accuracy"], "{e0}");
 }

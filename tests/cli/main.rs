@@ -4,6 +4,7 @@
 mod aon;
 mod aon_int8;
 mod aon_runtime;
+mod aon_validate;
 mod archive;
 mod checkpoint;
 mod convert;

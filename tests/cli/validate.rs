@@ -14,7 +14,7 @@ const PROMPTS: &str = "2 10 20 30\n# a comment\n2,5,6\n";
 
 /// The STAND-IN adb client: see the module comment. `ADB_STANDIN_STATE` picks what
 /// `get-state` answers: `device`, `none` or `unauthorized` (the real client's messages).
-const STANDIN_ADB: &str = r#"#!/bin/sh
+pub const STANDIN_ADB: &str = r#"#!/bin/sh
 # STAND-IN for the Android `adb` client, used by tests/cli/validate.rs only.
 echo "$*" >> "$ADB_STANDIN_LOG"
 if [ "$1" = -s ]; then shift 2; fi
@@ -41,7 +41,7 @@ esac
 "#;
 
 /// A stand-in `getprop` next to the stand-in adb (the runner calls it for device facts).
-const STANDIN_GETPROP: &str = r#"#!/bin/sh
+pub const STANDIN_GETPROP: &str = r#"#!/bin/sh
 case "$1" in
   ro.product.model) echo "Stand-in Phone" ;;
   ro.build.version.release) echo 14 ;;
@@ -136,15 +136,21 @@ fn validate_under_qemu_matches_the_host_and_reports_timings() {
 
 /// Runs `alc` with the stand-in adb first on PATH, its device state set to `state`.
 fn alc_with_standin_adb(dir: &Path, args: &[String], state: &str) -> Run {
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
+    with_standin_adb(env!("CARGO_BIN_EXE_alc"), dir, args, state)
+}
+
+/// Runs `bin` (`alc` or `aon`) with the stand-in adb first on PATH, its device state set to
+/// `state`; the stand-in logs to `dir/adb.log` and keeps pushed files under `dir/device`.
+pub fn with_standin_adb(bin: &str, dir: &Path, args: &[String], state: &str) -> Run {
+    let tools = dir.join("bin");
+    std::fs::create_dir_all(&tools).unwrap();
     for (name, text) in [("adb", STANDIN_ADB), ("getprop", STANDIN_GETPROP)] {
-        let path = bin.join(name);
+        let path = tools.join(name);
         std::fs::write(&path, text).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    let out = Command::new(env!("CARGO_BIN_EXE_alc"))
+    let path = format!("{}:{}", tools.display(), std::env::var("PATH").unwrap());
+    let out = Command::new(bin)
         .args(args)
         .current_dir(dir)
         .env("PATH", path)
@@ -218,16 +224,4 @@ fn validate_over_a_standin_adb_pushes_runs_and_parses() {
     assert_eq!(lines[6], expected);
     assert_eq!(lines[7], format!("-s STANDIN1 shell rm -rf {remote}"));
     assert_eq!(lines.len(), 8, "{log}");
-}
-
-#[test]
-fn aon_validate_says_albert_is_not_yet_supported() {
-    let tmp = tempfile::tempdir().unwrap();
-    let run = crate::aon(tmp.path(), &["validate", "x.tar", "--device", "host"]);
-    assert_eq!(run.code, 1);
-    assert!(
-        run.stderr.contains("not yet supported for ALBERT"),
-        "{}",
-        run.stderr
-    );
 }

@@ -1,6 +1,10 @@
 //! A reference evaluator for the operators the encoder graphs use: constant folding runs nodes
 //! through it, `aon convert` runs the frozen encoder with it to fit a head, and the pass tests
 //! check that rewrites keep outputs equal. Plain f32/i64 loops; matrix products use rayon.
+//! Quantization operators are in [`quant`], onnxruntime's fused attention in [`attention`].
+
+mod attention;
+mod quant;
 
 use std::collections::HashMap;
 
@@ -68,9 +72,10 @@ pub fn run_observed(
 
 /// Whether [`eval_node`] implements `node`'s operator.
 pub fn supports(node: &Node) -> bool {
-    const OPS: [&str; 29] = [
+    const OPS: [&str; 30] = [
         "QuantizeLinear",
         "DequantizeLinear",
+        "MatMulInteger",
         "Add",
         "Sub",
         "Mul",
@@ -100,7 +105,7 @@ pub fn supports(node: &Node) -> bool {
         "Expand",
     ];
     if node.domain == MS_DOMAIN {
-        return node.op == "FastGelu";
+        return matches!(node.op.as_str(), "FastGelu" | "MultiHeadAttention");
     }
     node.domain.is_empty() && OPS.contains(&node.op.as_str())
 }
@@ -141,14 +146,21 @@ fn dispatch(n: &Node, args: &[Option<&Tensor>]) -> R {
         "Tanh" => unary(arg(0)?, f32::tanh),
         "Neg" => unary(arg(0)?, |x| -x),
         "FastGelu" => fast_gelu(arg(0)?, args.get(1).copied().flatten()),
+        "MultiHeadAttention" => attention::multi_head_attention(n, args),
+        "MatMulInteger" => quant::matmul_integer(
+            arg(0)?,
+            arg(1)?,
+            args.get(2).copied().flatten(),
+            args.get(3).copied().flatten(),
+        ),
         "Identity" => Ok(arg(0)?.clone()),
-        "QuantizeLinear" => quantize_linear(
+        "QuantizeLinear" => quant::quantize_linear(
             arg(0)?,
             arg(1)?,
             args.get(2).copied().flatten(),
             n.int("axis").unwrap_or(1),
         ),
-        "DequantizeLinear" => dequantize_linear(
+        "DequantizeLinear" => quant::dequantize_linear(
             arg(0)?,
             arg(1)?,
             args.get(2).copied().flatten(),
@@ -346,59 +358,6 @@ fn fast_gelu(a: &Tensor, bias: Option<&Tensor>) -> R {
     })
 }
 
-/// Per element, the index into a per-axis parameter of length `params` (0 for per-tensor).
-fn param_index(
-    dims: &[usize],
-    params: usize,
-    axis: i64,
-) -> std::result::Result<Vec<usize>, String> {
-    let total: usize = dims.iter().product();
-    if params <= 1 {
-        return Ok(vec![0; total]);
-    }
-    let ax = axis_of(axis, dims.len())?;
-    if dims[ax] != params {
-        return Err(format!("{params} parameters for axis {ax} of {dims:?}"));
-    }
-    let inner: usize = dims[ax + 1..].iter().product();
-    Ok((0..total).map(|i| (i / inner) % params).collect())
-}
-
-/// `saturate(round_half_even(x / scale) + zero_point)` to int8 (the only type produced here).
-fn quantize_linear(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: i64) -> R {
-    let (xv, sv) = (f32s(x)?, f32s(scale)?);
-    let zv = zp
-        .map(ints)
-        .transpose()?
-        .unwrap_or_else(|| vec![0; sv.len()]);
-    let idx = param_index(&x.dims, sv.len(), axis)?;
-    let q = xv
-        .iter()
-        .zip(&idx)
-        .map(|(&v, &c)| ((v / sv[c]).round_ties_even() + zv[c] as f32).clamp(-128.0, 127.0) as i8)
-        .collect();
-    Ok(Tensor {
-        dims: x.dims.clone(),
-        data: TensorData::I8(q),
-    })
-}
-
-/// `(x - zero_point) * scale`.
-fn dequantize_linear(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: i64) -> R {
-    let (xv, sv) = (ints(x)?, f32s(scale)?);
-    let zv = zp
-        .map(ints)
-        .transpose()?
-        .unwrap_or_else(|| vec![0; sv.len()]);
-    let idx = param_index(&x.dims, sv.len(), axis)?;
-    let v = xv
-        .iter()
-        .zip(&idx)
-        .map(|(&q, &c)| (q - zv[c]) as f32 * sv[c])
-        .collect();
-    Ok(Tensor::f32(x.dims.clone(), v))
-}
-
 fn cast(a: &Tensor, to: i64) -> R {
     let dims = a.dims.clone();
     Ok(match (to, &a.data) {
@@ -406,6 +365,16 @@ fn cast(a: &Tensor, to: i64) -> R {
         (1, _) => Tensor::f32(dims, ints(a)?.iter().map(|&x| x as f32).collect()),
         (7, TensorData::F32(v)) => Tensor::i64(dims, v.iter().map(|&x| x as i64).collect()),
         (7, _) => Tensor::i64(dims, ints(a)?),
+        (6, _) => Tensor {
+            dims,
+            data: TensorData::I32(
+                ints(a)
+                    .or_else(|_| f32s(a).map(|v| v.iter().map(|&x| x as i64).collect()))?
+                    .iter()
+                    .map(|&x| x as i32)
+                    .collect(),
+            ),
+        },
         (9, _) => Tensor {
             dims,
             data: TensorData::Bool(

@@ -1,5 +1,6 @@
 //! Identity and redundant reshape removal: `Identity` nodes, `Reshape` of a `Reshape` (only the
-//! last shape matters), and `Transpose` pairs that cancel.
+//! last shape matters, when it is a constant without `0`: a `0` copies the inner result's
+//! dimension), and `Transpose` pairs that cancel.
 
 use super::{Matcher, Pass};
 use crate::error::Result;
@@ -55,6 +56,10 @@ impl Pass for IdentityElimination {
 fn chain_source(m: &Matcher<'_>, n: &Node) -> Option<String> {
     let inner_in = n.inputs.first()?;
     if n.is("Reshape") {
+        let shape = m.constant(n.inputs.get(1)?)?.to_i64()?;
+        if shape.contains(&0) && n.int("allowzero").unwrap_or(0) == 0 {
+            return None;
+        }
         return m
             .op(inner_in, "Reshape")
             .map(|inner| inner.inputs[0].clone());
@@ -104,5 +109,19 @@ mod tests {
             vec![("Neg".to_string(), 1), ("Reshape".to_string(), 1)]
         );
         assert_eq!(max_diff(&run(&g, &[2, 3]), &want), 0.0);
+    }
+
+    #[test]
+    fn keeps_a_reshape_that_copies_inner_dims() {
+        let mut g = graph(&[2, 6]);
+        g.initializers
+            .insert("s1".into(), Tensor::i64(vec![3], vec![2, 2, 3]));
+        g.initializers
+            .insert("s2".into(), Tensor::i64(vec![2], vec![0, -1]));
+        g.nodes
+            .push(Node::new("r1", "Reshape", &["x", "s1"], &["a"]));
+        g.nodes
+            .push(Node::new("r2", "Reshape", &["a", "s2"], &["y"]));
+        assert!(!IdentityElimination.run(&mut g).unwrap());
     }
 }

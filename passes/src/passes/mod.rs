@@ -1,6 +1,7 @@
 //! Graph passes: each a small type with a name whose `run` rewrites a [`Graph`] in place and
 //! says whether it changed anything. [`crate::pipeline`] runs named lists of them.
 
+mod attention;
 mod cse;
 mod dce;
 mod fold;
@@ -11,6 +12,7 @@ mod matmul_add;
 
 use std::collections::HashMap;
 
+pub use attention::AttentionFusion;
 pub use cse::CommonSubexpressions;
 pub use dce::DeadCode;
 pub use fold::ConstantFolding;
@@ -20,7 +22,7 @@ pub use layernorm::LayerNormFusion;
 pub use matmul_add::MatMulAddFusion;
 
 use crate::error::Result;
-use crate::ir::{Graph, Node};
+use crate::ir::{Graph, Node, Tensor};
 
 /// One graph rewrite.
 pub trait Pass {
@@ -31,13 +33,14 @@ pub trait Pass {
 }
 
 /// Names of every pass, in a sensible order.
-pub const ALL: [&str; 7] = [
+pub const ALL: [&str; 8] = [
     "cse",
     "fold",
     "identity",
     "layernorm",
     "gelu",
     "matmul-add",
+    "attention",
     "dce",
 ];
 
@@ -50,6 +53,7 @@ pub fn by_name(name: &str) -> Option<Box<dyn Pass>> {
         "layernorm" => Box::new(LayerNormFusion),
         "gelu" => Box::new(GeluFusion),
         "matmul-add" => Box::new(MatMulAddFusion),
+        "attention" => Box::new(AttentionFusion),
         "dce" => Box::new(DeadCode),
         _ => return None,
     })
@@ -73,6 +77,11 @@ impl<'g> Matcher<'g> {
     pub(crate) fn op(&self, value: &str, op: &str) -> Option<&'g Node> {
         let n = &self.g.nodes[*self.producers.get(value)?];
         n.is(op).then_some(n)
+    }
+
+    /// The initializer `value`.
+    pub(crate) fn constant(&self, value: &str) -> Option<&'g Tensor> {
+        self.g.initializers.get(value)
     }
 
     /// The value of a one-element f32 initializer.

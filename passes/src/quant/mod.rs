@@ -1,6 +1,8 @@
-//! Static INT8 quantization of encoder graphs, QDQ format (what onnxruntime's
-//! `quantize_static` writes): weights int8 symmetric (per output channel by default),
-//! activations int8 asymmetric per tensor with calibrated ranges ([`calib`]).
+//! Static INT8 quantization of encoder graphs: weights int8 symmetric (per output channel by
+//! default), activations int8 asymmetric per tensor with calibrated ranges ([`calib`]). Two
+//! [`Format`]s: QDQ (what onnxruntime's `quantize_static` writes by default: float operators
+//! between `QuantizeLinear`/`DequantizeLinear` pairs) and QOperator (integer `MatMulInteger`
+//! between explicit quantize/dequantize at the float boundaries, [`qoperator`]).
 //!
 //! A weight is quantized ONCE however many nodes read it: ALBERT's shared layer becomes one int8
 //! initializer and one `DequantizeLinear` that all unrolled layers read (tools that quantize
@@ -8,6 +10,7 @@
 //! Activation ranges are per value, so each unrolled layer keeps its own activation scale.
 
 pub mod calib;
+mod qoperator;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -29,6 +32,18 @@ const SCALE_SUFFIX: &str = "_scale";
 const ZP_SUFFIX: &str = "_zero_point";
 const DQ_SUFFIX: &str = "_dequantized";
 
+/// Operator format of the quantized graph.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Format {
+    /// `QuantizeLinear`/`DequantizeLinear` pairs around the float linear nodes.
+    #[default]
+    Qdq,
+    /// `MatMulInteger` on int8 inputs, dequantized from int32 (weights read int8 directly).
+    QOperator,
+}
+
 /// How to quantize.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
@@ -36,6 +51,8 @@ pub struct Options {
     pub per_tensor: bool,
     /// Node names kept in float.
     pub exclude: BTreeSet<String>,
+    /// Operator format.
+    pub format: Format,
 }
 
 /// What quantization did.
@@ -43,11 +60,11 @@ pub struct Options {
 pub struct Report {
     /// Linear nodes (MatMul/Gemm with a constant weight) quantized.
     pub nodes_quantized: Vec<String>,
-    /// Linear nodes kept in float (`--exclude`, the accuracy gate).
+    /// Linear nodes kept in float (`--exclude`, the accuracy gate, no QOperator form).
     pub nodes_float: Vec<String>,
     /// Weights quantized (each once).
     pub weights_quantized: usize,
-    /// Activation values given a Quantize/Dequantize pair.
+    /// Activation values quantized (a Quantize/Dequantize pair in QDQ, a Quantize in QOperator).
     pub activations_quantized: usize,
     /// Initializer bytes before / after.
     pub weight_bytes_before: usize,
@@ -138,26 +155,27 @@ pub fn activation_params(lo: f32, hi: f32) -> (f32, i8) {
     (scale, zp)
 }
 
-/// Rewrites `g` into QDQ form using calibrated `ranges`, then drops the float weights no node
-/// reads any more.
+/// Rewrites `g` into QDQ or QOperator form ([`Format`]) using calibrated `ranges`, then drops
+/// the float weights no node reads any more.
 pub fn quantize(g: &mut Graph, ranges: &Ranges, opts: &Options) -> Result<Report> {
     let mut report = Report {
         weight_bytes_before: g.weight_bytes(),
         ..Default::default()
     };
-    let mut front: Vec<Node> = Vec::new();
-    let mut after: HashMap<String, Vec<Node>> = HashMap::new();
-    let mut weights_done: HashMap<String, String> = HashMap::new();
-    let mut acts_done: HashMap<String, String> = HashMap::new();
-    let mut rewrites: Vec<(usize, usize, String)> = Vec::new();
+    let mut e = Edits::default();
+    let mut weights: HashMap<String, QWeight> = HashMap::new();
+    let mut acts: HashMap<String, QAct> = HashMap::new();
     let producers: HashMap<String, usize> = g
         .producers()
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
     for l in linear_nodes(g) {
-        let name = g.nodes[l.node].name.clone();
-        let Some(&(lo, hi)) = ranges.get(&l.activation) else {
+        let node = &g.nodes[l.node];
+        let name = node.name.clone();
+        let range = ranges.get(&l.activation).copied();
+        let qop = opts.format == Format::QOperator;
+        let Some((lo, hi)) = range.filter(|_| !qop || qoperator::fits(node)) else {
             report.nodes_float.push(name);
             continue;
         };
@@ -166,24 +184,40 @@ pub fn quantize(g: &mut Graph, ranges: &Ranges, opts: &Options) -> Result<Report
             continue;
         }
         let axis = (!opts.per_tensor).then_some(l.axis);
-        let wdq = weight_dq(g, &l.weight, axis, &mut weights_done, &mut front);
-        rewrites.push((l.node, 1, wdq));
-        let adq = acts_done.entry(l.activation.clone()).or_insert_with(|| {
+        weights
+            .entry(l.weight.clone())
+            .or_insert_with(|| QWeight::new(g, &l.weight, axis));
+        let act = acts.entry(l.activation.clone()).or_insert_with(|| {
             let (scale, zp) = activation_params(lo, hi);
-            let (q, dq) = qdq_pair(g, &l.activation, scale, zp);
+            let a = QAct::new(&l.activation, scale, zp);
+            let mut nodes = vec![a.quantize_node(&l.activation)];
+            if !qop {
+                nodes.push(a.dequantize_node(&l.activation));
+            }
             match producers.get(&l.activation) {
-                Some(&p) => after
+                Some(&p) => e
+                    .after
                     .entry(g.nodes[p].outputs[0].clone())
                     .or_default()
-                    .extend(q),
-                None => front.extend(q),
+                    .extend(nodes),
+                None => e.front.extend(nodes),
             }
-            dq
+            a
         });
-        rewrites.push((l.node, 0, adq.clone()));
+        let Some(w) = weights.get_mut(&l.weight) else {
+            continue;
+        };
+        if qop {
+            let n = g.nodes[l.node].clone();
+            let nodes = qoperator::linear(g, &n, act, w);
+            e.replace.insert(l.node, nodes);
+        } else {
+            e.rewrites.push((l.node, 0, act.dq.clone()));
+            e.rewrites.push((l.node, 1, w.dequantized(&mut e.front)));
+        }
         report.nodes_quantized.push(name);
     }
-    // Embedding tables: weight-only int8, one scale per row.
+    // Embedding tables: weight-only int8, one scale per row (both formats).
     let tables: Vec<(usize, String)> = g
         .nodes
         .iter()
@@ -196,109 +230,196 @@ pub fn quantize(g: &mut Graph, ranges: &Ranges, opts: &Options) -> Result<Report
         })
         .collect();
     for (i, w) in tables {
-        let wdq = weight_dq(g, &w, Some(0), &mut weights_done, &mut front);
-        rewrites.push((i, 0, wdq));
+        let qw = weights
+            .entry(w.clone())
+            .or_insert_with(|| QWeight::new(g, &w, Some(0)));
+        e.rewrites.push((i, 0, qw.dequantized(&mut e.front)));
     }
-    for (node, input, value) in rewrites {
-        g.nodes[node].inputs[input] = value;
+    for w in weights.values() {
+        w.store(g);
     }
-    let old = std::mem::take(&mut g.nodes);
-    let mut nodes = front;
-    for n in old {
-        let extra = n.outputs.first().and_then(|o| after.remove(o));
-        nodes.push(n);
-        nodes.extend(extra.into_iter().flatten());
+    for a in acts.values() {
+        a.store(g);
     }
-    g.nodes = nodes;
+    e.apply(g);
     DeadCode.run(g)?;
     g.validate()?;
-    report.weights_quantized = weights_done.len();
-    report.activations_quantized = acts_done.len();
+    report.weights_quantized = weights.len();
+    report.activations_quantized = acts.len();
     report.weight_bytes_after = g.weight_bytes();
     Ok(report)
 }
 
-/// The dequantized value of weight `w`, adding its int8 initializer and `DequantizeLinear`
-/// the first time `w` is seen.
-fn weight_dq(
-    g: &mut Graph,
-    w: &str,
-    axis: Option<usize>,
-    done: &mut HashMap<String, String>,
-    front: &mut Vec<Node>,
-) -> String {
-    if let Some(v) = done.get(w) {
-        return v.clone();
-    }
-    let t = &g.initializers[w];
-    let dims = t.dims.clone();
-    let (q, scales) = quantize_weight(t.as_f32().unwrap_or(&[]), &dims, axis);
-    let n = scales.len();
-    let (qn, sn, zn, dqn) = (
-        format!("{w}{Q_SUFFIX}"),
-        format!("{w}{SCALE_SUFFIX}"),
-        format!("{w}{ZP_SUFFIX}"),
-        format!("{w}{DQ_SUFFIX}"),
-    );
-    let pdims = if axis.is_some() { vec![n] } else { vec![] };
-    g.initializers.insert(
-        qn.clone(),
-        Tensor {
-            dims,
-            data: TensorData::I8(q),
-        },
-    );
-    g.initializers
-        .insert(sn.clone(), Tensor::f32(pdims.clone(), scales));
-    g.initializers.insert(
-        zn.clone(),
-        Tensor {
-            dims: pdims,
-            data: TensorData::I8(vec![0; n]),
-        },
-    );
-    let mut dq = Node::new(
-        format!("{w}/dequantize"),
-        "DequantizeLinear",
-        &[&qn, &sn, &zn],
-        &[&dqn],
-    );
-    if let Some(a) = axis {
-        dq = dq.with("axis", Attr::Int(a as i64));
-    }
-    front.push(dq);
-    done.insert(w.to_string(), dqn.clone());
-    dqn
+/// Node edits collected while quantizing, applied at the end so node indices stay valid.
+#[derive(Default)]
+struct Edits {
+    /// Nodes placed before all others (weight dequantization, graph-input quantization).
+    front: Vec<Node>,
+    /// Nodes placed right after the producer of a value.
+    after: HashMap<String, Vec<Node>>,
+    /// (node, input index, new value).
+    rewrites: Vec<(usize, usize, String)>,
+    /// Nodes replaced by a sequence of nodes (QOperator linears).
+    replace: HashMap<usize, Vec<Node>>,
 }
 
-/// `QuantizeLinear` + `DequantizeLinear` of activation `x`; returns the nodes and the
-/// dequantized value's name.
-fn qdq_pair(g: &mut Graph, x: &str, scale: f32, zp: i8) -> (Vec<Node>, String) {
-    let (sn, zn) = (format!("{x}{SCALE_SUFFIX}"), format!("{x}{ZP_SUFFIX}"));
-    let (qn, dqn) = (format!("{x}{Q_SUFFIX}"), format!("{x}{DQ_SUFFIX}"));
-    g.initializers.insert(sn.clone(), Tensor::scalar(scale));
-    g.initializers.insert(
-        zn.clone(),
-        Tensor {
-            dims: vec![],
-            data: TensorData::I8(vec![zp]),
-        },
-    );
-    let nodes = vec![
+impl Edits {
+    fn apply(mut self, g: &mut Graph) {
+        for (node, input, value) in self.rewrites {
+            g.nodes[node].inputs[input] = value;
+        }
+        let old = std::mem::take(&mut g.nodes);
+        let mut nodes = self.front;
+        for (i, n) in old.into_iter().enumerate() {
+            let extra = n.outputs.first().and_then(|o| self.after.remove(o));
+            match self.replace.remove(&i) {
+                Some(r) => nodes.extend(r),
+                None => nodes.push(n),
+            }
+            nodes.extend(extra.into_iter().flatten());
+        }
+        g.nodes = nodes;
+    }
+}
+
+/// A weight quantized once: its int8 initializer, scales, and (QDQ) its dequantized value.
+pub(crate) struct QWeight {
+    name: String,
+    /// `{name}_quantized`.
+    pub(crate) q: String,
+    /// Scale per channel (one: per tensor).
+    pub(crate) scales: Vec<f32>,
+    axis: Option<usize>,
+    dims: Vec<usize>,
+    values: Vec<i8>,
+    dq: Option<String>,
+}
+
+impl QWeight {
+    /// Symmetric int8 of initializer `w`.
+    fn new(g: &Graph, w: &str, axis: Option<usize>) -> Self {
+        let t = &g.initializers[w];
+        let (values, scales) = quantize_weight(t.as_f32().unwrap_or(&[]), &t.dims, axis);
+        QWeight {
+            name: w.to_string(),
+            q: format!("{w}{Q_SUFFIX}"),
+            scales,
+            axis,
+            dims: t.dims.clone(),
+            values,
+            dq: None,
+        }
+    }
+
+    /// The `DequantizeLinear` output of the weight, adding that node (to `front`) once.
+    fn dequantized(&mut self, front: &mut Vec<Node>) -> String {
+        if let Some(v) = &self.dq {
+            return v.clone();
+        }
+        let w = &self.name;
+        let (sn, zn, dqn) = (
+            format!("{w}{SCALE_SUFFIX}"),
+            format!("{w}{ZP_SUFFIX}"),
+            format!("{w}{DQ_SUFFIX}"),
+        );
+        let mut dq = Node::new(
+            format!("{w}/dequantize"),
+            "DequantizeLinear",
+            &[&self.q, &sn, &zn],
+            &[&dqn],
+        );
+        if let Some(a) = self.axis {
+            dq = dq.with("axis", Attr::Int(a as i64));
+        }
+        front.push(dq);
+        self.dq = Some(dqn.clone());
+        dqn
+    }
+
+    /// Adds the int8 initializer, and the scale and zero-point ones its dequantization reads.
+    fn store(&self, g: &mut Graph) {
+        let n = self.scales.len();
+        let pdims = if self.axis.is_some() { vec![n] } else { vec![] };
+        g.initializers.insert(
+            self.q.clone(),
+            Tensor {
+                dims: self.dims.clone(),
+                data: TensorData::I8(self.values.clone()),
+            },
+        );
+        if self.dq.is_some() {
+            let w = &self.name;
+            g.initializers.insert(
+                format!("{w}{SCALE_SUFFIX}"),
+                Tensor::f32(pdims.clone(), self.scales.clone()),
+            );
+            g.initializers.insert(
+                format!("{w}{ZP_SUFFIX}"),
+                Tensor {
+                    dims: pdims,
+                    data: TensorData::I8(vec![0; n]),
+                },
+            );
+        }
+    }
+}
+
+/// An activation quantized per tensor: its `QuantizeLinear` output and parameters.
+pub(crate) struct QAct {
+    /// Quantized (int8) value.
+    pub(crate) q: String,
+    /// Its `DequantizeLinear` output (QDQ only).
+    dq: String,
+    /// Scale initializer.
+    pub(crate) scale_name: String,
+    /// Zero-point initializer.
+    pub(crate) zp_name: String,
+    /// Scale.
+    pub(crate) scale: f32,
+    zp: i8,
+}
+
+impl QAct {
+    fn new(x: &str, scale: f32, zp: i8) -> Self {
+        QAct {
+            q: format!("{x}{Q_SUFFIX}"),
+            dq: format!("{x}{DQ_SUFFIX}"),
+            scale_name: format!("{x}{SCALE_SUFFIX}"),
+            zp_name: format!("{x}{ZP_SUFFIX}"),
+            scale,
+            zp,
+        }
+    }
+
+    fn quantize_node(&self, x: &str) -> Node {
         Node::new(
             format!("{x}/quantize"),
             "QuantizeLinear",
-            &[x, &sn, &zn],
-            &[&qn],
-        ),
+            &[x, &self.scale_name, &self.zp_name],
+            &[&self.q],
+        )
+    }
+
+    fn dequantize_node(&self, x: &str) -> Node {
         Node::new(
             format!("{x}/dequantize"),
             "DequantizeLinear",
-            &[&qn, &sn, &zn],
-            &[&dqn],
-        ),
-    ];
-    (nodes, dqn)
+            &[&self.q, &self.scale_name, &self.zp_name],
+            &[&self.dq],
+        )
+    }
+
+    fn store(&self, g: &mut Graph) {
+        g.initializers
+            .insert(self.scale_name.clone(), Tensor::scalar(self.scale));
+        g.initializers.insert(
+            self.zp_name.clone(),
+            Tensor {
+                dims: vec![],
+                data: TensorData::I8(vec![self.zp]),
+            },
+        );
+    }
 }
 
 /// Per linear node, the names of the shared weights it reads: for reports and sensitivity.
@@ -405,6 +526,45 @@ mod tests {
             g.nodes.iter().find(|n| n.name == "l1").unwrap().inputs[1],
             "w"
         );
+    }
+
+    #[test]
+    fn qoperator_matches_qdq_and_stores_weights_once() {
+        let samples = vec![sample(1.0), sample(-0.5)];
+        let g = shared_graph();
+        let ranges = calibrate(
+            &g,
+            &samples,
+            &activations(&g, &BTreeSet::new()),
+            Method::MinMax,
+        )
+        .unwrap();
+        let (mut qdq, mut qop) = (g.clone(), g);
+        quantize(&mut qdq, &ranges, &Options::default()).unwrap();
+        let opts = Options {
+            format: Format::QOperator,
+            ..Default::default()
+        };
+        let r = quantize(&mut qop, &ranges, &opts).unwrap();
+        assert_eq!((r.nodes_quantized.len(), r.weights_quantized), (2, 1));
+        let ops = qop.op_counts();
+        assert_eq!(ops.get("MatMulInteger"), Some(&2), "{ops:?}");
+        assert_eq!(ops.get("QuantizeLinear"), Some(&2), "{ops:?}");
+        assert!(!ops.contains_key("Gemm"), "{ops:?}");
+        let int8: Vec<&String> = qop
+            .initializers
+            .iter()
+            .filter(|(_, t)| t.dtype() == crate::ir::DType::I8 && t.dims.len() == 2)
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(int8, vec!["w_quantized"]);
+        let (a, b) = (
+            eval::run(&qdq, &samples[0]).unwrap(),
+            eval::run(&qop, &samples[0]).unwrap(),
+        );
+        for (x, y) in a[0].as_f32().unwrap().iter().zip(b[0].as_f32().unwrap()) {
+            assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+        }
     }
 
     #[test]

@@ -11,6 +11,9 @@ use crate::error::{Error, Result};
 
 /// Default `axis` of `DequantizeLinear` (ONNX opset 13+).
 const DQ_DEFAULT_AXIS: i64 = 1;
+/// Integer operators of QOperator-format INT8 graphs (`aon quantize --format qoperator`): the
+/// encoder reads QDQ graphs only, so these are refused up front with a clear message.
+const QOPERATOR_OPS: [&str; 3] = ["MatMulInteger", "QLinearMatMul", "QGemm"];
 
 /// Quantization of an activation: per-tensor scale and zero point.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -135,6 +138,18 @@ impl OnnxGraph {
     pub fn parse(bytes: &[u8]) -> Result<Self> {
         let model = ModelProto::decode(bytes).map_err(|e| bad(format!("ONNX: {e}")))?;
         let graph = model.graph.ok_or_else(|| bad("ONNX: no graph"))?;
+        if let Some(n) = graph
+            .node
+            .iter()
+            .find(|n| QOPERATOR_OPS.contains(&n.op_type.as_str()))
+        {
+            return Err(bad(format!(
+                "{} node (output {}): QOperator-format INT8 is not supported by the runtime \
+                 classifier; quantize with --format qdq (the default)",
+                n.op_type,
+                n.output.first().map_or("?", String::as_str)
+            )));
+        }
         let mut producer = HashMap::new();
         for (i, n) in graph.node.iter().enumerate() {
             for o in &n.output {
@@ -331,6 +346,31 @@ fn two_d(name: &str, d: &[usize]) -> Result<[usize; 2]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn qoperator_graphs_are_refused_clearly() {
+        use super::super::proto::GraphProto;
+        let node = NodeProto {
+            input: vec!["x_quantized".into(), "w_quantized".into()],
+            output: vec!["acc".into()],
+            op_type: "MatMulInteger".into(),
+            attribute: vec![],
+        };
+        let model = ModelProto {
+            graph: Some(GraphProto {
+                node: vec![node],
+                initializer: vec![],
+            }),
+        };
+        let err = OnnxGraph::parse(&model.encode_to_vec())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("QOperator") && err.contains("--format qdq"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn fake_quant_rounds_half_to_even_and_saturates() {

@@ -22,6 +22,13 @@ pub const MODEL_FILES: [&str; 2] = ["model.int8.onnx", "model.onnx"];
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 /// Label names by class index.
 pub const LABELS_FILE: &str = "labels.json";
+/// The `family` of classifier archives' manifests.
+pub const FAMILY: &str = "albert";
+/// The manifest stage holding the out-of-scope threshold (`stages.oos.threshold`, written by
+/// `aon compile --oos-threshold`, docs/formats/package-v1.md).
+pub const OOS_STAGE: &str = "oos";
+/// The intent name given to utterances scored below the out-of-scope threshold.
+pub const OOS_LABEL: &str = "oos";
 
 /// A loaded classifier.
 pub struct Classifier {
@@ -29,6 +36,7 @@ pub struct Classifier {
     tokenizer: Tokenizer,
     labels: Vec<String>,
     model: PathBuf,
+    oos_threshold: Option<f32>,
 }
 
 /// One utterance's result.
@@ -36,6 +44,8 @@ pub struct Classifier {
 pub struct Classification {
     /// Token ids fed to the encoder.
     pub input_ids: Vec<u32>,
+    /// The classifier's logits by class index.
+    pub logits: Vec<f32>,
     /// Softmax probabilities by class index.
     pub probs: Vec<f32>,
     /// The best class.
@@ -82,17 +92,34 @@ impl Classifier {
                 path: path.join(name),
             })
         };
-        let model = MODEL_FILES
-            .iter()
-            .find(|f| pkg.entry(f).is_some())
-            .copied()
-            .unwrap_or(MODEL_FILES[1]);
-        Self::from_parts(
+        let Some(model) = MODEL_FILES.iter().find(|f| pkg.entry(f).is_some()).copied() else {
+            let family = &pkg.manifest().family;
+            if family == FAMILY {
+                return Err(Error::MissingFile {
+                    path: path.join(MODEL_FILES[1]),
+                });
+            }
+            return Err(Error::Model(format!(
+                "{}: a {family} archive, not an mALBERT intent classifier (no {} or {})",
+                path.display(),
+                MODEL_FILES[0],
+                MODEL_FILES[1]
+            )));
+        };
+        let mut c = Self::from_parts(
             entry(model)?,
             entry(TOKENIZER_FILE)?,
             entry(LABELS_FILE)?,
             &path.join(model),
-        )
+        )?;
+        c.oos_threshold = pkg
+            .manifest()
+            .stages
+            .get(OOS_STAGE)
+            .and_then(|s| s.get("threshold"))
+            .and_then(serde_json::Value::as_f64)
+            .map(|t| t as f32);
+        Ok(c)
     }
 
     /// Builds a classifier from the bytes of its three files; `model` names it in messages.
@@ -115,6 +142,7 @@ impl Classifier {
             tokenizer,
             labels,
             model: model.to_path_buf(),
+            oos_threshold: None,
         })
     }
 
@@ -126,6 +154,13 @@ impl Classifier {
     /// The model file or entry it runs.
     pub fn model_path(&self) -> &Path {
         &self.model
+    }
+
+    /// The out-of-scope threshold of an archive (`stages.oos.threshold` of its manifest):
+    /// an utterance whose best softmax score is below it is out of scope. `None` for model
+    /// directories, `.onnx` files and archives compiled without one.
+    pub fn oos_threshold(&self) -> Option<f32> {
+        self.oos_threshold
     }
 
     /// The encoder.
@@ -151,6 +186,7 @@ impl Classifier {
             .unwrap_or(0);
         Ok(Classification {
             input_ids,
+            logits,
             probs,
             index,
             seconds: t0.elapsed().as_secs_f64(),

@@ -1,20 +1,24 @@
-//! `ava-runner`: the on-device half of `alc validate` (docs/validate.md). Runs an archive's
-//! prompts greedily and prints one JSON report on stdout: tokens, load time, time to first
-//! token and decode speed per prompt, peak RSS and the device's facts.
+//! `ava-runner`: the on-device half of `alc validate` and `aon validate` (docs/validate.md).
+//! Runs an archive's prompts greedily (Gemma 3) or classifies utterances (mALBERT) and prints
+//! one JSON report on stdout: tokens, load time, time to first token and decode speed per
+//! prompt or label, score, logits and latency per utterance, peak RSS and the device's facts.
 //!
 //! ```text
 //! ava-runner ARCHIVE --prompts FILE [--backend auto|native|tvm] [--max-new-tokens N] [--context N]
+//! ava-runner ARCHIVE --classify FILE
 //! ava-runner --facts
 //! ```
 //!
-//! The prompts file has one prompt per line, token ids separated by spaces or commas. Built only
+//! The prompts file has one prompt per line, token ids separated by spaces or commas; the
+//! classify file one utterance per line. Built only
 //! with the `runner` feature, so normal builds (and the NDK-less Android library) skip it; it
 //! uses nothing beyond the runtime's own dependencies.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use ava_runtime::albert::Classifier;
 use ava_runtime::{Backend, Engine, GenerateOptions, SamplingParams};
 use serde_json::{json, Value};
 
@@ -27,7 +31,8 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 struct Options {
     archive: PathBuf,
-    prompts: PathBuf,
+    prompts: Option<PathBuf>,
+    classify: Option<PathBuf>,
     backend: Backend,
     max_new_tokens: usize,
     context: usize,
@@ -38,7 +43,10 @@ fn main() -> ExitCode {
     let result = if args.iter().any(|a| a == "--facts") {
         Ok(json!({ "report_version": REPORT_VERSION, "device": device_facts() }))
     } else {
-        parse_args(&args).and_then(|o| run(&o))
+        parse_args(&args).and_then(|o| match &o.classify {
+            Some(utterances) => classify(&o.archive, utterances),
+            None => run(&o),
+        })
     };
     match result {
         Ok(report) => {
@@ -56,6 +64,7 @@ fn main() -> ExitCode {
 fn parse_args(args: &[String]) -> Result<Options> {
     let mut archive = None;
     let mut prompts = None;
+    let mut classify = None;
     let mut backend = Backend::Auto;
     let mut max_new_tokens = DEFAULT_MAX_NEW_TOKENS;
     let mut context = ava_runtime::generate::DEFAULT_CONTEXT;
@@ -68,6 +77,7 @@ fn parse_args(args: &[String]) -> Result<Options> {
         };
         match arg.as_str() {
             "--prompts" => prompts = Some(PathBuf::from(value()?)),
+            "--classify" => classify = Some(PathBuf::from(value()?)),
             "--backend" => {
                 backend = match value()?.as_str() {
                     "auto" => Backend::Auto,
@@ -83,9 +93,13 @@ fn parse_args(args: &[String]) -> Result<Options> {
             a => return Err(format!("unexpected argument `{a}`").into()),
         }
     }
+    if prompts.is_some() == classify.is_some() {
+        return Err("one of --prompts FILE and --classify FILE is required".into());
+    }
     Ok(Options {
         archive: archive.ok_or("no archive given")?,
-        prompts: prompts.ok_or("--prompts FILE is required")?,
+        prompts,
+        classify,
         backend,
         max_new_tokens,
         context,
@@ -120,7 +134,7 @@ fn read_prompts(path: &std::path::Path) -> Result<Vec<Vec<u32>>> {
 }
 
 fn run(o: &Options) -> Result<Value> {
-    let prompts = read_prompts(&o.prompts)?;
+    let prompts = read_prompts(o.prompts.as_deref().ok_or("--prompts FILE is required")?)?;
     let engine = Engine::open_with(&o.archive, o.backend)
         .map_err(|e| format!("loading {}: {e}", o.archive.display()))?;
     let options = GenerateOptions {
@@ -152,6 +166,42 @@ fn run(o: &Options) -> Result<Value> {
         "load_ms": ms(engine.load_time()),
         "kv_cache_bytes": ava_runtime::KvCache::bytes_for(engine.model().config(), o.context),
         "prompts": results,
+        "peak_rss_bytes": status_bytes("VmHWM:"),
+        "device": device_facts(),
+    }))
+}
+
+/// Classifies every non-empty line of `utterances` with the archive's mALBERT classifier.
+fn classify(archive: &Path, utterances: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(utterances)
+        .map_err(|e| format!("reading {}: {e}", utterances.display()))?;
+    let t0 = Instant::now();
+    let c = Classifier::open(archive).map_err(|e| format!("loading {}: {e}", archive.display()))?;
+    let load = t0.elapsed();
+    let mut results = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let r = c.classify(line)?;
+        results.push(json!({
+            "tokens": r.input_ids,
+            "index": r.index,
+            "score": r.probs.get(r.index).copied().unwrap_or(0.0),
+            "logits": r.logits,
+            "ms": r.seconds * 1e3,
+            "model_ms": r.model_seconds * 1e3,
+        }));
+    }
+    if results.is_empty() {
+        return Err(format!("{}: no utterances", utterances.display()).into());
+    }
+    Ok(json!({
+        "report_version": REPORT_VERSION,
+        "ok": true,
+        "mode": "classify",
+        "backend": "native",
+        "load_ms": ms(load),
+        "labels": c.labels().len(),
+        "max_seq_len": c.encoder().max_positions(),
+        "utterances": results,
         "peak_rss_bytes": status_bytes("VmHWM:"),
         "device": device_facts(),
     }))

@@ -55,7 +55,7 @@ impl CapiError {
 impl From<Error> for CapiError {
     fn from(e: Error) -> Self {
         let status = match &e {
-            Error::Io { .. } => AvaStatus::Io,
+            Error::Io { .. } | Error::Package(ava_packaging::Error::Io { .. }) => AvaStatus::Io,
             Error::Compressed { .. } | Error::Package(_) => AvaStatus::Archive,
             Error::Tokenizer(_) => AvaStatus::Tokenizer,
             Error::ContextFull { .. } => AvaStatus::ContextFull,

@@ -1,18 +1,28 @@
-//! JNI entry points of `com.ava.runtime.AlcEngine` (`bindings/android/`), feature `jni`.
+//! JNI entry points of `com.ava.runtime.AlcEngine` and `com.ava.runtime.AonClassifier`
+//! (`bindings/android/`), feature `jni`.
 //!
-//! A Java `AlcEngine` holds one `AvaSession` (which keeps its engine alive) as a `long`. The
-//! Java side serialises calls and frees the handle once (see `AlcEngine.java`); failures come
-//! back as `com.ava.runtime.AlcException` carrying the status code and the runtime's message,
-//! and an exception thrown by the listener propagates unchanged.
+//! A Java `AlcEngine` holds one `AvaSession` (which keeps its engine alive) as a `long`, an
+//! `AonClassifier` one `AvaClassifier`. The Java side serialises what must be serialised and
+//! frees each handle once (see the Java classes); failures come back as
+//! `com.ava.runtime.AlcException` carrying the status code and the runtime's message, and an
+//! exception thrown by a listener propagates unchanged.
+//!
+//! Fields, methods and constructors are looked up by ID and called `_unchecked`: the checked
+//! calls parse type signatures at run time, once per token in a generation, with a parser that
+//! would add to the library's size.
 
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::Arc;
 
-use jni::objects::{JClass, JIntArray, JObject, JObjectArray, JString, JThrowable, JValue};
-use jni::sys::{jboolean, jdoubleArray, jint, jintArray, jlong, jstring};
+use jni::objects::{
+    JClass, JIntArray, JObject, JObjectArray, JString, JThrowable, JValue, JValueOwned,
+};
+use jni::signature::{Primitive, ReturnType};
+use jni::sys::{jboolean, jdoubleArray, jfloat, jint, jintArray, jlong, jobjectArray, jstring};
 use jni::JNIEnv;
 
+use super::classify::AvaClassifier;
 use super::error::{panic_message, CapiError};
 use super::session::{AvaSession, Prompt};
 use super::{AvaGenerateResult, AvaStatus};
@@ -20,6 +30,10 @@ use crate::generate::{Engine, GenerateOptions};
 use crate::sampling::SamplingParams;
 
 const EXCEPTION_CLASS: &str = "com/ava/runtime/AlcException";
+const INT: ReturnType = ReturnType::Primitive(Primitive::Int);
+const LONG: ReturnType = ReturnType::Primitive(Primitive::Long);
+const FLOAT: ReturnType = ReturnType::Primitive(Primitive::Float);
+const BOOLEAN: ReturnType = ReturnType::Primitive(Primitive::Boolean);
 
 /// Why a JNI call failed: a runtime error to throw, or a JNI error (usually a pending Java
 /// exception, which is left to propagate).
@@ -73,12 +87,27 @@ fn run<'l, T>(
 
 fn throw(env: &mut JNIEnv<'_>, status: AvaStatus, message: &str) -> jni::errors::Result<()> {
     let msg = env.new_string(message)?;
-    let ex = env.new_object(
-        EXCEPTION_CLASS,
-        "(ILjava/lang/String;)V",
-        &[JValue::Int(status as jint), JValue::Object(&msg)],
-    )?;
+    let class = env.find_class(EXCEPTION_CLASS)?;
+    let init = env.get_method_id(&class, "<init>", "(ILjava/lang/String;)V")?;
+    let args = [
+        JValue::Int(status as jint).as_jni(),
+        JValue::Object(&msg).as_jni(),
+    ];
+    // SAFETY: the constructor takes (int, String), the arguments given.
+    let ex = unsafe { env.new_object_unchecked(&class, init, &args) }?;
     env.throw(JThrowable::from(ex))
+}
+
+/// Field `name` of `o`, whose class is `class`, with JNI type signature `sig` read as `ty`.
+fn field<'l>(
+    env: &mut JNIEnv<'l>,
+    (o, class): (&JObject<'_>, &JClass<'_>),
+    name: &str,
+    sig: &str,
+    ty: ReturnType,
+) -> jni::errors::Result<JValueOwned<'l>> {
+    let id = env.get_field_id(class, name, sig)?;
+    env.get_field_unchecked(o, id, ty)
 }
 
 /// The session behind a handle from `nativeOpen`.
@@ -110,11 +139,13 @@ fn options(env: &mut JNIEnv<'_>, o: &JObject<'_>) -> JniResult<GenerateOptions> 
     if o.is_null() {
         return Ok(GenerateOptions::default());
     }
+    let class = env.get_object_class(o)?;
+    let obj = (o, &class);
     let int = |env: &mut JNIEnv<'_>, name: &str| -> JniResult<usize> {
-        let v = env.get_field(o, name, "I")?.i()?;
+        let v = field(env, obj, name, "I", INT)?.i()?;
         usize::try_from(v).map_err(|_| CapiError::invalid(format!("{name} is negative")).into())
     };
-    let float = |env: &mut JNIEnv<'_>, name: &str| env.get_field(o, name, "F")?.f();
+    let float = |env: &mut JNIEnv<'_>, name: &str| field(env, obj, name, "F", FLOAT)?.f();
     let max_tokens = int(env, "maxTokens")?;
     if max_tokens == 0 {
         return Err(CapiError::invalid("maxTokens must be at least 1").into());
@@ -126,12 +157,16 @@ fn options(env: &mut JNIEnv<'_>, o: &JObject<'_>) -> JniResult<GenerateOptions> 
         min_p: float(env, "minP")?,
         repeat_penalty: float(env, "repeatPenalty")?,
         repeat_last_n: int(env, "repeatLastN")?,
-        seed: env.get_field(o, "seed", "J")?.j()? as u64,
+        seed: field(env, obj, "seed", "J", LONG)?.j()? as u64,
     };
-    let stops = JObjectArray::from(
-        env.get_field(o, "stopStrings", "[Ljava/lang/String;")?
-            .l()?,
-    );
+    let stops = field(
+        env,
+        obj,
+        "stopStrings",
+        "[Ljava/lang/String;",
+        ReturnType::Array,
+    )?;
+    let stops = JObjectArray::from(stops.l()?);
     let mut stop_strings = Vec::new();
     if !stops.is_null() {
         for i in 0..env.get_array_length(&stops)? {
@@ -144,7 +179,7 @@ fn options(env: &mut JNIEnv<'_>, o: &JObject<'_>) -> JniResult<GenerateOptions> 
         max_tokens,
         sampling,
         stop_strings,
-        ignore_eos: env.get_field(o, "ignoreEos", "Z")?.z()?,
+        ignore_eos: field(env, obj, "ignoreEos", "Z", BOOLEAN)?.z()?,
     })
 }
 
@@ -159,21 +194,26 @@ fn generate(
 ) -> JniResult<jdoubleArray> {
     let session = session(handle)?;
     let options = options(env, opts)?;
+    let on_token = if listener.is_null() {
+        None
+    } else {
+        let class = env.get_object_class(listener)?;
+        Some(env.get_method_id(&class, "onToken", "(Ljava/lang/String;I)Z")?)
+    };
     let mut listener_error = None;
     let outcome = session.run(prompt, &options, &mut |piece| {
-        if listener.is_null() {
+        let Some(on_token) = on_token else {
             return true;
-        }
+        };
         let call = |env: &mut JNIEnv<'_>| -> jni::errors::Result<bool> {
             let text = env.new_string(piece.text)?;
-            let go_on = env
-                .call_method(
-                    listener,
-                    "onToken",
-                    "(Ljava/lang/String;I)Z",
-                    &[JValue::Object(&text), JValue::Int(piece.token as jint)],
-                )?
-                .z()?;
+            let args = [
+                JValue::Object(&text).as_jni(),
+                JValue::Int(piece.token as jint).as_jni(),
+            ];
+            // SAFETY: `onToken` takes (String, int) and returns boolean, as called here.
+            let go_on =
+                unsafe { env.call_method_unchecked(listener, on_token, BOOLEAN, &args) }?.z()?;
             // One local reference per token would overflow Android's table on long answers.
             env.delete_local_ref(text)?;
             Ok(go_on)
@@ -340,6 +380,111 @@ pub extern "system" fn Java_com_ava_runtime_AlcEngine_nativeChat<'l>(
     run(&mut env, |env| {
         let text = string(env, &text, "text")?;
         generate(env, handle, Prompt::Chat(&text), &options, &listener)
+    })
+    .unwrap_or(std::ptr::null_mut())
+}
+
+/// The classifier behind a handle from `AonClassifier.nativeOpen`.
+fn classifier<'a>(handle: jlong) -> JniResult<&'a AvaClassifier> {
+    // SAFETY: the Java class passes only handles from `nativeOpen` that it has not freed, and
+    // frees one only when no native call on it runs.
+    unsafe { (handle as *const AvaClassifier).as_ref() }
+        .ok_or_else(|| CapiError::invalid("the classifier is closed").into())
+}
+
+/// `static native long nativeOpen(String path)` of `AonClassifier`.
+#[no_mangle]
+pub extern "system" fn Java_com_ava_runtime_AonClassifier_nativeOpen<'l>(
+    mut env: JNIEnv<'l>,
+    _class: JClass<'l>,
+    path: JString<'l>,
+) -> jlong {
+    run(&mut env, |env| {
+        let path = string(env, &path, "path")?;
+        let classifier = Box::new(AvaClassifier::open(Path::new(&path))?);
+        Ok(Box::into_raw(classifier) as jlong)
+    })
+    .unwrap_or(0)
+}
+
+/// `static native void nativeFree(long handle)` of `AonClassifier`.
+#[no_mangle]
+pub extern "system" fn Java_com_ava_runtime_AonClassifier_nativeFree<'l>(
+    mut env: JNIEnv<'l>,
+    _class: JClass<'l>,
+    handle: jlong,
+) {
+    run(&mut env, |_| {
+        if handle != 0 {
+            // SAFETY: a handle from `nativeOpen`, freed once by the Java class.
+            drop(unsafe { Box::from_raw(handle as *mut AvaClassifier) });
+        }
+        Ok(())
+    })
+    .unwrap_or_default()
+}
+
+/// `static native float nativeThreshold(long handle)`: the out-of-scope threshold (0: none).
+#[no_mangle]
+pub extern "system" fn Java_com_ava_runtime_AonClassifier_nativeThreshold<'l>(
+    mut env: JNIEnv<'l>,
+    _class: JClass<'l>,
+    handle: jlong,
+) -> jfloat {
+    run(&mut env, |_| Ok(classifier(handle)?.threshold())).unwrap_or_default()
+}
+
+/// `static native String[] nativeLabels(long handle)`: label names by class index.
+#[no_mangle]
+pub extern "system" fn Java_com_ava_runtime_AonClassifier_nativeLabels<'l>(
+    mut env: JNIEnv<'l>,
+    _class: JClass<'l>,
+    handle: jlong,
+) -> jobjectArray {
+    run(&mut env, |env| {
+        let labels = classifier(handle)?.labels();
+        let array =
+            env.new_object_array(labels.len() as jint, "java/lang/String", JObject::null())?;
+        for (i, label) in labels.iter().enumerate() {
+            let s = env.new_string(label)?;
+            env.set_object_array_element(&array, i as jint, &s)?;
+            env.delete_local_ref(s)?;
+        }
+        Ok(array.into_raw())
+    })
+    .unwrap_or(std::ptr::null_mut())
+}
+
+/// `static native double[] nativeClassify(long handle, String text, int topK)`: may run on
+/// several threads at once. Returns `[tokens, latency ms, best index, best score, 1 if out of
+/// scope else 0, then index and score of each of the top K]`, the layout
+/// `AonClassifier.Result` reads.
+#[no_mangle]
+pub extern "system" fn Java_com_ava_runtime_AonClassifier_nativeClassify<'l>(
+    mut env: JNIEnv<'l>,
+    _class: JClass<'l>,
+    handle: jlong,
+    text: JString<'l>,
+    top_k: jint,
+) -> jdoubleArray {
+    run(&mut env, |env| {
+        let text = string(env, &text, "text")?;
+        let top_k = usize::try_from(top_k).map_err(|_| CapiError::invalid("topK is negative"))?;
+        let r = classifier(handle)?.rank(&text, top_k)?;
+        let (best, score) = r.top[0];
+        let mut values = vec![
+            r.n_tokens as f64,
+            r.latency_ms,
+            best as f64,
+            f64::from(score),
+            f64::from(u8::from(r.out_of_scope)),
+        ];
+        for &(i, p) in r.top.iter().take(top_k) {
+            values.extend([i as f64, f64::from(p)]);
+        }
+        let array = env.new_double_array(values.len() as jint)?;
+        env.set_double_array_region(&array, 0, &values)?;
+        Ok(array.into_raw())
     })
     .unwrap_or(std::ptr::null_mut())
 }

@@ -1,11 +1,12 @@
 //! The C ABI of the runtime (feature `capi`): opaque engine and session handles, generation
-//! with a streaming callback, cancellation from another thread, and the JNI entry points of the
-//! Android bindings (feature `jni`). `runtime/include/ava_runtime.h` is generated from this
+//! with a streaming callback, cancellation from another thread, mALBERT intent classification,
+//! and the JNI entry points of the Android bindings (feature `jni`). `runtime/include/ava_runtime.h` is generated from this
 //! module by cbindgen (`runtime/cbindgen.toml`); see `docs/embedding.md`.
 //!
 //! Every entry point runs its body under `catch_unwind`: a panic becomes `AVA_STATUS_INTERNAL`
 //! with its message as the last error, never an unwind into C.
 
+mod classify;
 mod error;
 #[cfg(feature = "jni")]
 mod jni;
@@ -18,6 +19,11 @@ use std::sync::Arc;
 use crate::generate::{Engine, GenerateOptions, StopReason};
 use crate::sampling::SamplingParams;
 
+pub use classify::{
+    ava_classification_free, ava_classifier_free, ava_classifier_label, ava_classifier_num_labels,
+    ava_classifier_open, ava_classifier_threshold, ava_classify, AvaClassification, AvaClassifier,
+    AvaIntent,
+};
 pub use error::{ava_last_error, AvaStatus};
 pub use session::{
     ava_session_cancel, ava_session_chat, ava_session_free, ava_session_generate,
@@ -232,11 +238,13 @@ pub unsafe extern "C" fn ava_tokenize(
 ) -> AvaStatus {
     guard(|| {
         // SAFETY: per this function's contract.
-        let (engine, out) = unsafe { (handle(engine, "engine")?, out_ptr(out, "out")?) };
+        let out = unsafe { out_ptr(out, "out") }?;
         *out = AvaTokens {
             ids: std::ptr::null_mut(),
             len: 0,
         };
+        // SAFETY: per this function's contract.
+        let engine = unsafe { handle(engine, "engine") }?;
         // SAFETY: per this function's contract.
         let text = unsafe { c_str(text, "text") }?;
         let ids = engine.engine.tokenizer().encode(text, add_special)?;
@@ -284,8 +292,10 @@ pub unsafe extern "C" fn ava_detokenize(
 ) -> AvaStatus {
     guard(|| {
         // SAFETY: per this function's contract.
-        let (engine, out) = unsafe { (handle(engine, "engine")?, out_ptr(out, "out")?) };
+        let out = unsafe { out_ptr(out, "out") }?;
         *out = std::ptr::null_mut();
+        // SAFETY: per this function's contract.
+        let engine = unsafe { handle(engine, "engine") }?;
         // SAFETY: per this function's contract.
         let ids = unsafe { c_slice(ids, len, "ids") }?;
         let text = engine.engine.tokenizer().decode(ids)?;

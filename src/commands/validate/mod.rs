@@ -1,6 +1,7 @@
 //! `alc validate` / `aon validate`: run an archive on a device with the `ava-runner` binary
-//! (runtime/src/bin/ava-runner.rs), compare its greedy tokens with a host reference run, check
-//! the memory estimate against the device's RAM and report (docs/validate.md).
+//! (runtime/src/bin/ava-runner.rs), compare its greedy tokens (or, for a classifier, its labels
+//! and logits: [`aon`]) with a host reference run, check the memory estimate against the
+//! device's RAM and report (docs/validate.md).
 //!
 //! Exit codes: 0 every check passed, 1 a check failed (or an error), 2 the device is
 //! unreachable, unauthorized or offline.
@@ -16,7 +17,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::args::run::Backend;
-use crate::args::validate::{AonValidateArgs, Device, RunnerProfile, ValidateArgs};
+use crate::args::validate::{AonValidateArgs, Device, RunnerArgs, RunnerProfile, ValidateArgs};
 use crate::ui::{human_bytes, Ui};
 
 /// Exit code when a check fails.
@@ -35,6 +36,8 @@ const SCRATCH_BASE_BYTES: u64 = 32 << 20;
 const TOKENIZER_EXPANSION: u64 = 4;
 /// Lines of a failed cargo build shown in the error.
 const CARGO_ERROR_LINES: usize = 30;
+/// The prompts file pushed next to the runner.
+const PROMPTS_FILE: &str = "prompts.txt";
 /// Prompts used when `--prompts` is not given, tokenized with the archive's tokenizer.
 const DEFAULT_PROMPTS: [&str; 3] = [
     "The capital of France is",
@@ -42,11 +45,13 @@ const DEFAULT_PROMPTS: [&str; 3] = [
     "def fibonacci(n):",
 ];
 
-/// The device could not be reached; the message is the transport's own.
+mod android;
+mod aon;
 mod transport;
 
 use transport::{adb_state, tail_lines, Transport};
 
+/// The device could not be reached; the message is the transport's own.
 #[derive(Debug)]
 struct Unreachable(String);
 
@@ -58,11 +63,29 @@ impl std::fmt::Display for Unreachable {
 
 impl std::error::Error for Unreachable {}
 
+/// What both validate verbs print: a JSON report, or its human form.
+trait Outcome: Serialize {
+    /// Every check passed.
+    fn ok(&self) -> bool;
+    /// The human-readable report.
+    fn human(&self) -> String;
+}
+
 /// Runs `alc validate`; returns the process exit code.
 pub fn run(args: &ValidateArgs, ui: &Ui) -> ExitCode {
-    match validate(args, ui) {
+    exit(ui, validate(args, ui))
+}
+
+/// Runs `aon validate`; returns the process exit code.
+pub fn run_aon(args: &AonValidateArgs, ui: &Ui) -> ExitCode {
+    exit(ui, aon::validate(args, ui))
+}
+
+/// Prints a report (or the error) and maps it to the exit code.
+fn exit<R: Outcome>(ui: &Ui, result: anyhow::Result<R>) -> ExitCode {
+    match result {
         Ok(report) => {
-            let ok = report.ok;
+            let ok = report.ok();
             if let Err(e) = ui.result(&report, || report.human()) {
                 return crate::finish(ui, Err(e));
             }
@@ -85,17 +108,6 @@ pub fn run(args: &ValidateArgs, ui: &Ui) -> ExitCode {
             None => crate::finish(ui, Err(e)),
         },
     }
-}
-
-/// Runs `aon validate`: the ALBERT runtime is not in `ava-runtime` yet, so this says so.
-pub fn run_aon(args: &AonValidateArgs, ui: &Ui) -> ExitCode {
-    let err = anyhow::anyhow!(
-        "{}: validate is not yet supported for ALBERT archives (ava-runtime has no ALBERT \
-         runtime yet); device `{:?}` was not contacted",
-        args.archive.display(),
-        args.device
-    );
-    crate::finish(ui, Err(err))
 }
 
 #[derive(Serialize)]
@@ -155,19 +167,32 @@ struct Report {
     checks: Vec<Check>,
 }
 
-impl Report {
+/// The first lines of a human report: verdict and checks.
+fn human_head(archive: &str, device: &str, target: &str, ok: bool, checks: &[Check]) -> String {
+    let mut s = format!(
+        "{archive} on {device} ({target}): {}\n",
+        if ok { "PASS" } else { "FAIL" }
+    );
+    for c in checks {
+        let mark = if c.ok { "ok  " } else { "FAIL" };
+        s.push_str(&format!("  {mark} {:<11} {}\n", c.name, c.detail));
+    }
+    s
+}
+
+impl Outcome for Report {
+    fn ok(&self) -> bool {
+        self.ok
+    }
+
     fn human(&self) -> String {
-        let mut s = format!(
-            "{} on {} ({}): {}\n",
-            self.archive,
-            self.device,
-            self.target,
-            if self.ok { "PASS" } else { "FAIL" }
+        let mut s = human_head(
+            &self.archive,
+            &self.device,
+            &self.target,
+            self.ok,
+            &self.checks,
         );
-        for c in &self.checks {
-            let mark = if c.ok { "ok  " } else { "FAIL" };
-            s.push_str(&format!("  {mark} {:<8} {}\n", c.name, c.detail));
-        }
         let t = &self.timings;
         if let (Some(load), Some(p50), Some(p95)) =
             (t.load_ms, t.decode_tok_s_p50, t.decode_tok_s_p95)
@@ -198,7 +223,7 @@ fn validate(args: &ValidateArgs, ui: &Ui) -> anyhow::Result<Report> {
     if let Device::Adb(serial) = &args.device {
         adb_state(serial.as_deref())?;
     }
-    let runner = locate_runner(target, args, ui)?;
+    let runner = locate_runner(target, &args.runner, ui)?;
     ui.detail(format!("runner: {}", runner.display()));
 
     let engine = Engine::open_with(&args.archive, ava_runtime::Backend::Native)
@@ -213,7 +238,12 @@ fn validate(args: &ValidateArgs, ui: &Ui) -> anyhow::Result<Report> {
         );
     }
     let mut memory = estimate(&manifest, engine.model().config(), args.context, longest);
-    let mut device = Transport::new(&args.device, &runner, &args.archive, &prompts)?;
+    let text: String = prompts
+        .iter()
+        .map(|p| p.iter().map(u32::to_string).collect::<Vec<_>>().join(" ") + "\n")
+        .collect();
+    let files = [(PROMPTS_FILE, text)];
+    let mut device = Transport::new(&args.device, &runner, &args.archive, &files)?;
     let facts = device.facts()?;
     memory.device_mem_total_bytes = facts["mem_total_bytes"].as_u64();
     let mut report = Report {
@@ -244,12 +274,34 @@ fn validate(args: &ValidateArgs, ui: &Ui) -> anyhow::Result<Report> {
         let expected = reference_tokens(&engine, &prompts, args)?;
         drop(engine);
         ui.info(format!("running on {}", report.device));
-        let out = device.run(args);
-        device.cleanup();
+        let out = device.exec(&runner_argv(&device.archive_arg(), args));
+        drop(device);
         read_run(&mut report, out?, &expected);
     }
     report.ok = report.checks.iter().all(|c| c.ok);
     Ok(report)
+}
+
+/// The runner's command line for the prompts of `alc validate`.
+fn runner_argv(archive: &str, args: &ValidateArgs) -> Vec<String> {
+    let backend = match args.backend {
+        Backend::Auto => "auto",
+        Backend::Native => "native",
+        Backend::Tvm => "tvm",
+    };
+    [
+        archive,
+        "--prompts",
+        PROMPTS_FILE,
+        "--backend",
+        backend,
+        "--max-new-tokens",
+        &args.max_new_tokens.to_string(),
+        "--context",
+        &args.context.to_string(),
+    ]
+    .map(str::to_string)
+    .to_vec()
 }
 
 /// The target the runner is built for: the archive's, checked against what the device runs.
@@ -275,7 +327,7 @@ fn device_target(device: &Device, archive: PackageTarget) -> anyhow::Result<Targ
 }
 
 /// `--runner`, else `ava-runner-<triple>` next to this binary, else a cargo build.
-fn locate_runner(target: Target, args: &ValidateArgs, ui: &Ui) -> anyhow::Result<PathBuf> {
+fn locate_runner(target: Target, args: &RunnerArgs, ui: &Ui) -> anyhow::Result<PathBuf> {
     if let Some(path) = &args.runner {
         if !path.is_file() {
             bail!("--runner {}: no such file", path.display());
@@ -309,11 +361,22 @@ fn build_runner(
         "building ava-runner for {} (cargo)",
         target.triple()
     ));
+    let root = manifest.parent().unwrap_or(Path::new("."));
+    // Android: `cargo rustc`, to link the binary alone with the NDK-less link arguments.
+    let link_args = match target {
+        Target::AndroidArm64 => Some(android::rustc_link_args(root)?),
+        _ => None,
+    };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     // From the workspace root: cargo reads .cargo/config.toml (cross linkers) from the cwd.
-    cmd.current_dir(manifest.parent().unwrap_or(Path::new(".")))
-        .args(["build", "--manifest-path"])
+    cmd.current_dir(root)
+        .arg(if link_args.is_some() {
+            "rustc"
+        } else {
+            "build"
+        })
+        .arg("--manifest-path")
         .arg(manifest)
         .args([
             "-p",
@@ -332,6 +395,9 @@ fn build_runner(
     if profile == RunnerProfile::Release {
         cmd.arg("--release");
     }
+    if let Some(args) = &link_args {
+        cmd.arg("--").args(args);
+    }
     // A make jobserver inherited through a cargo test run names file descriptors that are not
     // the jobserver in this process; a nested cargo must not use them.
     for var in ["MAKEFLAGS", "MFLAGS", "CARGO_MAKEFLAGS"] {
@@ -341,9 +407,9 @@ fn build_runner(
     let out = cmd.output().context("running cargo to build ava-runner")?;
     if !out.status.success() {
         let hint = if target == Target::AndroidArm64 {
-            "\nan Android executable needs the NDK's libc and crt objects: build ava-runner \
-             with the NDK (`cargo ndk -t arm64-v8a build -p ava-runtime --bin ava-runner \
-             --features runner --release`) and pass --runner"
+            "\nthis links without the NDK (docs/validate.md); with the NDK instead: `cargo ndk \
+             -t arm64-v8a build -p ava-runtime --bin ava-runner --features runner --release` \
+             and pass --runner"
         } else {
             ""
         };
@@ -453,21 +519,28 @@ fn estimate(manifest: &Manifest, cfg: &Gemma3Config, context: usize, prompt: usi
 }
 
 fn memory_check(m: &Memory) -> Check {
-    let (ok, detail) = match m.device_mem_total_bytes {
+    let breakdown = format!(
+        "weights {}, KV cache {} at context {}, scratch {}",
+        human_bytes(m.weights_bytes),
+        human_bytes(m.kv_cache_bytes),
+        m.context,
+        human_bytes(m.scratch_bytes),
+    );
+    fits_check(m.estimate_bytes, m.device_mem_total_bytes, &breakdown)
+}
+
+/// The `memory` check: `estimate` (made of `breakdown`) against the device's `MemTotal`.
+fn fits_check(estimate: u64, device_total: Option<u64>, breakdown: &str) -> Check {
+    let (ok, detail) = match device_total {
         None => (
             false,
             "the device did not report MemTotal; cannot check the estimate".to_string(),
         ),
-        Some(total) if m.estimate_bytes > total => (
+        Some(total) if estimate > total => (
             false,
             format!(
-                "does not fit: estimate {} (weights {}, KV cache {} at context {}, scratch {}) \
-                 > device RAM {}; not run",
-                human_bytes(m.estimate_bytes),
-                human_bytes(m.weights_bytes),
-                human_bytes(m.kv_cache_bytes),
-                m.context,
-                human_bytes(m.scratch_bytes),
+                "does not fit: estimate {} ({breakdown}) > device RAM {}; not run",
+                human_bytes(estimate),
                 human_bytes(total)
             ),
         ),
@@ -475,7 +548,7 @@ fn memory_check(m: &Memory) -> Check {
             true,
             format!(
                 "estimate {} of device RAM {}",
-                human_bytes(m.estimate_bytes),
+                human_bytes(estimate),
                 human_bytes(total)
             ),
         ),
@@ -487,25 +560,32 @@ fn memory_check(m: &Memory) -> Check {
     }
 }
 
-/// Reads the runner's output into the report: the `runner` and `tokens` checks and timings.
-fn read_run(report: &mut Report, out: Output, expected: &[Vec<u32>]) {
+/// The runner's report from its output, or the `runner` check's failure detail.
+fn runner_report(out: &Output) -> Result<Value, String> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let parsed = stdout
         .lines()
         .rev()
         .find_map(|l| serde_json::from_str::<Value>(l.trim()).ok());
-    let run = match parsed {
-        Some(v) if v["ok"] == true && v["report_version"] == RUNNER_REPORT_VERSION => v,
-        other => {
-            let detail = other
-                .and_then(|v| v["error"].as_str().map(str::to_string))
-                .unwrap_or_else(|| {
-                    format!(
-                        "exit {:?}, no report: {}",
-                        out.status.code(),
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    )
-                });
+    match parsed {
+        Some(v) if v["ok"] == true && v["report_version"] == RUNNER_REPORT_VERSION => Ok(v),
+        other => Err(other
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| {
+                format!(
+                    "exit {:?}, no report: {}",
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )
+            })),
+    }
+}
+
+/// Reads the runner's output into the report: the `runner` and `tokens` checks and timings.
+fn read_run(report: &mut Report, out: Output, expected: &[Vec<u32>]) {
+    let run = match runner_report(&out) {
+        Ok(v) => v,
+        Err(detail) => {
             report.checks.push(Check {
                 name: "runner",
                 ok: false,

@@ -2,7 +2,7 @@
 
 use super::*;
 
-/// A device with the runner, the archive and the prompts on it.
+/// A device with the runner, the archive and the runner's input files on it.
 pub(super) struct Transport {
     device: Device,
     /// host: where the files are; qemu: the temporary directory; adb: the host-side staging.
@@ -10,24 +10,26 @@ pub(super) struct Transport {
     archive: PathBuf,
     /// adb: the directory on the device.
     remote: String,
+    /// The input files written next to the runner (pushed in this order).
+    files: Vec<&'static str>,
 }
 
 impl Transport {
+    /// Puts the runner, the archive and `files` (name, content) where the runner runs.
     pub(super) fn new(
         device: &Device,
         runner: &Path,
         archive: &Path,
-        prompts: &[Vec<u32>],
+        files: &[(&'static str, String)],
     ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("ava-validate-")
             .tempdir()
             .context("creating a temporary directory")?;
-        let text: String = prompts
-            .iter()
-            .map(|p| p.iter().map(u32::to_string).collect::<Vec<_>>().join(" ") + "\n")
-            .collect();
-        std::fs::write(dir.path().join("prompts.txt"), text).context("writing prompts.txt")?;
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text)
+                .with_context(|| format!("writing {name}"))?;
+        }
         let archive = std::path::absolute(archive).context("resolving the archive path")?;
         let remote = format!(
             "{ADB_ROOT}/{}",
@@ -38,6 +40,7 @@ impl Transport {
             dir,
             archive,
             remote,
+            files: files.iter().map(|(name, _)| *name).collect(),
         };
         match device {
             Device::Host | Device::Qemu => {
@@ -76,28 +79,12 @@ impl Transport {
         Ok(facts["device"].clone())
     }
 
-    pub(super) fn run(&mut self, args: &ValidateArgs) -> anyhow::Result<Output> {
-        let archive = match self.device {
+    /// The archive's path as the runner sees it.
+    pub(super) fn archive_arg(&self) -> String {
+        match self.device {
             Device::Adb(_) => archive_name(&self.archive).to_string(),
             _ => self.archive.display().to_string(),
-        };
-        let backend = match args.backend {
-            Backend::Auto => "auto",
-            Backend::Native => "native",
-            Backend::Tvm => "tvm",
-        };
-        let argv = [
-            archive.as_str(),
-            "--prompts",
-            "prompts.txt",
-            "--backend",
-            backend,
-            "--max-new-tokens",
-            &args.max_new_tokens.to_string(),
-            "--context",
-            &args.context.to_string(),
-        ];
-        self.exec(&argv.map(str::to_string))
+        }
     }
 
     /// Runs the runner with `argv` in its directory on the device.
@@ -134,15 +121,21 @@ impl Transport {
         c
     }
 
-    /// Pushes the runner, the archive and the prompts (the state was checked first).
+    /// Pushes the runner, the archive and the input files (the state was checked first).
     pub(super) fn adb_push(&self, runner: &Path, archive_name: &str) -> anyhow::Result<()> {
         self.adb_ok(&["shell", &format!("mkdir -p {}", self.remote)])?;
-        let prompts = self.dir.path().join("prompts.txt");
-        for (local, name) in [
-            (runner, "ava-runner"),
-            (self.archive.as_path(), archive_name),
-            (prompts.as_path(), "prompts.txt"),
-        ] {
+        let inputs: Vec<(PathBuf, &str)> = self
+            .files
+            .iter()
+            .map(|name| (self.dir.path().join(name), *name))
+            .collect();
+        let pushes = [
+            (runner.to_path_buf(), "ava-runner"),
+            (self.archive.clone(), archive_name),
+        ]
+        .into_iter()
+        .chain(inputs);
+        for (local, name) in pushes {
             let local = local.to_string_lossy();
             self.adb_ok(&["push", &local, &format!("{}/{name}", self.remote)])?;
         }
@@ -160,9 +153,12 @@ impl Transport {
         }
         Ok(())
     }
+}
 
-    /// Removes the pushed files from an adb device (local files go with the temp directory).
-    pub(super) fn cleanup(&self) {
+impl Drop for Transport {
+    /// Removes the pushed files from an adb device, whatever happened (local files go with
+    /// the temporary directory).
+    fn drop(&mut self) {
         if matches!(self.device, Device::Adb(_)) {
             let _ = self.adb_ok(&["shell", &format!("rm -rf {}", self.remote)]);
         }

@@ -1,6 +1,9 @@
 package com.ava.runtime;
 
-/** A failure of the runtime: its status code (the C API's {@code AvaStatus}) and message. */
+/**
+ * A failure of the runtime ({@link AlcEngine}, {@link AonClassifier}): its status code (the C
+ * API's {@code AvaStatus}) and message.
+ */
 public class AlcException extends Exception {
     private static final long serialVersionUID = 1L;
 
@@ -10,7 +13,10 @@ public class AlcException extends Exception {
     public static final int IO = 2;
     /** The archive is malformed, compressed, or failed sha256 verification. */
     public static final int ARCHIVE = 3;
-    /** The weights or config do not fit the model family, or a needed file is missing. */
+    /**
+     * The weights or config do not fit the model family (a Gemma archive opened as a classifier),
+     * or a needed file is missing.
+     */
     public static final int MODEL = 4;
     /** The tokenizer could not be loaded or failed. */
     public static final int TOKENIZER = 5;

@@ -1,0 +1,302 @@
+//! The cached stages of `aon compile`: convert -> export -> optimize -> quantize, each writing
+//! a directory `CACHE_DIR/aon-compile/<stage>/<key>/`, where the key is the sha256 of the
+//! stage's input (the previous stage's key, or the source's content) and the options it reads.
+//! A finished stage's directory is reused as it is, so a re-run skips it and a changed option
+//! redoes only the stages downstream of it (the scheme of `alc compile`, docs/aon.md).
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use ava_core::Checkpoint;
+use ava_passes::{albert, onnx, Pipeline};
+use ava_runtime::albert::{LABELS_FILE, TOKENIZER_FILE};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::args::aon_int8::CompileArgs;
+use crate::commands::aon_quantize::{quantize_graph, Settings};
+use crate::malbert::{self, Options};
+use crate::ui::Ui;
+
+/// Folder of the stage cache inside the cache directory.
+pub const CACHE_FOLDER: &str = "aon-compile";
+/// Graph pipeline run before quantization (what the runtime recognises).
+pub const PIPELINE: &str = "standard";
+/// The model file every graph stage writes.
+pub const MODEL_FILE: &str = "model.onnx";
+/// The quantization report the quantize stage keeps beside its model.
+pub const QUANTIZE_REPORT: &str = "quantize.json";
+/// The converted checkpoint inside the convert stage's directory.
+const CHECKPOINT_DIR: &str = "malbert";
+/// Default L2 of the fitted head (as `aon convert`).
+const HEAD_L2: f32 = 1e-4;
+/// Hex digits of a stage key used in directory names.
+const KEY_CHARS: usize = 24;
+
+/// One stage as `aon compile --json` reports it.
+#[derive(Debug, Serialize)]
+pub struct StageReport {
+    /// `convert`, `export`, `optimize` or `quantize`.
+    pub stage: &'static str,
+    /// The stage key (sha256, hex).
+    pub key: String,
+    /// Whether the cached result was used.
+    pub cached: bool,
+    /// Seconds spent (0 when cached).
+    pub seconds: f64,
+    /// The stage's directory.
+    pub output: PathBuf,
+}
+
+/// A finished stage: its key and directory.
+pub struct Artifact {
+    key: String,
+    /// The stage's directory.
+    pub dir: PathBuf,
+}
+
+impl Artifact {
+    /// The converted checkpoint (convert stage).
+    pub fn checkpoint(&self) -> PathBuf {
+        self.dir.join(CHECKPOINT_DIR)
+    }
+
+    /// The ONNX model (export, optimize, quantize stages).
+    pub fn model(&self) -> PathBuf {
+        self.dir.join(MODEL_FILE)
+    }
+}
+
+/// The cache and the stages run so far.
+pub struct Stages<'a> {
+    cache: PathBuf,
+    ui: &'a Ui,
+    /// One entry per stage, in order.
+    pub reports: Vec<StageReport>,
+}
+
+impl<'a> Stages<'a> {
+    /// Stages cached under `cache` (`CACHE_DIR/aon-compile`).
+    pub fn new(cache: PathBuf, ui: &'a Ui) -> Self {
+        Stages {
+            cache,
+            ui,
+            reports: Vec::new(),
+        }
+    }
+
+    /// ALBERT checkpoint -> mALBERT (`malbert::convert`): a fitted head, or the checkpoint's.
+    pub fn convert(&mut self, args: &CompileArgs) -> anyhow::Result<Artifact> {
+        let mut h = Hasher::new("convert");
+        h.text(
+            &hash_dir(&args.source)
+                .with_context(|| format!("reading {}", args.source.display()))?,
+        );
+        h.text(&format!(
+            "keep_head {} max_seq_len {} l2 {HEAD_L2}",
+            args.keep_head, args.max_seq_len
+        ));
+        if !args.keep_head {
+            h.file(&args.intents)?;
+        }
+        self.run("convert", h, |out| {
+            let opts = Options {
+                intents: (!args.keep_head).then_some(args.intents.as_path()),
+                corpus: None,
+                prune_vocab: false,
+                max_seq_len: args.max_seq_len,
+                l2: HEAD_L2,
+            };
+            malbert::convert(&args.source, &out.join(CHECKPOINT_DIR), &opts).map(drop)
+        })
+    }
+
+    /// Checkpoint -> ONNX, as the exporter writes it (no passes).
+    pub fn export(&mut self, conv: &Artifact) -> anyhow::Result<Artifact> {
+        let mut h = Hasher::new("export");
+        h.text(&conv.key);
+        self.run("export", h, |out| {
+            let ckpt =
+                Checkpoint::open(&conv.checkpoint()).context("reading the converted checkpoint")?;
+            let graph = albert::build(&ckpt)?;
+            onnx::save(&graph, &out.join(MODEL_FILE))?;
+            Ok(())
+        })
+    }
+
+    /// The [`PIPELINE`] passes: the float model that is validated and quantized.
+    pub fn optimize(&mut self, export: &Artifact) -> anyhow::Result<Artifact> {
+        let mut h = Hasher::new("optimize");
+        h.text(&export.key);
+        h.text(PIPELINE);
+        self.run("optimize", h, |out| {
+            let mut graph = onnx::load(&export.model())?;
+            Pipeline::parse(PIPELINE)?.run(&mut graph)?;
+            onnx::save(&graph, &out.join(MODEL_FILE))?;
+            Ok(())
+        })
+    }
+
+    /// Static INT8 (minmax, per channel) calibrated on the train split of `--intents`, with
+    /// the accuracy gate when `--max-accuracy-drop` is given. Keeps the report beside the model.
+    pub fn quantize(
+        &mut self,
+        optimized: &Artifact,
+        conv: &Artifact,
+        args: &CompileArgs,
+    ) -> anyhow::Result<Artifact> {
+        let mut h = Hasher::new("quantize");
+        h.text(&optimized.key);
+        h.file(&args.intents)?;
+        h.text(&format!(
+            "minmax per-channel samples {} gate {:?} gate_samples {}",
+            args.samples,
+            args.max_accuracy_drop,
+            if args.max_accuracy_drop.is_some() {
+                args.val_samples
+            } else {
+                0
+            }
+        ));
+        self.run("quantize", h, |out| {
+            let ckpt = conv.checkpoint();
+            let gate = match args.max_accuracy_drop {
+                Some(p) => {
+                    let labels =
+                        std::fs::read(ckpt.join(LABELS_FILE)).context("reading labels.json")?;
+                    Some((p, serde_json::from_slice(&labels)?))
+                }
+                None => None,
+            };
+            let settings = Settings {
+                calib: &args.intents,
+                tokenizer: &ckpt.join(TOKENIZER_FILE),
+                samples: args.samples,
+                method: ava_passes::quant::Method::MinMax,
+                per_tensor: false,
+                exclude: BTreeSet::new(),
+                gate,
+                gate_samples: args.val_samples,
+            };
+            let mut graph = onnx::load(&optimized.model())?;
+            let report = quantize_graph(&mut graph, &settings)?;
+            onnx::save(&graph, &out.join(MODEL_FILE))?;
+            std::fs::write(
+                out.join(QUANTIZE_REPORT),
+                serde_json::to_vec_pretty(&report)?,
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Runs `work` into a fresh directory that becomes `cache/<stage>/<key>` when it succeeds,
+    /// unless that directory already exists (then `work` is skipped).
+    fn run(
+        &mut self,
+        stage: &'static str,
+        hasher: Hasher,
+        work: impl FnOnce(&Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Artifact> {
+        let key = hasher.finish();
+        let dir = self.cache.join(stage).join(&key[..KEY_CHARS]);
+        let t = Instant::now();
+        let cached = dir.is_dir();
+        self.ui.info(if cached {
+            format!("{stage}: cached")
+        } else {
+            format!("{stage}...")
+        });
+        if !cached {
+            let parent = dir.parent().context("stage directory")?;
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+            let tmp = tempfile::Builder::new()
+                .prefix(".partial-")
+                .tempdir_in(parent)
+                .with_context(|| format!("creating a directory in {}", parent.display()))?;
+            work(tmp.path()).with_context(|| format!("aon compile: {stage}"))?;
+            let kept = tmp.keep();
+            if let Err(e) = std::fs::rename(&kept, &dir) {
+                let _ = std::fs::remove_dir_all(&kept);
+                // Another run finished the same stage first: its result is as good.
+                if !dir.is_dir() {
+                    return Err(e).with_context(|| format!("writing {}", dir.display()));
+                }
+            }
+        }
+        let seconds = t.elapsed().as_secs_f64();
+        self.reports.push(StageReport {
+            stage,
+            key: key.clone(),
+            cached,
+            seconds,
+            output: dir.clone(),
+        });
+        Ok(Artifact { key, dir })
+    }
+}
+
+/// A stage key: sha256 over the stage name, the tool version and the stage's inputs.
+struct Hasher(Sha256);
+
+impl Hasher {
+    fn new(stage: &str) -> Self {
+        let mut h = Hasher(Sha256::new());
+        h.text("aon compile");
+        h.text(stage);
+        h.text(env!("CARGO_PKG_VERSION"));
+        h.text(crate::GIT_COMMIT);
+        h
+    }
+
+    /// Adds a length-prefixed string (so concatenations cannot collide).
+    fn text(&mut self, s: &str) {
+        self.0.update((s.len() as u64).to_le_bytes());
+        self.0.update(s.as_bytes());
+    }
+
+    /// Adds a file's content.
+    fn file(&mut self, path: &Path) -> anyhow::Result<()> {
+        let mut f =
+            std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut len = 0u64;
+        loop {
+            let n = f
+                .read(&mut buf)
+                .with_context(|| format!("reading {}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            len += n as u64;
+            self.0.update(&buf[..n]);
+        }
+        self.0.update(len.to_le_bytes());
+        Ok(())
+    }
+
+    fn finish(self) -> String {
+        hex::encode(self.0.finalize())
+    }
+}
+
+/// Key of a source directory: its files' names and contents (hidden entries skipped, symlinks
+/// followed), sorted by name.
+fn hash_dir(dir: &Path) -> anyhow::Result<String> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| e.path().is_file())
+        .map(|e| e.file_name())
+        .collect();
+    names.sort();
+    let mut h = Hasher::new("source");
+    for name in names {
+        h.text(&name.to_string_lossy());
+        h.file(&dir.join(&name))?;
+    }
+    Ok(h.finish())
+}

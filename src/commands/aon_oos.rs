@@ -1,0 +1,182 @@
+//! Out-of-scope detection for the `aon` verbs: an utterance whose best softmax score is below
+//! a threshold is out of scope (`oos`). Reads the out-of-scope utterances of a data set,
+//! scores a threshold (in-scope accuracy, out-of-scope recall) and chooses one on validation
+//! data (`aon compile --oos-threshold auto`).
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::aon_data::{self as data, Example};
+
+pub use ava_runtime::albert::{OOS_LABEL, OOS_STAGE};
+
+/// CLINC150's out-of-scope splits are named `oos_<split>` (`oos_train`, `oos_val`, `oos_test`).
+pub const OOS_SPLIT_PREFIX: &str = "oos_";
+
+/// `split` of `path` (as [`data::read_split`] reads it) followed by its out-of-scope
+/// companion `oos_<split>` when the file is CLINC150 JSON that has one. Out-of-scope
+/// utterances carry the intent [`OOS_LABEL`], in JSONL as in CLINC150.
+pub fn read_split_with_oos(path: &Path, split: &str) -> anyhow::Result<Vec<Example>> {
+    let mut out = data::read_split(path, split)?;
+    let oos = format!("{OOS_SPLIT_PREFIX}{split}");
+    if json_has_split(path, &oos)? {
+        out.extend(data::read_split(path, &oos)?);
+    }
+    Ok(out)
+}
+
+fn json_has_split(path: &Path, split: &str) -> anyhow::Result<bool> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(serde_json::from_str::<Value>(&text)
+        .ok()
+        .is_some_and(|v| v.get(split).is_some_and(Value::is_array)))
+}
+
+/// Whether an example is out of scope for a model with `labels`: its intent is [`OOS_LABEL`]
+/// and the model has no class of that name (a model trained with an `oos` class scores it
+/// like any other intent).
+pub fn is_oos(intent: Option<&str>, labels: &[String]) -> bool {
+    intent == Some(OOS_LABEL) && !labels.iter().any(|l| l == OOS_LABEL)
+}
+
+/// One scored utterance.
+#[derive(Clone, Copy, Debug)]
+pub struct Scored {
+    /// The gold class of an in-scope utterance; `None` for an out-of-scope one.
+    pub gold: Option<usize>,
+    /// The model's best class.
+    pub pred: usize,
+    /// Its softmax probability.
+    pub score: f32,
+}
+
+/// How a threshold does on a set of scored utterances.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct OosMetrics {
+    /// Utterances scored below it are out of scope.
+    pub threshold: f32,
+    /// In-scope utterances.
+    pub in_scope: usize,
+    /// In-scope utterances classified correctly and at or above the threshold.
+    pub in_scope_correct: usize,
+    /// `in_scope_correct / in_scope`.
+    pub in_scope_accuracy: f64,
+    /// Out-of-scope utterances.
+    pub oos: usize,
+    /// Out-of-scope utterances scored below the threshold.
+    pub oos_detected: usize,
+    /// `oos_detected / oos`.
+    pub oos_recall: f64,
+}
+
+fn ratio(a: usize, b: usize) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+/// In-scope accuracy and out-of-scope recall of `threshold` on `scored`.
+pub fn metrics(scored: &[Scored], threshold: f32) -> OosMetrics {
+    let (mut in_scope, mut correct, mut oos, mut detected) = (0, 0, 0, 0);
+    for s in scored {
+        let below = s.score < threshold;
+        match s.gold {
+            Some(g) => {
+                in_scope += 1;
+                if !below && s.pred == g {
+                    correct += 1;
+                }
+            }
+            None => {
+                oos += 1;
+                if below {
+                    detected += 1;
+                }
+            }
+        }
+    }
+    OosMetrics {
+        threshold,
+        in_scope,
+        in_scope_correct: correct,
+        in_scope_accuracy: ratio(correct, in_scope),
+        oos,
+        oos_detected: detected,
+        oos_recall: ratio(detected, oos),
+    }
+}
+
+/// The `auto` rule: the threshold maximising the mean of in-scope accuracy and out-of-scope
+/// recall on `scored` (balanced accuracy of the in-scope/out-of-scope decision, with a wrong
+/// intent counted as a miss), the smallest such one on ties. Candidates are 0 and the
+/// midpoints between consecutive distinct scores, so the result never sits on a score.
+pub fn choose(scored: &[Scored]) -> anyhow::Result<OosMetrics> {
+    let (n_in, n_oos) = scored.iter().fold((0, 0), |(i, o), s| {
+        (i + s.gold.is_some() as usize, o + s.gold.is_none() as usize)
+    });
+    if n_in == 0 || n_oos == 0 {
+        bail!(
+            "choosing an out-of-scope threshold needs in-scope and out-of-scope validation \
+             utterances (CLINC150's `oos_val` split, or JSONL lines with intent `{OOS_LABEL}`); \
+             got {n_in} in scope and {n_oos} out of scope"
+        );
+    }
+    let mut scores: Vec<f32> = scored.iter().map(|s| s.score).collect();
+    scores.sort_by(f32::total_cmp);
+    scores.dedup();
+    let candidates =
+        std::iter::once(0.0).chain(scores.windows(2).map(|w| w[0] + (w[1] - w[0]) / 2.0));
+    let balanced = |m: &OosMetrics| m.in_scope_accuracy + m.oos_recall;
+    let mut best = metrics(scored, 0.0);
+    for t in candidates {
+        let m = metrics(scored, t);
+        if balanced(&m) > balanced(&best) {
+            best = m;
+        }
+    }
+    Ok(best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(gold: Option<usize>, pred: usize, score: f32) -> Scored {
+        Scored { gold, pred, score }
+    }
+
+    #[test]
+    fn metrics_count_below_threshold_as_oos() {
+        let v = [
+            s(Some(0), 0, 0.9),
+            s(Some(1), 1, 0.3),
+            s(Some(1), 0, 0.8),
+            s(None, 0, 0.2),
+            s(None, 1, 0.6),
+        ];
+        let m = metrics(&v, 0.5);
+        assert_eq!((m.in_scope, m.in_scope_correct), (3, 1));
+        assert_eq!((m.oos, m.oos_detected), (2, 1));
+        assert!((m.oos_recall - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn auto_threshold_separates_and_prefers_the_smallest() {
+        let v = [
+            s(Some(0), 0, 0.9),
+            s(Some(1), 1, 0.7),
+            s(None, 0, 0.2),
+            s(None, 1, 0.4),
+        ];
+        let m = choose(&v).unwrap();
+        assert!((m.threshold - 0.55).abs() < 1e-6, "{m:?}");
+        assert_eq!((m.in_scope_correct, m.oos_detected), (2, 2));
+        assert!(choose(&v[..2]).is_err());
+    }
+}
