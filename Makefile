@@ -102,7 +102,7 @@ demo: setup
 	./target/release/alc verify $(DEMO_DIR)/*.tar.zst
 	@ls -l $(DEMO_DIR)
 	@mkdir -p $(DEMO_DIR)/aon
-	./target/release/aon compile fixtures/models/albert-clinc --intents fixtures/gen/data/clinc150.json \
+	./target/release/aon --cache-dir target/demo-cache compile fixtures/models/albert-clinc --intents fixtures/gen/data/clinc150.json \
 	  --keep-head --samples 128 --val-samples 300 -o $(DEMO_DIR)/aon
 	./target/release/aon classify $(DEMO_DIR)/aon/albert-clinc-int8-any-v1.tar --text "what is my checking account balance"
 	./target/release/aon classify $(DEMO_DIR)/aon/albert-clinc-int8-any-v1.tar --text "book a table for two at an italian place tonight"

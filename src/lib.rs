@@ -62,7 +62,8 @@ pub fn finish(ui: &ui::Ui, result: anyhow::Result<()>) -> std::process::ExitCode
             .find_map(|e| e.downcast_ref::<ava_packaging::Error>())
             .and_then(|e| e.entry());
         let value = serde_json::json!({ "ok": false, "error": format!("{err:#}"), "entry": entry });
-        println!("{value}");
+        // Not println!: it panics when stdout is a closed pipe (`| head`).
+        let _ = std::io::Write::write_fmt(&mut std::io::stdout(), format_args!("{value}\n"));
     }
     std::process::ExitCode::from(EXIT_FAILURE as u8)
 }

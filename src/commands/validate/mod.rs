@@ -6,6 +6,7 @@
 //! Exit codes: 0 every check passed, 1 a check failed (or an error), 2 the device is
 //! unreachable, unauthorized or offline.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Output};
 
@@ -101,7 +102,7 @@ fn exit<R: Outcome>(ui: &Ui, result: anyhow::Result<R>) -> ExitCode {
                 if ui.json {
                     let value =
                         serde_json::json!({ "ok": false, "unreachable": true, "error": msg });
-                    println!("{value}");
+                    let _ = writeln!(std::io::stdout(), "{value}");
                 }
                 ExitCode::from(EXIT_UNREACHABLE)
             }
