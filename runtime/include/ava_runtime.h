@@ -156,8 +156,8 @@ typedef struct {
   // `score` is below the archive's out-of-scope threshold (`aon compile --oos-threshold`,
   // see `ava_classifier_threshold`): the utterance matches none of the intents well enough.
   bool out_of_scope;
-  // The `n_top` most likely intents, best first (the first is `intent`); NULL when
-  // `n_top` is 0.
+  // The `n_top` most likely intents, best first (the first is the best intent, also when
+  // out of scope); NULL when `n_top` is 0.
   AvaIntent *top;
   // How many: the `top_k` asked for, at most the number of labels.
   size_t n_top;

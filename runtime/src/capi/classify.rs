@@ -50,8 +50,8 @@ pub struct AvaClassification {
     /// `score` is below the archive's out-of-scope threshold (`aon compile --oos-threshold`,
     /// see `ava_classifier_threshold`): the utterance matches none of the intents well enough.
     pub out_of_scope: bool,
-    /// The `n_top` most likely intents, best first (the first is `intent`); NULL when
-    /// `n_top` is 0.
+    /// The `n_top` most likely intents, best first (the first is the best intent, also when
+    /// out of scope); NULL when `n_top` is 0.
     pub top: *mut AvaIntent,
     /// How many: the `top_k` asked for, at most the number of labels.
     pub n_top: usize,
