@@ -142,6 +142,14 @@ pub enum Error {
         /// The destination path.
         path: PathBuf,
     },
+    /// The file is something else than an archive, recognised by its first bytes.
+    #[error("{path}: not an archive: this is {what}")]
+    NotAnArchive {
+        /// The file involved.
+        path: PathBuf,
+        /// What it looks like, and what to do with it.
+        what: String,
+    },
     /// A feature this build leaves out was needed.
     #[error("{path}: {what} not supported by this build")]
     Unsupported {

@@ -47,6 +47,27 @@ pub fn is_zstd(path: &Path) -> Result<bool> {
     }
 }
 
+/// Model files users hand to archive commands by mistake, by their first bytes: a clear error
+/// instead of "malformed tar stream".
+fn refuse_foreign(path: &Path) -> Result<()> {
+    let mut magic = Vec::with_capacity(4);
+    File::open(path)
+        .and_then(|f| f.take(4).read_to_end(&mut magic))
+        .map_err(|e| Error::io(path, e))?;
+    let what = match magic.as_slice() {
+        b"GGUF" => {
+            "a GGUF model file: `alc convert` turns it into a checkpoint directory, \
+                    `alc compile` into an archive"
+        }
+        [b'P', b'K', 3, 4] => "a zip file",
+        _ => return Ok(()),
+    };
+    Err(Error::NotAnArchive {
+        path: path.into(),
+        what: what.into(),
+    })
+}
+
 /// Reads and checks only the manifest of the archive at `path` (fast; for `inspect`).
 pub fn read_manifest(path: &Path) -> Result<Manifest> {
     let (stream, declared) = open_stream(path)?;
@@ -116,6 +137,7 @@ pub fn unpack(path: &Path, dest: &Path) -> Result<Manifest> {
 /// the first zstd frame declares, if any.
 pub fn open_stream(path: &Path) -> Result<(Box<dyn Read>, Option<u64>)> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    refuse_foreign(path)?;
     if !is_zstd(path)? {
         return Ok((Box::new(BufReader::new(file)), None));
     }

@@ -165,3 +165,29 @@ fn inspect_reads_the_manifest_only_but_still_checks_it() {
     assert!(read_manifest(&corpus().join("format-version-2.tar")).is_err());
     assert!(read_manifest(&corpus().join("manifest-not-first.tar")).is_err());
 }
+
+#[test]
+fn model_files_are_named_not_called_malformed_tar() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes, says) in [
+        (
+            "model.gguf",
+            &b"GGUF\x03\x00\x00\x00rest of a gguf"[..],
+            "GGUF model file",
+        ),
+        ("model.zip", &b"PK\x03\x04zip"[..], "zip file"),
+    ] {
+        let path = dir.path().join(name);
+        fs::write(&path, bytes).unwrap();
+        for err in [
+            read_manifest(&path).unwrap_err(),
+            verify(&path).unwrap_err(),
+        ] {
+            assert!(matches!(err, Error::NotAnArchive { .. }), "{name}: {err}");
+            assert!(err.to_string().contains(says), "{name}: {err}");
+        }
+        let dest = dir.path().join(format!("{name}-out"));
+        assert!(unpack(&path, &dest).is_err());
+        assert!(!dest.exists(), "{name}: unpack left {dest:?} behind");
+    }
+}
