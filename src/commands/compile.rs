@@ -7,7 +7,6 @@
 //! option redoes only the stages downstream of it. Each stage is the library function its own
 //! verb uses; the inner verbs run quietly under this command's single progress display.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -17,8 +16,8 @@ use ava_quantize::GgufFile;
 use ava_targets::TargetSpec;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
+use super::stage_key::{hash_dir, Hasher};
 use crate::args::compile::CompileArgs;
 use crate::args::{GlobalArgs, HubArgs, MethodArg, PackageArgs, QuantizeArgs};
 use crate::hub::{resolve_checkpoint, split_revision};
@@ -401,65 +400,4 @@ fn only_file(dir: &Path) -> anyhow::Result<PathBuf> {
         (Some(f), None) => Ok(f),
         _ => bail!("{}: expected one archive", dir.display()),
     }
-}
-
-/// A stage key: sha256 over the stage name, the tool version and the stage's inputs.
-struct Hasher(Sha256);
-
-impl Hasher {
-    fn new(stage: &str) -> Self {
-        let mut h = Hasher(Sha256::new());
-        h.text(stage);
-        h.text(env!("CARGO_PKG_VERSION"));
-        h.text(crate::GIT_COMMIT);
-        h
-    }
-
-    /// Adds a length-prefixed string (so concatenations cannot collide).
-    fn text(&mut self, s: &str) {
-        self.0.update((s.len() as u64).to_le_bytes());
-        self.0.update(s.as_bytes());
-    }
-
-    /// Adds a file's content.
-    fn file(&mut self, path: &Path) -> anyhow::Result<()> {
-        let mut f =
-            std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut len = 0u64;
-        loop {
-            let n = f
-                .read(&mut buf)
-                .with_context(|| format!("reading {}", path.display()))?;
-            if n == 0 {
-                break;
-            }
-            len += n as u64;
-            self.0.update(&buf[..n]);
-        }
-        self.0.update(len.to_le_bytes());
-        Ok(())
-    }
-
-    fn finish(self) -> String {
-        hex::encode(self.0.finalize())
-    }
-}
-
-/// Key of a source directory: its files' names and contents (hidden entries skipped, symlinks
-/// followed, as in a hub snapshot), sorted by name.
-fn hash_dir(dir: &Path) -> anyhow::Result<String> {
-    let mut names: Vec<_> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok())
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-        .filter(|e| e.path().is_file())
-        .map(|e| e.file_name())
-        .collect();
-    names.sort();
-    let mut h = Hasher::new("source");
-    for name in names {
-        h.text(&name.to_string_lossy());
-        h.file(&dir.join(&name))?;
-    }
-    Ok(h.finish())
 }

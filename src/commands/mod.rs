@@ -12,6 +12,7 @@ pub mod package;
 pub mod perplexity;
 pub mod quantize;
 pub mod run;
+mod stage_key;
 pub mod unpack;
 pub mod verify;
 

@@ -5,7 +5,6 @@
 //! redoes only the stages downstream of it (the scheme of `alc compile`, docs/aon.md).
 
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -13,8 +12,9 @@ use anyhow::Context;
 use ava_core::Checkpoint;
 use ava_passes::{albert, onnx, Pipeline};
 use ava_runtime::albert::{LABELS_FILE, TOKENIZER_FILE};
+
+use crate::commands::stage_key::{hash_dir, Hasher};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::args::aon_int8::CompileArgs;
 use crate::commands::aon_quantize::{quantize_graph, Settings};
@@ -90,7 +90,7 @@ impl<'a> Stages<'a> {
 
     /// ALBERT checkpoint -> mALBERT (`malbert::convert`): a fitted head, or the checkpoint's.
     pub fn convert(&mut self, args: &CompileArgs) -> anyhow::Result<Artifact> {
-        let mut h = Hasher::new("convert");
+        let mut h = Hasher::new("aon convert");
         h.text(
             &hash_dir(&args.source)
                 .with_context(|| format!("reading {}", args.source.display()))?,
@@ -116,7 +116,7 @@ impl<'a> Stages<'a> {
 
     /// Checkpoint -> ONNX, as the exporter writes it (no passes).
     pub fn export(&mut self, conv: &Artifact) -> anyhow::Result<Artifact> {
-        let mut h = Hasher::new("export");
+        let mut h = Hasher::new("aon export");
         h.text(&conv.key);
         self.run("export", h, |out| {
             let ckpt =
@@ -129,7 +129,7 @@ impl<'a> Stages<'a> {
 
     /// The [`PIPELINE`] passes: the float model that is validated and quantized.
     pub fn optimize(&mut self, export: &Artifact) -> anyhow::Result<Artifact> {
-        let mut h = Hasher::new("optimize");
+        let mut h = Hasher::new("aon optimize");
         h.text(&export.key);
         h.text(PIPELINE);
         self.run("optimize", h, |out| {
@@ -148,7 +148,7 @@ impl<'a> Stages<'a> {
         conv: &Artifact,
         args: &CompileArgs,
     ) -> anyhow::Result<Artifact> {
-        let mut h = Hasher::new("quantize");
+        let mut h = Hasher::new("aon quantize");
         h.text(&optimized.key);
         h.file(&args.intents)?;
         h.text(&format!(
@@ -237,66 +237,4 @@ impl<'a> Stages<'a> {
         });
         Ok(Artifact { key, dir })
     }
-}
-
-/// A stage key: sha256 over the stage name, the tool version and the stage's inputs.
-struct Hasher(Sha256);
-
-impl Hasher {
-    fn new(stage: &str) -> Self {
-        let mut h = Hasher(Sha256::new());
-        h.text("aon compile");
-        h.text(stage);
-        h.text(env!("CARGO_PKG_VERSION"));
-        h.text(crate::GIT_COMMIT);
-        h
-    }
-
-    /// Adds a length-prefixed string (so concatenations cannot collide).
-    fn text(&mut self, s: &str) {
-        self.0.update((s.len() as u64).to_le_bytes());
-        self.0.update(s.as_bytes());
-    }
-
-    /// Adds a file's content.
-    fn file(&mut self, path: &Path) -> anyhow::Result<()> {
-        let mut f =
-            std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut len = 0u64;
-        loop {
-            let n = f
-                .read(&mut buf)
-                .with_context(|| format!("reading {}", path.display()))?;
-            if n == 0 {
-                break;
-            }
-            len += n as u64;
-            self.0.update(&buf[..n]);
-        }
-        self.0.update(len.to_le_bytes());
-        Ok(())
-    }
-
-    fn finish(self) -> String {
-        hex::encode(self.0.finalize())
-    }
-}
-
-/// Key of a source directory: its files' names and contents (hidden entries skipped, symlinks
-/// followed), sorted by name.
-fn hash_dir(dir: &Path) -> anyhow::Result<String> {
-    let mut names: Vec<_> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok())
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-        .filter(|e| e.path().is_file())
-        .map(|e| e.file_name())
-        .collect();
-    names.sort();
-    let mut h = Hasher::new("source");
-    for name in names {
-        h.text(&name.to_string_lossy());
-        h.file(&dir.join(&name))?;
-    }
-    Ok(h.finish())
 }
