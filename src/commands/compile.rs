@@ -17,7 +17,7 @@ use ava_targets::TargetSpec;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use super::stage_key::{hash_dir, Hasher};
+use super::stage_key::{fill_stage, hash_dir, Hasher};
 use crate::args::compile::CompileArgs;
 use crate::args::{GlobalArgs, HubArgs, MethodArg, PackageArgs, QuantizeArgs};
 use crate::hub::{resolve_checkpoint, split_revision};
@@ -314,21 +314,7 @@ impl<'a> Pipeline<'a> {
             return Ok(Artifact { key, dir });
         }
         self.bar.set_message(name.to_string());
-        let parent = dir.parent().context("stage directory")?;
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".partial-")
-            .tempdir_in(parent)
-            .with_context(|| format!("creating a directory in {}", parent.display()))?;
-        work(tmp.path()).with_context(|| format!("stage {name}"))?;
-        let kept = tmp.keep();
-        if let Err(e) = std::fs::rename(&kept, &dir) {
-            let _ = std::fs::remove_dir_all(&kept);
-            if !dir.is_dir() {
-                return Err(e).with_context(|| format!("writing {}", dir.display()));
-            }
-        }
+        fill_stage(&dir, &format!("stage {name}"), work)?;
         self.finish(name, &key, false, t.elapsed(), &dir);
         Ok(Artifact { key, dir })
     }

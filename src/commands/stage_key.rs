@@ -1,5 +1,5 @@
-//! Content keys of cached pipeline stages (`alc compile`, `aon compile`): sha256 over the stage
-//! name, the tool's version and commit, and the stage's inputs.
+//! Cached pipeline stages (`alc compile`, `aon compile`): content keys (sha256 over the stage
+//! name, the tool's version and commit, and the stage's inputs) and filling a stage directory.
 
 use std::io::Read;
 use std::path::Path;
@@ -66,4 +66,28 @@ pub(crate) fn hash_dir(dir: &Path) -> anyhow::Result<String> {
         h.file(&dir.join(&name))?;
     }
     Ok(h.finish())
+}
+
+/// Runs `work` into a private directory beside `dir` and renames it into place, so a cache
+/// never holds half a stage. Another run finishing the same stage first is as good.
+pub(crate) fn fill_stage(
+    dir: &Path,
+    label: &str,
+    work: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let parent = dir.parent().context("stage directory")?;
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".partial-")
+        .tempdir_in(parent)
+        .with_context(|| format!("creating a directory in {}", parent.display()))?;
+    work(tmp.path()).with_context(|| label.to_string())?;
+    let kept = tmp.keep();
+    if let Err(e) = std::fs::rename(&kept, dir) {
+        let _ = std::fs::remove_dir_all(&kept);
+        if !dir.is_dir() {
+            return Err(e).with_context(|| format!("writing {}", dir.display()));
+        }
+    }
+    Ok(())
 }

@@ -13,7 +13,7 @@ use ava_core::Checkpoint;
 use ava_passes::{albert, onnx, Pipeline};
 use ava_runtime::albert::{LABELS_FILE, TOKENIZER_FILE};
 
-use crate::commands::stage_key::{hash_dir, Hasher};
+use crate::commands::stage_key::{fill_stage, hash_dir, Hasher};
 use serde::Serialize;
 
 use crate::args::aon_int8::CompileArgs;
@@ -210,22 +210,7 @@ impl<'a> Stages<'a> {
             format!("{stage}...")
         });
         if !cached {
-            let parent = dir.parent().context("stage directory")?;
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
-            let tmp = tempfile::Builder::new()
-                .prefix(".partial-")
-                .tempdir_in(parent)
-                .with_context(|| format!("creating a directory in {}", parent.display()))?;
-            work(tmp.path()).with_context(|| format!("aon compile: {stage}"))?;
-            let kept = tmp.keep();
-            if let Err(e) = std::fs::rename(&kept, &dir) {
-                let _ = std::fs::remove_dir_all(&kept);
-                // Another run finished the same stage first: its result is as good.
-                if !dir.is_dir() {
-                    return Err(e).with_context(|| format!("writing {}", dir.display()));
-                }
-            }
+            fill_stage(&dir, &format!("aon compile: {stage}"), work)?;
         }
         let seconds = t.elapsed().as_secs_f64();
         self.reports.push(StageReport {
