@@ -3,6 +3,10 @@
 
 use std::path::PathBuf;
 
+use ava_core::Target;
+
+use super::run::Backend;
+
 use clap::{Args, ValueEnum};
 
 /// Default number of calibration utterances.
@@ -86,6 +90,10 @@ pub struct ClassifyArgs {
     /// Out-of-scope threshold: below it the intent is `oos` (default: the archive's).
     #[arg(long, value_name = "T")]
     pub threshold: Option<f32>,
+    /// Kernels: the archive's TVM library for this machine when it has one (`auto`), the
+    /// native ones, or the TVM library (an error without one).
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    pub backend: Backend,
 }
 
 /// `aon eval PKG|DIR|MODEL.onnx --data FILE`.
@@ -109,6 +117,9 @@ pub struct EvalArgs {
     /// recall of the out-of-scope utterances (`oos_<split>` of CLINC150 JSON, or intent `oos`).
     #[arg(long, value_name = "T")]
     pub threshold: Option<f32>,
+    /// Kernels, as `aon classify --backend`.
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    pub backend: Backend,
 }
 
 /// Weight format `aon compile` produces.
@@ -174,6 +185,15 @@ pub struct CompileArgs {
     /// accuracy and out-of-scope recall.
     #[arg(long, value_name = "T|auto")]
     pub oos_threshold: Option<OosThreshold>,
+    /// Also compile the encoder's kernels with Apache TVM for this target (android-arm64,
+    /// linux-arm64, linux-x86_64): the archive then carries `lib/<target>/libmodel.so`, which
+    /// the runtime uses on a matching machine (the manifest names the target).
+    #[arg(long, value_name = "TARGET")]
+    pub target: Option<Target>,
+    /// CPU preset the kernels are tuned for (e.g. cortex-a76, cascadelake; default: per
+    /// target). Needs `--target`.
+    #[arg(long, value_name = "CPU", requires = "target")]
+    pub cpu: Option<String>,
     /// Archive name (default: the source directory's name).
     #[arg(long)]
     pub name: Option<String>,

@@ -15,6 +15,16 @@ pub enum Backend {
     Tvm,
 }
 
+impl From<Backend> for ava_runtime::Backend {
+    fn from(b: Backend) -> Self {
+        match b {
+            Backend::Auto => ava_runtime::Backend::Auto,
+            Backend::Native => ava_runtime::Backend::Native,
+            Backend::Tvm => ava_runtime::Backend::Tvm,
+        }
+    }
+}
+
 /// `run PKG|DIR (--prompt TEXT | --prompt-ids IDS)`.
 #[derive(Args, Clone, Debug)]
 #[command(group(ArgGroup::new("input").required(true).args(["prompt", "prompt_ids"])))]

@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::aon_data::{self as data, Encoder};
 use super::aon_oos::{self as oos, OosMetrics, Scored, OOS_LABEL};
 use crate::args::aon_int8::{ClassifyArgs, EvalArgs};
+use crate::args::run::Backend as RunBackend;
 use crate::ui::Ui;
 
 /// Model file looked for inside a model directory, INT8 first.
@@ -59,7 +60,7 @@ pub struct Prediction {
     pub latency_ms: f64,
     /// Milliseconds spent in the model alone (no tokenizer).
     pub model_ms: f64,
-    /// What ran it: `runtime` or `evaluator`.
+    /// What ran it: `native` or `tvm` (`ava-runtime`'s kernels) or `evaluator`.
     pub backend: &'static str,
     /// Index of the best intent.
     #[serde(skip)]
@@ -69,8 +70,8 @@ pub struct Prediction {
 impl Classifier {
     /// Loads an archive, a model directory or an `.onnx` file: `ava-runtime` when it recognises
     /// the graph, the reference evaluator otherwise (never for archives).
-    pub fn open(model: &Path) -> anyhow::Result<Self> {
-        let runtime_err = match ava_runtime::albert::Classifier::open(model) {
+    pub fn open(model: &Path, backend: RunBackend) -> anyhow::Result<Self> {
+        let runtime_err = match ava_runtime::albert::Classifier::open_with(model, backend.into()) {
             Ok(c) => {
                 return Ok(Classifier {
                     labels: c.labels().to_vec(),
@@ -78,6 +79,9 @@ impl Classifier {
                     oos_threshold: c.oos_threshold(),
                     backend: Backend::Runtime(Box::new(c)),
                 })
+            }
+            Err(e) if backend == RunBackend::Tvm => {
+                return Err(e).with_context(|| format!("opening {}", model.display()))
             }
             Err(e) => e,
         };
@@ -130,10 +134,11 @@ impl Classifier {
         }
     }
 
-    /// What runs the model: `runtime` or `evaluator`.
+    /// What runs the model: `ava-runtime` on its `native` or `tvm` kernels, or the reference
+    /// `evaluator`.
     pub fn backend(&self) -> &'static str {
-        match self.backend {
-            Backend::Runtime(_) => "runtime",
+        match &self.backend {
+            Backend::Runtime(c) => c.encoder().backend_name(),
             Backend::Evaluator(_) => "evaluator",
         }
     }
@@ -187,7 +192,7 @@ fn softmax(v: &[f32]) -> Vec<f32> {
 
 /// Runs `aon classify`.
 pub fn run_classify(args: &ClassifyArgs, ui: &Ui) -> anyhow::Result<()> {
-    let c = Classifier::open(&args.model)?;
+    let c = Classifier::open(&args.model, args.backend)?;
     let threshold = args.threshold.or(c.oos_threshold);
     let p = c.classify(&args.text, args.top.max(1), threshold)?;
     ui.result(&p, || {
@@ -213,7 +218,7 @@ pub fn run_classify(args: &ClassifyArgs, ui: &Ui) -> anyhow::Result<()> {
 pub struct EvalReport {
     /// Model file.
     pub model: PathBuf,
-    /// What ran it: `runtime` or `evaluator`.
+    /// What ran it: `native` or `tvm` (`ava-runtime`'s kernels) or `evaluator`.
     pub backend: &'static str,
     /// Split scored.
     pub split: String,
@@ -253,7 +258,7 @@ struct Dump<'a> {
 
 /// Runs `aon eval`.
 pub fn run_eval(args: &EvalArgs, ui: &Ui) -> anyhow::Result<()> {
-    let c = Classifier::open(&args.model)?;
+    let c = Classifier::open(&args.model, args.backend)?;
     let threshold = args.threshold.or(c.oos_threshold);
     let index: HashMap<&str, usize> = c
         .labels

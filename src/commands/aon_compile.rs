@@ -12,7 +12,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use ava_core::Target;
+use ava_packaging::PackageTarget;
 use ava_runtime::albert::{Classifier, LABELS_FILE, TOKENIZER_FILE};
+use ava_targets::kernels::KernelSpec;
+use ava_targets::{BuildOptions, TargetReport, TargetSpec};
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -29,7 +33,14 @@ use stages::{StageReport, Stages, CACHE_FOLDER, MODEL_FILE, QUANTIZE_REPORT};
 const FAMILY: &str = "albert";
 /// Keys of [`CompileReport`] that describe this run, not the archive: left out of the
 /// manifest so that a cached re-run writes the same archive.
-const RUN_ONLY_KEYS: [&str; 5] = ["archive", "archive_bytes", "stages", "cache", "seconds"];
+const RUN_ONLY_KEYS: [&str; 6] = [
+    "archive",
+    "archive_bytes",
+    "stages",
+    "cache",
+    "seconds",
+    "build",
+];
 
 /// The out-of-scope threshold stored in the archive (the manifest's `oos` stage).
 #[derive(Debug, Serialize)]
@@ -43,6 +54,17 @@ pub struct OosReport {
     /// How it does on the validation utterances (in scope: `val`; out of scope: `oos_val`);
     /// `None` when a fixed threshold has no out-of-scope validation data to be scored on.
     pub val: Option<OosMetrics>,
+}
+
+/// The kernel library an archive carries.
+#[derive(Debug, Serialize)]
+pub struct KernelsReport {
+    /// Target.
+    pub target: String,
+    /// CPU preset.
+    pub cpu: String,
+    /// Kernels in the library.
+    pub kernels: usize,
 }
 
 /// What `aon compile` reports (also the manifest's `aon-compile` stage, less the run-only keys).
@@ -72,6 +94,10 @@ pub struct CompileReport {
     pub quantize: Option<Value>,
     /// The out-of-scope threshold, when one was asked for.
     pub oos: Option<OosReport>,
+    /// The kernel library (`--target`): target, CPU preset and number of kernels.
+    pub kernels: Option<KernelsReport>,
+    /// The kernel build (`--target`), as `alc build` reports it.
+    pub build: Option<TargetReport>,
     /// The stages, cached or run.
     pub stages: Vec<StageReport>,
     /// The stage cache (`CACHE_DIR/aon-compile`).
@@ -219,6 +245,8 @@ pub fn run(args: &CompileArgs, ui: &Ui) -> anyhow::Result<()> {
             .unwrap_or(0) as usize,
         quantize,
         oos,
+        kernels: None,
+        build: None,
         stages: Vec::new(),
         cache,
         seconds: 0.0,
@@ -228,13 +256,61 @@ pub fn run(args: &CompileArgs, ui: &Ui) -> anyhow::Result<()> {
     std::fs::copy(&model_path, stage.join(MODEL_FILE))?;
     std::fs::write(stage.join(TOKENIZER_FILE), &tokenizer)?;
     std::fs::write(stage.join(LABELS_FILE), &labels)?;
+    if let Some(target) = args.target {
+        let build = build_kernels(
+            &built,
+            target,
+            args.cpu.as_deref(),
+            stage,
+            &report.cache,
+            ui,
+        )?;
+        report.kernels = Some(KernelsReport {
+            target: build.target.clone(),
+            cpu: build.cpu.clone(),
+            kernels: build.kernels,
+        });
+        report.build = Some(build);
+    }
     write_stage_file(stage, args, &report)?;
-    let packaged = package(&package_args(stage, &args.output), ui)?;
+    let mut pkg_args = package_args(stage, &args.output);
+    pkg_args.target = args.target.map(PackageTarget::Native);
+    let packaged = package(&pkg_args, ui)?;
     report.archive = packaged.path;
     report.archive_bytes = packaged.archive_size;
     report.stages = st.reports;
     report.seconds = started.elapsed().as_secs_f64();
     ui.result(&report, || human(&report))
+}
+
+/// Generates, compiles and links the kernels `c`'s encoder needs for `target` into
+/// `stage/lib/<target>/`; compiled objects are cached by content under `cache/kernels`.
+fn build_kernels(
+    c: &Classifier,
+    target: Target,
+    cpu: Option<&str>,
+    stage: &Path,
+    cache: &Path,
+    ui: &Ui,
+) -> anyhow::Result<TargetReport> {
+    let spec = TargetSpec::new(target, cpu)?;
+    let kernels: Vec<KernelSpec> = c
+        .encoder()
+        .kernel_specs()
+        .into_iter()
+        .map(|(name, params)| KernelSpec::new(name, params))
+        .collect();
+    ui.info(format!(
+        "compiling {} kernels for {target} ({}) with TVM",
+        kernels.len(),
+        spec.cpu.name
+    ));
+    let options = BuildOptions {
+        cache: Some(cache.join("kernels")),
+    };
+    let mut reports = ava_targets::build_kernels(&kernels, &[spec], stage, &options)
+        .with_context(|| format!("building the {target} kernel library"))?;
+    reports.pop().context("the kernel build reported no target")
 }
 
 /// `ava-stage.json`: name, family, quantization, and the `aon-compile` and `oos` stages.

@@ -8,7 +8,6 @@ use ava_runtime::tokenizer::gemma_chat_turn;
 use ava_runtime::{Engine, GenerateOptions, SamplingParams};
 use serde::Serialize;
 
-use crate::args::run::Backend;
 use crate::args::RunArgs;
 use crate::hub::resolve_checkpoint;
 use crate::ui::Ui;
@@ -36,11 +35,7 @@ struct TimingsReport {
 
 /// Runs `run`.
 pub fn run(args: &RunArgs, ui: &Ui) -> anyhow::Result<()> {
-    let backend = match args.backend {
-        Backend::Auto => ava_runtime::Backend::Auto,
-        Backend::Native => ava_runtime::Backend::Native,
-        Backend::Tvm => ava_runtime::Backend::Tvm,
-    };
+    let backend = ava_runtime::Backend::from(args.backend);
     let model = resolve_checkpoint(&args.model, &args.hub.options(ui), ui)?;
     let engine = Engine::open_with(&model, backend)
         .with_context(|| format!("loading {}", model.display()))?;

@@ -25,6 +25,7 @@ from tvm import s_tir, te, tirx
 from tvm.script import tirx as T
 
 import attention as attention_kernel
+import encoder as encoder_kernels
 import qmatmul
 
 # Q4BF16 / Q8BF16 (docs/formats/q4bf16.md): groups of `group` elements along the input dim, one
@@ -325,6 +326,10 @@ def attention_fast(spec, lanes):
     if spec["head_dim"] % v:
         return attention(spec, lanes)
     return tvm.script.from_source(attention_kernel.attention_source(spec, v))
+
+# The mALBERT encoder's row kernels and attention (`aon compile --target`).
+OPS.update(encoder_kernels.OPS)
+
 
 def unaligned(f):
     """The same PrimFunc with every tensor parameter at 1-byte alignment.

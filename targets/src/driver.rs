@@ -16,6 +16,7 @@ pub const DRIVER_FILES: &[(&str, &str)] = &[
     ("build.py", include_str!("../driver/build.py")),
     ("qmatmul.py", include_str!("../driver/qmatmul.py")),
     ("attention.py", include_str!("../driver/attention.py")),
+    ("encoder.py", include_str!("../driver/encoder.py")),
 ];
 
 /// Every driver source, concatenated: what cache keys of built kernels hash.

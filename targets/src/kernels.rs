@@ -73,6 +73,16 @@ pub struct KernelSpec {
     pub json: Value,
 }
 
+impl KernelSpec {
+    /// A kernel named `name` of the driver op and parameters in `params` (`{"op", ...}`).
+    pub fn new(name: impl Into<String>, params: Value) -> Self {
+        let name = name.into();
+        let mut json = params;
+        json["name"] = json!(name);
+        KernelSpec { name, json }
+    }
+}
+
 /// The storage format of weight `name` in `ckpt`: a plain tensor, or planes `{name}.q4` /
 /// `{name}.q8` + `{name}.scales` whose group is `cols / scales.cols`.
 pub fn weight_format(ckpt: &Checkpoint, name: &str) -> Result<WeightFormat> {

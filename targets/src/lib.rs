@@ -72,13 +72,25 @@ pub fn build(
         cfg.weight_prefix = p.to_string();
     }
     let kernels = kernels::gemma3_kernels(&cfg, &ckpt)?;
+    build_kernels(&kernels, targets, out, options)
+}
+
+/// Generates, compiles and links `kernels` for each target into `out/lib/<target>/`: the
+/// model-independent half of [`build`], also used for the mALBERT encoder's kernels (whose
+/// list the runtime derives from the exported graph).
+pub fn build_kernels(
+    kernels: &[kernels::KernelSpec],
+    targets: &[TargetSpec],
+    out: &Path,
+    options: &BuildOptions,
+) -> Result<Vec<TargetReport>> {
     let cache = options
         .cache
         .clone()
         .or_else(|| std::env::var_os(driver::CACHE_ENV).map(PathBuf::from));
     targets
         .iter()
-        .map(|spec| build_target(spec, &kernels, out, cache.as_deref()))
+        .map(|spec| build_target(spec, kernels, out, cache.as_deref()))
         .collect()
 }
 

@@ -202,7 +202,7 @@ fn qoperator_int8_runs_in_onnxruntime_and_agrees_with_qdq() {
             "--json",
         ],
     ));
-    assert_eq!(e["backend"], "runtime", "{e}");
+    assert_eq!(e["backend"], "native", "{e}");
     let o = ort_predict(qop.to_str().unwrap(), &dump);
     assert!(o["agreement"].as_f64().unwrap() >= 0.99, "{o}");
 

@@ -67,7 +67,7 @@ fn compile_packages_an_int8_archive_the_runtime_classifies() {
         ],
     ));
     assert_eq!(p["intent"], "balance", "{p}");
-    assert_eq!(p["backend"], "runtime", "{p}");
+    assert_eq!(p["backend"], "native", "{p}");
 
     let e = json(&aon(
         tmp.path(),

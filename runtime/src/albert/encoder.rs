@@ -7,11 +7,15 @@
 //! graph's `QuantizeLinear`/`DequantizeLinear` pairs where it has them, so the numbers follow
 //! what onnxruntime computes on the same file.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use serde_json::{json, Value};
+
 use super::graph::{attr_f, attr_i, input, ActQuant, Matrix, OnnxGraph};
+use super::kernels::{i32_arg, i8_arg, EncoderKernels};
 use crate::error::{Error, Result};
+use crate::tvm::Arg;
 
 /// `LayerNormalization`'s default epsilon.
 const LN_DEFAULT_EPS: f32 = 1e-5;
@@ -38,6 +42,66 @@ struct Linear {
     bias: Vec<f32>,
     n_in: usize,
     n_out: usize,
+    plan: Plan,
+}
+
+/// How a linear runs on a TVM kernel library (`super::kernels`).
+enum Plan {
+    /// `qlinear_i8`: the input's int8 codes times the int8 weights, an exact int32 dot,
+    /// `y = b + scale * (dot - zero_point * wsum)`. Needs symmetric weights and a quantized
+    /// input: then it computes what the fake-quantized native path does, up to float rounding.
+    Int8 {
+        name: String,
+        wsum: Vec<i32>,
+        scale: Vec<f32>,
+        quant: ActQuant,
+    },
+    /// `gemm_f32`, then the bias.
+    F32 { name: String },
+    /// Native only (int8 weights with zero points or without a quantized input).
+    Native,
+}
+
+impl Plan {
+    fn new(weights: &Weights, input_quant: Option<ActQuant>, n_in: usize, n_out: usize) -> Plan {
+        match (weights, input_quant) {
+            (
+                Weights::I8 {
+                    q,
+                    scale,
+                    zero_point,
+                },
+                Some(quant),
+            ) if zero_point.iter().all(|&z| z == 0.0) => Plan::Int8 {
+                name: format!("qlinear_i8_{n_out}x{n_in}"),
+                wsum: q
+                    .chunks_exact(n_in)
+                    .map(|row| row.iter().map(|&v| i32::from(v)).sum())
+                    .collect(),
+                scale: scale.iter().map(|s| s * quant.scale).collect(),
+                quant,
+            },
+            (Weights::F32(_), None) => Plan::F32 {
+                name: format!("gemm_f32_{n_out}x{n_in}"),
+            },
+            _ => Plan::Native,
+        }
+    }
+
+    /// Kernel name and driver parameters.
+    fn spec(&self, n_in: usize, n_out: usize) -> Option<(String, Value)> {
+        match self {
+            Plan::Int8 { name, .. } => Some((
+                name.clone(),
+                json!({"op": "qlinear_i8", "rows": n_out, "cols": n_in}),
+            )),
+            Plan::F32 { name } => Some((
+                name.clone(),
+                json!({"op": "gemm", "format": "f32", "rows": n_out, "cols": n_in}),
+            )),
+            Plan::Native => None,
+        }
+    }
 }
 
 fn dot_f32(x: &[f32], w: &[f32]) -> f32 {
@@ -92,6 +156,58 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// [`Linear::forward`] on the kernel library when there is one and a kernel for this layer.
+    fn run(&self, x: &[f32], kernels: Option<&EncoderKernels>) -> Result<Vec<f32>> {
+        let Some(k) = kernels else {
+            return Ok(self.forward(x));
+        };
+        let n = x.len() / self.n_in;
+        let (rows, cols) = (self.n_out, self.n_in);
+        let mut y = vec![0f32; n * rows];
+        match (&self.plan, &*self.weights) {
+            (
+                Plan::Int8 {
+                    name,
+                    wsum,
+                    scale,
+                    quant,
+                },
+                Weights::I8 { q, .. },
+            ) => {
+                let codes = quant.codes(x);
+                k.call(
+                    name,
+                    &[
+                        i8_arg(&codes, &[n, cols]),
+                        i8_arg(q, &[rows, cols]),
+                        i32_arg(wsum, &[rows]),
+                        Arg::f32(&self.bias, &[rows]),
+                        Arg::f32(scale, &[rows]),
+                        Arg::f32_out(&mut y, &[n, rows]),
+                        Arg::Int(i64::from(quant.zero_point)),
+                    ],
+                )?;
+            }
+            (Plan::F32 { name }, Weights::F32(w)) => {
+                k.call(
+                    name,
+                    &[
+                        Arg::f32(x, &[n, cols]),
+                        Arg::f32(w, &[rows, cols]),
+                        Arg::f32_out(&mut y, &[n, rows]),
+                    ],
+                )?;
+                for row in y.chunks_exact_mut(rows) {
+                    row.iter_mut().zip(&self.bias).for_each(|(v, b)| *v += b);
+                }
+            }
+            _ => return Ok(self.forward(x)),
+        }
+        Ok(y)
+    }
+}
+
 /// `LayerNormalization` over the last axis.
 struct LayerNorm {
     gamma: Vec<f32>,
@@ -137,6 +253,8 @@ pub struct Encoder {
     head_dim: usize,
     pooler: Linear,
     classifier: Linear,
+    /// The archive's TVM kernels, when the encoder runs on them.
+    kernels: Option<EncoderKernels>,
 }
 
 /// Builds the encoder's pieces, sharing weights read by several nodes.
@@ -233,12 +351,14 @@ impl Builder<'_> {
                 bias.len()
             )));
         }
+        let plan = Plan::new(&weights, input_quant, n_in, n_out);
         Ok(Linear {
             input_quant,
             weights,
             bias,
             n_in,
             n_out,
+            plan,
         })
     }
 
@@ -304,6 +424,7 @@ impl Encoder {
             head_dim: head_dim.max(1) as usize,
             pooler: b.linear("pooler/dense/add")?,
             classifier: b.linear("logits")?,
+            kernels: None,
         };
         if enc.layers.is_empty() || enc.heads * enc.head_dim != enc.mapping.n_out {
             return Err(Error::Model("not an mALBERT classifier graph".into()));
@@ -319,6 +440,69 @@ impl Encoder {
     /// Longest input the position table allows.
     pub fn max_positions(&self) -> usize {
         self.positions.dims()[0]
+    }
+
+    /// The TVM kernels this encoder needs, by name, with their driver parameters (what
+    /// `aon compile --target` builds, and what [`Encoder::use_kernels`] checks for).
+    pub fn kernel_specs(&self) -> Vec<(String, Value)> {
+        let mut out = BTreeMap::new();
+        let linears = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.query, &l.key, &l.value, &l.dense, &l.ffn, &l.ffn_output])
+            .chain([&self.mapping, &self.pooler, &self.classifier]);
+        for l in linears {
+            if let Some((name, spec)) = l.plan.spec(l.n_in, l.n_out) {
+                out.insert(name, spec);
+            }
+        }
+        let (e, h) = (self.words.dims()[1], self.mapping.n_out);
+        out.insert(
+            format!("layer_norm_{e}"),
+            json!({"op": "layer_norm", "width": e}),
+        );
+        out.insert(
+            format!("add_layer_norm_{h}"),
+            json!({"op": "add_layer_norm", "width": h}),
+        );
+        for l in &self.layers {
+            let w = l.ffn.n_out;
+            out.insert(format!("gelu_{w}"), json!({"op": "gelu", "width": w}));
+        }
+        out.insert(
+            self.attention_name(),
+            json!({"op": "attention_full", "heads": self.heads, "head_dim": self.head_dim}),
+        );
+        out.into_iter().collect()
+    }
+
+    /// Runs on `kernels` from now on; fails, leaving the encoder native, when the library
+    /// lacks a kernel this encoder needs (built for another model).
+    pub fn use_kernels(&mut self, kernels: EncoderKernels) -> Result<()> {
+        if let Some((name, _)) = self
+            .kernel_specs()
+            .into_iter()
+            .find(|(name, _)| !kernels.has(name))
+        {
+            return Err(Error::Model(format!(
+                "tvm: the kernel library has no {name} (recompile the archive for this model)"
+            )));
+        }
+        self.kernels = Some(kernels);
+        Ok(())
+    }
+
+    /// `tvm` when the encoder runs on a kernel library, else `native`.
+    pub fn backend_name(&self) -> &'static str {
+        if self.kernels.is_some() {
+            "tvm"
+        } else {
+            "native"
+        }
+    }
+
+    fn attention_name(&self) -> String {
+        format!("attention_full_{}x{}", self.heads, self.head_dim)
     }
 
     /// Logits of one sequence of token ids (`[CLS] ... [SEP]`, no padding).
@@ -343,35 +527,88 @@ impl Encoder {
             self.positions.add_row(t, row);
             self.types.add_row(0, row);
         }
-        self.embedding_norm.forward(&mut x);
-        let mut h = self.mapping.forward(&x);
+        let k = self.kernels.as_ref();
+        let x = self.norm(&self.embedding_norm, x, None)?;
+        let mut h = self.mapping.run(&x, k)?;
         for l in &self.layers {
-            h = self.layer(l, &h, n);
+            h = self.layer(l, &h, n)?;
         }
         let hidden = self.mapping.n_out;
-        let mut pooled = self.pooler.forward(&h[..hidden]);
+        let mut pooled = self.pooler.run(&h[..hidden], k)?;
         pooled.iter_mut().for_each(|v| *v = v.tanh());
-        Ok(self.classifier.forward(&pooled))
+        self.classifier.run(&pooled, k)
     }
 
-    fn layer(&self, l: &Layer, h: &[f32], n: usize) -> Vec<f32> {
-        let (q, k, v) = (l.query.forward(h), l.key.forward(h), l.value.forward(h));
-        let ctx = self.attention(&q, &k, &v, n);
-        let mut a = l.dense.forward(&ctx);
-        a.iter_mut().zip(h).for_each(|(x, r)| *x += r);
-        l.attention_norm.forward(&mut a);
-        let mut f = l.ffn.forward(&a);
-        f.iter_mut().for_each(|x| *x = gelu_tanh(*x));
-        let mut o = l.ffn_output.forward(&f);
-        o.iter_mut().zip(&a).for_each(|(x, r)| *x += r);
-        l.norm.forward(&mut o);
-        o
+    fn layer(&self, l: &Layer, h: &[f32], n: usize) -> Result<Vec<f32>> {
+        let k = self.kernels.as_ref();
+        let (q, kk, v) = (l.query.run(h, k)?, l.key.run(h, k)?, l.value.run(h, k)?);
+        let ctx = self.attention(&q, &kk, &v, n)?;
+        let a = l.dense.run(&ctx, k)?;
+        let a = self.norm(&l.attention_norm, a, Some(h))?;
+        let f = self.gelu(l.ffn.run(&a, k)?, l.ffn.n_out)?;
+        let o = l.ffn_output.run(&f, k)?;
+        self.norm(&l.norm, o, Some(&a))
     }
 
-    fn attention(&self, q: &[f32], k: &[f32], v: &[f32], n: usize) -> Vec<f32> {
+    /// `LayerNormalization(x + residual)`.
+    fn norm(&self, ln: &LayerNorm, mut x: Vec<f32>, residual: Option<&[f32]>) -> Result<Vec<f32>> {
+        let Some(k) = &self.kernels else {
+            if let Some(r) = residual {
+                x.iter_mut().zip(r).for_each(|(v, r)| *v += r);
+            }
+            ln.forward(&mut x);
+            return Ok(x);
+        };
+        let w = ln.gamma.len();
+        let n = x.len() / w;
+        let mut y = vec![0f32; x.len()];
+        let (g, b) = (Arg::f32(&ln.gamma, &[w]), Arg::f32(&ln.beta, &[w]));
+        let (xa, ya, eps) = (
+            Arg::f32(&x, &[n, w]),
+            Arg::f32_out(&mut y, &[n, w]),
+            Arg::Float(f64::from(ln.eps)),
+        );
+        match residual {
+            Some(r) => k.call(
+                &format!("add_layer_norm_{w}"),
+                &[xa, Arg::f32(r, &[n, w]), g, b, eps, ya],
+            )?,
+            None => k.call(&format!("layer_norm_{w}"), &[xa, g, b, eps, ya])?,
+        }
+        Ok(y)
+    }
+
+    fn gelu(&self, mut x: Vec<f32>, w: usize) -> Result<Vec<f32>> {
+        let Some(k) = &self.kernels else {
+            x.iter_mut().for_each(|v| *v = gelu_tanh(*v));
+            return Ok(x);
+        };
+        let n = x.len() / w;
+        let mut y = vec![0f32; x.len()];
+        k.call(
+            &format!("gelu_{w}"),
+            &[Arg::f32(&x, &[n, w]), Arg::f32_out(&mut y, &[n, w])],
+        )?;
+        Ok(y)
+    }
+
+    fn attention(&self, q: &[f32], k: &[f32], v: &[f32], n: usize) -> Result<Vec<f32>> {
         let (hd, d) = (self.head_dim, self.heads * self.head_dim);
         let scale = 1.0 / (hd as f32).sqrt();
         let mut ctx = vec![0f32; n * d];
+        if let Some(kernels) = &self.kernels {
+            kernels.call(
+                &self.attention_name(),
+                &[
+                    Arg::f32(q, &[n, d]),
+                    Arg::f32(k, &[n, d]),
+                    Arg::f32(v, &[n, d]),
+                    Arg::f32_out(&mut ctx, &[n, d]),
+                    Arg::Float(f64::from(scale)),
+                ],
+            )?;
+            return Ok(ctx);
+        }
         let mut p = vec![0f32; n];
         for head in 0..self.heads {
             let off = head * hd;
@@ -392,7 +629,7 @@ impl Encoder {
                 }
             }
         }
-        ctx
+        Ok(ctx)
     }
 }
 

@@ -25,6 +25,14 @@ pub struct ActQuant {
 }
 
 impl ActQuant {
+    /// `QuantizeLinear(x)`: the int8 codes (round half to even, saturate).
+    pub fn codes(&self, x: &[f32]) -> Vec<i8> {
+        let (s, z) = (self.scale, f32::from(self.zero_point));
+        x.iter()
+            .map(|v| ((v / s).round_ties_even() + z).clamp(-128.0, 127.0) as i8)
+            .collect()
+    }
+
     /// `DequantizeLinear(QuantizeLinear(x))` in place (round half to even, saturate to int8).
     pub fn fake_quant(&self, x: &mut [f32]) {
         let (s, z) = (self.scale, f32::from(self.zero_point));

@@ -5,6 +5,7 @@
 
 pub mod encoder;
 pub mod graph;
+pub mod kernels;
 mod proto;
 
 use std::path::{Path, PathBuf};
@@ -13,8 +14,10 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::package::Package;
 use crate::tokenizer::Tokenizer;
+use crate::tvm::Backend;
 
 pub use encoder::Encoder;
+pub use kernels::EncoderKernels;
 
 /// Model entries looked for, INT8 first.
 pub const MODEL_FILES: [&str; 2] = ["model.int8.onnx", "model.onnx"];
@@ -64,11 +67,19 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 }
 
 impl Classifier {
-    /// Opens an archive (`.tar` or unpacked, verified), a model directory, or an `.onnx` file.
+    /// Opens an archive (`.tar` or unpacked, verified), a model directory, or an `.onnx` file,
+    /// on the archive's TVM kernels for this machine when it has them ([`Backend::Auto`]).
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, Backend::Auto)
+    }
+
+    /// [`Classifier::open`] on the given backend: `Tvm` fails unless `path` is an archive with
+    /// a kernel library for this machine (`aon compile --target`).
+    pub fn open_with(path: &Path, backend: Backend) -> Result<Self> {
         let is_archive_dir = path.is_dir() && path.join(ava_packaging::MANIFEST_NAME).is_file();
         if path.is_file() && path.extension().is_some_and(|e| e == "onnx") {
             let dir = path.parent().unwrap_or(Path::new("."));
+            no_library(path, backend)?;
             return Self::from_parts(
                 &read(path)?,
                 &read(&dir.join(TOKENIZER_FILE))?,
@@ -84,7 +95,7 @@ impl Classifier {
                 .ok_or_else(|| Error::MissingFile {
                     path: path.join(MODEL_FILES[1]),
                 })?;
-            return Self::open(&model);
+            return Self::open_with(&model, backend);
         }
         let pkg = Package::open(path)?;
         let entry = |name: &str| {
@@ -119,6 +130,9 @@ impl Classifier {
             .and_then(|s| s.get("threshold"))
             .and_then(serde_json::Value::as_f64)
             .map(|t| t as f32);
+        if let Some(kernels) = EncoderKernels::load(&pkg, path, backend)? {
+            c.encoder.use_kernels(kernels)?;
+        }
         Ok(c)
     }
 
@@ -193,6 +207,17 @@ impl Classifier {
             model_seconds,
         })
     }
+}
+
+/// Model files and directories carry no kernel library: only the native backend runs them.
+fn no_library(path: &Path, backend: Backend) -> Result<()> {
+    if backend == Backend::Tvm {
+        return Err(Error::Model(format!(
+            "tvm: {} is not an archive; kernel libraries come with archives compiled by `aon compile --target`",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 fn softmax(v: &[f32]) -> Vec<f32> {

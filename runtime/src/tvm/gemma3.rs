@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use ava_core::{DType, Gemma3Config, LayerKind, RopeScaling, Target};
 
-use super::library::{Arg, KernelTable, Library, TempLibrary};
+use super::library::{library_on_disk, Arg, KernelTable, Library, TempLibrary};
 use super::{library_path, table_path};
 use crate::error::{Error, Result};
 use crate::gemma3::KvCache;
@@ -502,19 +502,7 @@ fn library_file(source: &ModelSource, target: Target) -> Result<(PathBuf, Option
     if let ModelSource::Checkpoint(c) = source {
         return Ok((c.dir().join(&entry), None));
     }
-    let label = source.label(&entry);
-    if label.is_file() {
-        return Ok((label, None));
-    }
-    let bytes = source.file(&entry).ok_or_else(|| Error::MissingFile {
-        path: label.clone(),
-    })?;
-    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path = std::env::temp_dir().join(format!("ava-libmodel-{}-{n}.so", std::process::id()));
-    std::fs::write(&path, &bytes).map_err(|e| Error::Io {
-        path: path.clone(),
-        source: e,
-    })?;
-    Ok((path.clone(), Some(TempLibrary(path))))
+    library_on_disk(source.label(&entry), || {
+        source.file(&entry).map(|b| b.into_owned())
+    })
 }

@@ -349,6 +349,28 @@ fn dl_error() -> String {
     }
 }
 
+/// A path `dlopen` can use for the library entry at `label`: `label` itself when it is a file
+/// (an unpacked archive), else a temporary copy of `bytes()` (an entry inside a `.tar`).
+pub(crate) fn library_on_disk(
+    label: PathBuf,
+    bytes: impl FnOnce() -> Option<Vec<u8>>,
+) -> Result<(PathBuf, Option<TempLibrary>)> {
+    if label.is_file() {
+        return Ok((label, None));
+    }
+    let bytes = bytes().ok_or_else(|| Error::MissingFile {
+        path: label.clone(),
+    })?;
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("ava-libmodel-{}-{n}.so", std::process::id()));
+    std::fs::write(&path, &bytes).map_err(|e| Error::Io {
+        path: path.clone(),
+        source: e,
+    })?;
+    Ok((path.clone(), Some(TempLibrary(path))))
+}
+
 /// A file the library was written to (archives keep it inside the `.tar`); removed on drop.
 pub(crate) struct TempLibrary(pub(crate) PathBuf);
 
