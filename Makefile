@@ -103,10 +103,10 @@ demo: setup
 	@ls -l $(DEMO_DIR)
 	@mkdir -p $(DEMO_DIR)/aon
 	./target/release/aon --cache-dir target/demo-cache compile fixtures/models/albert-clinc --intents fixtures/gen/data/clinc150.json \
-	  --keep-head --samples 128 --val-samples 300 -o $(DEMO_DIR)/aon
-	./target/release/aon classify $(DEMO_DIR)/aon/albert-clinc-int8-any-v1.tar --text "what is my checking account balance"
-	./target/release/aon classify $(DEMO_DIR)/aon/albert-clinc-int8-any-v1.tar --text "book a table for two at an italian place tonight"
-	./target/release/aon classify $(DEMO_DIR)/aon/albert-clinc-int8-any-v1.tar --text "set an alarm for 7 am"
+	  --keep-head --samples 128 --val-samples 300 --target linux-x86_64 -o $(DEMO_DIR)/aon
+	./target/release/aon classify $(DEMO_DIR)/aon/albert-clinc-int8-linux-x86_64-v1.tar --text "what is my checking account balance"
+	./target/release/aon classify $(DEMO_DIR)/aon/albert-clinc-int8-linux-x86_64-v1.tar --text "book a table for two at an italian place tonight"
+	./target/release/aon classify $(DEMO_DIR)/aon/albert-clinc-int8-linux-x86_64-v1.tar --text "set an alarm for 7 am" --backend native
 
 # Measures, never asserts: each script under scripts/bench/ rewrites its section of
 # docs/benchmarks.md. Needs the real models (make real-models) and builds llama.cpp as the peer.

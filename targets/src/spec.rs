@@ -96,8 +96,8 @@ pub struct TargetSpec {
 impl TargetSpec {
     /// The spec for `target` with the named preset, or the target's default preset.
     ///
-    /// The default for `linux-x86_64` follows the build machine (AVX-512 or AVX2 when it has
-    /// them); for arm64 targets it is baseline NEON.
+    /// The default for `linux-x86_64` follows the build machine (AVX-512 with VNNI, AVX-512 or
+    /// AVX2 when it has them); for arm64 targets it is baseline NEON.
     pub fn new(target: Target, cpu: Option<&str>) -> Result<Self> {
         let presets = presets(target);
         let cpu = match cpu {
@@ -163,7 +163,11 @@ fn default_preset(target: Target) -> CpuPreset {
 
 #[cfg(target_arch = "x86_64")]
 fn host_x86_preset() -> &'static str {
-    if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw") {
+    let avx512 =
+        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw");
+    if avx512 && std::is_x86_feature_detected!("avx512vnni") {
+        "cascadelake"
+    } else if avx512 {
         "skylake-avx512"
     } else if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         "haswell"

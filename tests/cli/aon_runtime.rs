@@ -288,3 +288,86 @@ fn oos_threshold_is_stored_and_eval_reports_its_recall() {
     assert_eq!(e0["oos"]["oos_detected"], 0, "{e0}");
     assert_eq!(e0["oos"]["in_scope_accuracy"], e0["accuracy"], "{e0}");
 }
+
+/// `aon classify --json` of `text` on `archive` with `--backend backend`.
+fn classify(dir: &Path, archive: &str, text: &str, backend: &str) -> Value {
+    json(&aon(
+        dir,
+        &[
+            "classify",
+            archive,
+            "--text",
+            text,
+            "--backend",
+            backend,
+            "--top",
+            "5",
+            "--json",
+        ],
+    ))
+}
+
+#[test]
+fn compile_for_a_target_carries_tvm_kernels_that_agree_with_native() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let utterances = [
+        "what is the balance of my checking account",
+        "book a table for two at eight",
+        "please cancel my reservation",
+        "how many calories are in an apple",
+        "set an alarm for 6 am",
+        "hi",
+        "can you tell me the exchange rate between the us dollar and the euro today please",
+    ];
+    for (quant, extra) in [("int8", "--samples=16"), ("f32", "--quant=f32")] {
+        let c = compile_tiny(dir, &[extra, "--target", "linux-x86_64"]);
+        let archive = c["archive"].as_str().unwrap().to_string();
+        assert!(
+            archive.ends_with(&format!("-{quant}-linux-x86_64-v1.tar")),
+            "{c}"
+        );
+        let k = &c["kernels"];
+        assert_eq!(k["target"], "linux-x86_64", "{c}");
+        assert!(k["kernels"].as_u64().unwrap() >= 6, "{c}");
+        let i = json(&aon(dir, &["inspect", &archive, "--json"]));
+        assert!(
+            i.to_string().contains("lib/linux-x86_64/libmodel.so"),
+            "{i}"
+        );
+        for text in utterances {
+            let (n, t) = (
+                classify(dir, &archive, text, "native"),
+                classify(dir, &archive, text, "tvm"),
+            );
+            assert_eq!(
+                (n["backend"].as_str(), t["backend"].as_str()),
+                (Some("native"), Some("tvm"))
+            );
+            assert_eq!(n["input_ids"], t["input_ids"]);
+            assert_eq!(n["intent"], t["intent"], "{quant} {text}: {n} {t}");
+            let (a, b) = (n["top"].as_array().unwrap(), t["top"].as_array().unwrap());
+            for (x, y) in a.iter().zip(b) {
+                let d = (x[1].as_f64().unwrap() - y[1].as_f64().unwrap()).abs();
+                assert!(d < 1e-4, "{quant} {text}: {x} vs {y}");
+            }
+            // `auto` takes the library for this machine.
+            assert_eq!(classify(dir, &archive, text, "auto")["backend"], "tvm");
+        }
+    }
+    // Without a library, `--backend tvm` is an error that says how to get one.
+    let plain = compile_tiny(dir, &["--samples=16"]);
+    let r = aon(
+        dir,
+        &[
+            "classify",
+            plain["archive"].as_str().unwrap(),
+            "--text",
+            "hi",
+            "--backend",
+            "tvm",
+        ],
+    );
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("aon compile --target"), "{}", r.stderr);
+}

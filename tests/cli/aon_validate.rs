@@ -13,8 +13,8 @@ use crate::validate::with_standin_adb;
 use crate::{aon, fixtures};
 
 /// The tiny classifier (5 CLINC150 intents, random weights) compiled to INT8 in `dir`, with
-/// its stage cache in `dir/cache`.
-fn tiny_archive(dir: &Path) -> PathBuf {
+/// its stage cache in `dir/cache`, plus `extra` options.
+fn tiny_archive(dir: &Path, extra: &[&str]) -> PathBuf {
     let src = fixtures().join("models/albert-tiny-cls");
     let clinc = fixtures().join("gen/data/clinc150.json");
     let cache = dir.join("cache");
@@ -34,6 +34,7 @@ fn tiny_archive(dir: &Path) -> PathBuf {
         ".",
         "--json",
     ];
+    let args: Vec<&str> = args.iter().chain(extra).copied().collect();
     let report = aon(dir, &args).ok().json();
     dir.join(report["archive"].as_str().unwrap())
 }
@@ -80,7 +81,9 @@ fn assert_passed(r: &Value, utterances: u64) {
 #[test]
 fn aon_validate_under_qemu_matches_the_host() {
     let tmp = tempfile::tempdir().unwrap();
-    let archive = tiny_archive(tmp.path());
+    // With the encoder's arm64 TVM kernels: the device runs them, the host (x86_64, no
+    // library for it in the archive) the native kernels.
+    let archive = tiny_archive(tmp.path(), &["--target", "linux-arm64"]);
     let clinc = fixtures().join("gen/data/clinc150.json");
     let args = validate_args(
         &archive,
@@ -94,6 +97,10 @@ fn aon_validate_under_qemu_matches_the_host() {
     assert_eq!(r["target"], "linux-arm64");
     assert_eq!(r["utterance_source"], "data");
     assert_eq!(r["device_facts"]["arch"], "aarch64");
+    assert_eq!(
+        (r["backend"].as_str(), r["host_backend"].as_str()),
+        (Some("tvm"), Some("native"))
+    );
     // 12 of the 4,500 test utterances, every 375th; those of the model's 5 intents are scored.
     let a = &r["accuracy"];
     assert!(a.is_null() || a["device"] == a["host"], "{a}");
@@ -117,7 +124,7 @@ const BAD_RUNNER: &str = "#!/bin/sh\necho not a runner\n";
 fn aon_validate_over_a_standin_adb_pushes_runs_and_parses() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let archive = tiny_archive(dir);
+    let archive = tiny_archive(dir, &[]);
     // The aarch64 Linux runner (what the stand-in runs through qemu; an Android one would
     // not run here): the one a 1-utterance qemu validation builds and reports.
     let args = validate_args(&archive, "qemu", &["--max-utterances", "1"]);
@@ -219,7 +226,7 @@ fn aon_validate_over_a_standin_adb_pushes_runs_and_parses() {
 fn aon_validate_over_adb_builds_an_android_runner_by_default() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let archive = tiny_archive(dir);
+    let archive = tiny_archive(dir, &[]);
     let args = validate_args(&archive, "adb", &["--max-utterances", "2"]);
     let run = with_standin_adb(env!("CARGO_BIN_EXE_aon"), dir, &args, "device");
     assert_eq!(run.code, 1, "{}", run.stderr);

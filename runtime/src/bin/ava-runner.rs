@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! ava-runner ARCHIVE --prompts FILE [--backend auto|native|tvm] [--max-new-tokens N] [--context N]
-//! ava-runner ARCHIVE --classify FILE
+//! ava-runner ARCHIVE --classify FILE [--backend auto|native|tvm]
 //! ava-runner --facts
 //! ```
 //!
@@ -44,7 +44,7 @@ fn main() -> ExitCode {
         Ok(json!({ "report_version": REPORT_VERSION, "device": device_facts() }))
     } else {
         parse_args(&args).and_then(|o| match &o.classify {
-            Some(utterances) => classify(&o.archive, utterances),
+            Some(utterances) => classify(&o.archive, utterances, o.backend),
             None => run(&o),
         })
     };
@@ -172,11 +172,12 @@ fn run(o: &Options) -> Result<Value> {
 }
 
 /// Classifies every non-empty line of `utterances` with the archive's mALBERT classifier.
-fn classify(archive: &Path, utterances: &Path) -> Result<Value> {
+fn classify(archive: &Path, utterances: &Path, backend: Backend) -> Result<Value> {
     let text = std::fs::read_to_string(utterances)
         .map_err(|e| format!("reading {}: {e}", utterances.display()))?;
     let t0 = Instant::now();
-    let c = Classifier::open(archive).map_err(|e| format!("loading {}: {e}", archive.display()))?;
+    let c = Classifier::open_with(archive, backend)
+        .map_err(|e| format!("loading {}: {e}", archive.display()))?;
     let load = t0.elapsed();
     let mut results = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -197,7 +198,7 @@ fn classify(archive: &Path, utterances: &Path) -> Result<Value> {
         "report_version": REPORT_VERSION,
         "ok": true,
         "mode": "classify",
-        "backend": "native",
+        "backend": c.encoder().backend_name(),
         "load_ms": ms(load),
         "labels": c.labels().len(),
         "max_seq_len": c.encoder().max_positions(),

@@ -96,6 +96,10 @@ pub(super) struct AonReport {
     device: String,
     runner: String,
     utterances: usize,
+    /// Kernels the device ran (`native`, or `tvm` with the archive's library for it).
+    backend: Option<String>,
+    /// Kernels of the host reference run.
+    host_backend: &'static str,
     /// `data` (`--data`) or `labels` (the archive's label names).
     utterance_source: &'static str,
     predictions_match: Option<bool>,
@@ -188,6 +192,8 @@ pub(super) fn validate(args: &AonValidateArgs, ui: &Ui) -> anyhow::Result<AonRep
         device: device.label(),
         runner: runner.display().to_string(),
         utterances: utterances.len(),
+        backend: None,
+        host_backend: host.encoder().backend_name(),
         utterance_source,
         predictions_match: None,
         max_logit_diff: None,
@@ -346,6 +352,7 @@ fn read_run(
             return;
         }
     };
+    report.backend = run["backend"].as_str().map(str::to_string);
     let rows = run["utterances"].as_array().cloned().unwrap_or_default();
     report.checks.push(Check {
         name: "runner",
