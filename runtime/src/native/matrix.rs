@@ -1,17 +1,20 @@
 //! Weight matrices in their stored float format, and the matrix product against activations.
 
+use std::cell::Cell;
 use std::sync::Arc;
 
+use ava_core::quant::QuantFormat;
 use ava_core::{DType, TensorView};
 use memmap2::Mmap;
 use rayon::prelude::*;
 
+use super::act::QuantActs;
 use super::q4::QuantWeights;
 use super::simd::dot;
 use crate::error::{Error, Result};
 
 /// Rows computed per parallel task.
-const ROWS_PER_TASK: usize = 16;
+pub(super) const ROWS_PER_TASK: usize = 16;
 
 /// Where weight values live: copied into memory, or in place in a mapped archive.
 #[derive(Debug)]
@@ -173,9 +176,18 @@ impl Matrix {
 
     /// `out[t, r] = sum_c x[t, c] * W[r, c]` for `n` rows of activations `x` (`[n, cols]`),
     /// giving `out` as `[n, rows]`. Rows of `W` are split across threads.
+    ///
+    /// q4bf16 weights multiply `x` quantized to int8 per group instead
+    /// ([`QuantWeights::matmul_q8`], `docs/formats/q4bf16.md`); every other format multiplies
+    /// the f32 activations.
     pub fn matmul(&self, x: &[f32], n: usize, out: &mut [f32]) {
         debug_assert_eq!(x.len(), n * self.cols);
         debug_assert_eq!(out.len(), n * self.rows);
+        if let Some(q) = self.quantized() {
+            if q.format == QuantFormat::Q4Bf16 {
+                return self.matmul_q4(q, x, n, out);
+            }
+        }
         if n == 1 {
             out.par_chunks_mut(ROWS_PER_TASK).enumerate().for_each_init(
                 || vec![0f32; self.cols],
@@ -209,6 +221,19 @@ impl Matrix {
                 out[t * self.rows + r] = transposed[r * n + t];
             }
         }
+    }
+
+    /// q4bf16 x int8: quantizes `x` into this thread's reused buffers, then multiplies.
+    fn matmul_q4(&self, q: &QuantWeights, x: &[f32], n: usize, out: &mut [f32]) {
+        thread_local! {
+            static ACTS: Cell<QuantActs> = Cell::new(QuantActs::new());
+        }
+        // Taken out rather than borrowed: a nested call on this thread (rayon may run other
+        // work while it waits) then finds an empty value and allocates its own.
+        let mut acts = ACTS.take();
+        acts.quantize(x, n, self.cols, q.group);
+        q.matmul_q8(&acts, self.rows, out);
+        ACTS.set(acts);
     }
 
     /// Row `r` as f32: borrowed for f32 weights, widened into `buf` otherwise.
@@ -295,5 +320,67 @@ mod tests {
         let mut row = [0f32; 3];
         m.row_into(0, &mut row);
         assert_eq!(row, [1.0, -2.5, 0.15625]);
+    }
+
+    /// A q4bf16 `[rows, cols]` matrix in groups of 32, quantized from a fixed pattern.
+    fn q4_matrix(rows: usize, cols: usize) -> Matrix {
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7 % 29) as f32 - 14.0) / 9.0)
+            .collect();
+        let mut codes = vec![0u8; rows * cols / 2];
+        let mut scales = Vec::new();
+        for (xg, c) in w.chunks(32).zip(codes.chunks_mut(16)) {
+            scales.extend(ava_core::quant::quantize_q4_group(xg, 1.0, c).to_le_bytes());
+        }
+        let (cs, ss) = ([rows, cols / 2], [rows, cols / 32]);
+        let view = |name, dtype, shape, data| TensorView {
+            name,
+            dtype,
+            shape,
+            data,
+        };
+        let q = QuantWeights::from_planes(
+            QuantFormat::Q4Bf16,
+            &view("w.q4", DType::U8, &cs[..], &codes[..]),
+            &view("w.scales", DType::BF16, &ss[..], &scales[..]),
+            rows,
+            cols,
+        )
+        .unwrap();
+        Matrix::from_quantized(q, rows, cols)
+    }
+
+    #[test]
+    fn q4_matmul_uses_int8_activations() {
+        let (rows, cols) = (21, 96);
+        let m = q4_matrix(rows, cols);
+        let q = m.quantized().unwrap();
+        let mut wf = vec![0f32; rows * cols];
+        for (r, row) in wf.chunks_mut(cols).enumerate() {
+            m.row_into(r, row);
+        }
+        for n in [1, 6] {
+            let x: Vec<f32> = (0..n * cols)
+                .map(|i| ((i * 13 % 31) as f32 - 15.0) / 7.0)
+                .collect();
+            let mut out = vec![0f32; n * rows];
+            m.matmul(&x, n, &mut out);
+            // Exactly the int8 path ...
+            let mut acts = QuantActs::new();
+            acts.quantize(&x, n, cols, 32);
+            let mut want = vec![0f32; n * rows];
+            q.matmul_q8(&acts, rows, &mut want);
+            assert_eq!(out, want);
+            // ... which is close to the f32 product of the dequantized weights.
+            for t in 0..n {
+                for r in 0..rows {
+                    let f: f32 = (0..cols).map(|c| x[t * cols + c] * wf[r * cols + c]).sum();
+                    let mag: f32 = (0..cols)
+                        .map(|c| (x[t * cols + c] * wf[r * cols + c]).abs())
+                        .sum();
+                    assert!((out[t * rows + r] - f).abs() < 0.01 * mag, "{t} {r}");
+                }
+            }
+        }
     }
 }
