@@ -26,14 +26,15 @@ from tvm.script import tirx as T
 
 import attention as attention_kernel
 import encoder as encoder_kernels
+import fastmath
+import norms
+import int8mm
 import qmatmul
 
 # Q4BF16 / Q8BF16 (docs/formats/q4bf16.md): groups of `group` elements along the input dim, one
 # bf16 scale each. Q4: byte j of a group holds element j (low nibble) and element j + group/2
 # (high nibble), value = (nibble - 8) * scale. Q8: value = int8 code * scale.
 ROWS_PER_TASK = 16
-GELU_C = 0.7978845608028654
-GELU_K = 0.044715
 # Elements of the gated GELU per parallel task.
 GELU_CHUNK = 512
 
@@ -119,26 +120,12 @@ def matmul(spec, lanes, n=None):
 # ---------------------------------------------------------------- element-wise and norms
 
 
-def rms_norm(spec, lanes):
-    """Y = X / sqrt(mean(X^2) + eps) * (1 + W), per row of `width`."""
-    width, eps = spec["width"], spec["eps"]
-    n = te.var("n")
-    x = te.placeholder((n, width), "float32", name="X")
-    w = te.placeholder((width,), "float32", name="W")
-    k = te.reduce_axis((0, width), "k")
-    ss = te.compute((n,), lambda t: te.sum(x[t, k] * x[t, k], axis=k), name="SS")
-    y = te.compute(
-        (n, width),
-        lambda t, c: x[t, c]
-        * (f32(1.0) / te.sqrt(ss[t] / f32(width) + f32(eps)))
-        * (f32(1.0) + w[c]),
-        name="Y",
-    )
-    return schedule_rows(te.create_prim_func([x, w, y]), ["Y"])
-
-
-def add_rms_norm(spec, lanes):
-    """H += rms_norm(X) * (1 + W): the post-norm and the residual add of one block."""
+def rms_norm(spec, lanes, add=False):
+    """Y = [H +] X / sqrt(mean(X^2) + eps) * (1 + W), per row of `width` (norms.py); the te
+    formulation where the width is not a multiple of 16 lanes."""
+    v = min(16, lanes)
+    if spec["width"] % v == 0:
+        return tvm.script.from_source(norms.rms_norm_source(spec, v, add))
     width, eps = spec["width"], spec["eps"]
     n = te.var("n")
     x = te.placeholder((n, width), "float32", name="X")
@@ -146,13 +133,18 @@ def add_rms_norm(spec, lanes):
     h = te.placeholder((n, width), "float32", name="H")
     k = te.reduce_axis((0, width), "k")
     ss = te.compute((n,), lambda t: te.sum(x[t, k] * x[t, k], axis=k), name="SS")
-    y = te.compute(
-        (n, width),
-        lambda t, c: h[t, c]
-        + x[t, c] * (f32(1.0) / te.sqrt(ss[t] / f32(width) + f32(eps))) * (f32(1.0) + w[c]),
-        name="Y",
-    )
-    return schedule_rows(te.create_prim_func([x, w, h, y]), ["Y"])
+
+    def body(t, c):
+        y = x[t, c] * (f32(1.0) / te.sqrt(ss[t] / f32(width) + f32(eps))) * (f32(1.0) + w[c])
+        return h[t, c] + y if add else y
+
+    y = te.compute((n, width), body, name="Y")
+    return te.create_prim_func([x, w, h, y] if add else [x, w, y])
+
+
+def add_rms_norm(spec, lanes):
+    """H += rms_norm(X) * (1 + W): the post-norm and the residual add of one block."""
+    return rms_norm(spec, lanes, add=True)
 
 
 def gelu_gate(spec, lanes):
@@ -162,20 +154,19 @@ def gelu_gate(spec, lanes):
     g = te.placeholder((n, width), "float32", name="G")
     u = te.placeholder((n, width), "float32", name="U")
 
-    def body(t, c):
-        v = g[t, c]
-        inner = f32(GELU_C) * (v + f32(GELU_K) * v * v * v)
-        return f32(0.5) * v * (f32(1.0) + te.tanh(inner)) * u[t, c]
-
-    y = te.compute((n, width), body, name="Y")
+    # tanh through fastmath's vectorisable exp (te.tanh would be a libm call per element).
+    y = te.compute((n, width), lambda t, c: fastmath.gelu_tanh(g[t, c]) * u[t, c], name="Y")
     f = te.create_prim_func([g, u, y])
     if width % GELU_CHUNK:
         return schedule_rows(f, ["Y"])
-    # tanh is a libm call per element: worth spreading over the threads even for one token.
+    # Chunks of GELU_CHUNK elements over the threads (a prefill has n * width of them),
+    # 16-lane vectors inside.
     sch = s_tir.Schedule(f)
     t, c = sch.get_loops(sch.get_sblock("Y"))
-    outer, _ = sch.split(sch.fuse(t, c), [None, GELU_CHUNK])
+    outer, inner = sch.split(sch.fuse(t, c), [None, GELU_CHUNK])
     sch.parallel(outer)
+    _, lanes_loop = sch.split(inner, [None, 16])
+    sch.vectorize(lanes_loop)
     return sch.mod["main"]
 
 
@@ -317,6 +308,9 @@ OPS = {
     "rope": rope,
     "embed": embed,
     "attention": lambda s, lanes: attention_fast(s, lanes),
+    "gemv_q4i8": int8mm.gemv_q4i8,
+    "gemm_q4i8": int8mm.gemm_q4i8,
+    "qlinear_i8": int8mm.qlinear_i8,
 }
 
 
@@ -363,11 +357,14 @@ def main():
     # Vector registers of the ISA: AArch64 and AVX-512 have 32, SSE/AVX2 16.
     arm = spec["target"]["tvm"].get("mtriple", "").startswith("aarch64")
     registers = 32 if arm or lanes >= 32 else 16
+    # Integer dot-product variant of the int8 kernels (int8mm.py): x86-vnni, x86-avx512,
+    # x86-avx2, x86, arm64-dotprod or arm64.
+    isa = int8mm.isa_of_target(spec["target"]["tvm"])
     funcs, table = {}, []
     for k in spec["kernels"]:
         name = k["name"]
         try:
-            f = unaligned(OPS[k["op"]]({**k, "_registers": registers}, lanes))
+            f = unaligned(OPS[k["op"]]({**k, "_registers": registers, "_isa": isa}, lanes))
             f = f.with_attr("global_symbol", name)
         except Exception as e:  # noqa: BLE001 - reported with the kernel's name
             fail(name, e)

@@ -6,7 +6,7 @@ them, all over a dynamic number of tokens n (one utterance, no padding):
 
 - `layer_norm`: Y = (X - mean) / sqrt(var + eps) * G + B per row of `width`;
 - `add_layer_norm`: the same over X + R (the residual add fused in);
-- `gelu`: the tanh approximation (`gelu_new`, what the export writes);
+- `gelu`: the tanh approximation (`gelu_new`, what the export writes), via fastmath.py;
 - `attention_full`: bidirectional multi-head attention of one sequence, Q, K, V [n, heads*hd]
   -> O [n, heads*hd], softmax(q.k * scale) v with the maximum subtracted (two passes over the
   keys: maximum, then weights and output), one parallel task per (query, head).
@@ -16,8 +16,8 @@ them, all over a dynamic number of tokens n (one utterance, no padding):
 from tvm import s_tir, te, tirx
 from tvm.script import tirx as T
 
-GELU_C = 0.7978845608028654
-GELU_K = 0.044715
+import fastmath
+
 
 
 def f32(v):
@@ -55,10 +55,9 @@ def _norm(width, residual):
     )
     args = [x, r, g, b, eps, y] if residual else [x, g, b, eps, y]
     # The row statistics are computed inside the row loop (no [n] buffers, which would be heap
-    # workspaces), rows spread over the threads.
+    # workspaces). One thread: an utterance's few rows are not worth a parallel launch.
     sch = s_tir.Schedule(te.create_prim_func(args))
     t, _ = sch.get_loops(sch.get_sblock("Y"))
-    sch.parallel(t)
     for name in ("VAR", "MEAN"):
         sch.compute_at(sch.get_sblock(name), t)
     if residual:
@@ -79,11 +78,13 @@ def gelu(spec, lanes):
     n = te.var("n")
     x = te.placeholder((n, width), "float32", name="X")
 
-    def body(t, c):
-        v = x[t, c]
-        return f32(0.5) * v * (f32(1.0) + te.tanh(f32(GELU_C) * (v + f32(GELU_K) * v * v * v)))
-
-    return te.create_prim_func([x, te.compute((n, width), body, name="Y")])
+    y = te.compute((n, width), lambda t, c: fastmath.gelu_tanh(x[t, c]), name="Y")
+    sch = s_tir.Schedule(te.create_prim_func([x, y]))
+    if width % 16 == 0:
+        _, c = sch.get_loops(sch.get_sblock("Y"))
+        _, lanes_loop = sch.split(c, [None, 16])
+        sch.vectorize(lanes_loop)
+    return sch.mod["main"]
 
 
 def attention_full(spec, lanes):

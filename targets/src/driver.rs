@@ -16,7 +16,10 @@ pub const DRIVER_FILES: &[(&str, &str)] = &[
     ("build.py", include_str!("../driver/build.py")),
     ("qmatmul.py", include_str!("../driver/qmatmul.py")),
     ("attention.py", include_str!("../driver/attention.py")),
+    ("int8mm.py", include_str!("../driver/int8mm.py")),
     ("encoder.py", include_str!("../driver/encoder.py")),
+    ("fastmath.py", include_str!("../driver/fastmath.py")),
+    ("norms.py", include_str!("../driver/norms.py")),
 ];
 
 /// Every driver source, concatenated: what cache keys of built kernels hash.

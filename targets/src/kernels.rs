@@ -153,14 +153,15 @@ pub fn gemma3_kernels(cfg: &Gemma3Config, ckpt: &Checkpoint) -> Result<Vec<Kerne
     };
     for (fmt, rows, cols) in &mats {
         let params = fmt.params(*rows, *cols);
-        push(gemv_name(*fmt, *rows, *cols), with_op(&params, "gemv"));
-        push(gemm_name(*fmt, *rows, *cols), with_op(&params, "gemm"));
+        let (gemv_op, gemm_op) = matmul_ops(*fmt);
+        push(gemv_name(*fmt, *rows, *cols), with_op(&params, gemv_op));
+        push(gemm_name(*fmt, *rows, *cols), with_op(&params, gemm_op));
     }
     let embed_params = embed_fmt.params(vocab, h);
     if !mats.contains(&(embed_fmt, vocab, h)) {
         push(
             gemv_name(embed_fmt, vocab, h),
-            with_op(&embed_params, "gemv"),
+            with_op(&embed_params, matmul_ops(embed_fmt).0),
         );
     }
     push(
@@ -201,12 +202,31 @@ fn with_op(params: &Value, op: &str) -> Value {
     v
 }
 
+/// Driver ops of the decode and prefill products with weights in `fmt`: Q4BF16 weights
+/// multiply activations quantized to int8 per group (`gemv_q4i8`/`gemm_q4i8`,
+/// docs/formats/q4bf16.md#activations-at-run-time), the other formats f32 activations.
+fn matmul_ops(fmt: WeightFormat) -> (&'static str, &'static str) {
+    match fmt {
+        WeightFormat::Q4bf16 { .. } => ("gemv_q4i8", "gemm_q4i8"),
+        _ => ("gemv", "gemm"),
+    }
+}
+
+/// Kernel-name part of the products with weights in `fmt` (`q4i8g128` for Q4BF16 weights
+/// times int8 activations, else the format's name).
+fn matmul_kind(fmt: WeightFormat) -> String {
+    match fmt {
+        WeightFormat::Q4bf16 { group } => format!("q4i8g{group}"),
+        _ => fmt.name(),
+    }
+}
+
 /// Name of the decode (one token) matrix-vector kernel.
 pub fn gemv_name(fmt: WeightFormat, rows: usize, cols: usize) -> String {
-    format!("gemv_{}_{rows}x{cols}", fmt.name())
+    format!("gemv_{}_{rows}x{cols}", matmul_kind(fmt))
 }
 
 /// Name of the prefill (many tokens) matrix-matrix kernel.
 pub fn gemm_name(fmt: WeightFormat, rows: usize, cols: usize) -> String {
-    format!("gemm_{}_{rows}x{cols}", fmt.name())
+    format!("gemm_{}_{rows}x{cols}", matmul_kind(fmt))
 }

@@ -121,7 +121,7 @@ fn tvm_backend_matches_native_on_the_q4bf16_fixture() {
         .iter()
         .map(|k| k["name"].as_str().unwrap())
         .collect();
-    assert!(names.contains(&"gemv_q4bf16g32_64x128"), "{names:?}");
+    assert!(names.contains(&"gemv_q4i8g32_64x128"), "{names:?}");
     assert!(names.contains(&"embed_q8bf16g32_512x64"), "{names:?}");
     let (native, _) = tokens(tmp.path(), "built", "native");
     let (tvm, backend) = tokens(tmp.path(), "built", "tvm");

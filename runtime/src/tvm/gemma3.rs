@@ -10,12 +10,16 @@ use super::library::{library_on_disk, Arg, KernelTable, Library, TempLibrary};
 use super::{library_path, table_path};
 use crate::error::{Error, Result};
 use crate::gemma3::KvCache;
+use crate::native::QuantActs;
 use crate::source::ModelSource;
 
 /// A weight matrix as kernel arguments.
 struct Weight {
-    /// `f32`, `bf16`, `q4bf16g{G}` or `q8bf16g{G}` (kernel name part, as `ava-targets` names it).
+    /// `f32`, `bf16`, `q4i8g{G}` or `q8bf16g{G}` (kernel name part, as `ava-targets` names it).
     format: String,
+    /// Q4BF16 weights: the group their int8-quantized activations share
+    /// (docs/formats/q4bf16.md#activations-at-run-time).
+    act_group: Option<usize>,
     rows: usize,
     cols: usize,
     args: Vec<Arg>,
@@ -211,7 +215,7 @@ impl Gemma3Tvm {
         let mut normed = vec![0f32; hidden];
         self.rms_norm(last, &self.final_norm, &mut normed, 1)?;
         let mut logits = vec![0f32; self.embed.rows];
-        self.matmul(&self.embed, &normed, 1, &mut logits)?;
+        self.matmul(&self.embed, &mut Input::new(&normed, 1), &mut logits)?;
         Ok(logits)
     }
 
@@ -234,9 +238,10 @@ impl Gemma3Tvm {
             vec![0f32; n * kvh * hd],
             vec![0f32; n * kvh * hd],
         );
-        self.matmul(&layer.q, &x, n, &mut q)?;
-        self.matmul(&layer.k, &x, n, &mut k)?;
-        self.matmul(&layer.v, &x, n, &mut v)?;
+        let mut input = Input::new(&x, n);
+        self.matmul(&layer.q, &mut input, &mut q)?;
+        self.matmul(&layer.k, &mut input, &mut k)?;
+        self.matmul(&layer.v, &mut input, &mut v)?;
         let q = self.head_norm_rope(&q, &layer.norms[Q_NORM], heads, n, rope)?;
         let k = self.head_norm_rope(&k, &layer.norms[K_NORM], kvh, n, rope)?;
         let window = match layer.kind {
@@ -261,7 +266,7 @@ impl Gemma3Tvm {
         )?;
         lc.store(start, &k, &v, width);
         let mut out = vec![0f32; n * c.hidden_size];
-        self.matmul(&layer.o, &attn, n, &mut out)?;
+        self.matmul(&layer.o, &mut Input::new(&attn, n), &mut out)?;
         self.add_rms_norm(&out, &layer.norms[POST_ATTENTION_NORM], h)
     }
 
@@ -274,8 +279,9 @@ impl Gemma3Tvm {
             vec![0f32; n * inter],
             vec![0f32; n * inter],
         );
-        self.matmul(&layer.gate, &x, n, &mut gate)?;
-        self.matmul(&layer.up, &x, n, &mut up)?;
+        let mut input = Input::new(&x, n);
+        self.matmul(&layer.gate, &mut input, &mut gate)?;
+        self.matmul(&layer.up, &mut input, &mut up)?;
         self.lib.call(
             &format!("gelu_gate_{inter}"),
             &[
@@ -285,7 +291,7 @@ impl Gemma3Tvm {
             ],
         )?;
         let mut down = vec![0f32; h.len()];
-        self.matmul(&layer.down, &act, n, &mut down)?;
+        self.matmul(&layer.down, &mut Input::new(&act, n), &mut down)?;
         self.add_rms_norm(&down, &layer.norms[POST_FEEDFORWARD_NORM], h)
     }
 
@@ -345,12 +351,58 @@ impl Gemma3Tvm {
     }
 
     /// `out[t, r] = sum_c x[t, c] * W[r, c]`: the GEMV kernel for one token, GEMM for more.
-    fn matmul(&self, w: &Weight, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
+    /// Q4BF16 weights take the input quantized to int8 per group, as the native backend
+    /// does (the same quantizer, so both see the same codes).
+    fn matmul(&self, w: &Weight, input: &mut Input<'_>, out: &mut [f32]) -> Result<()> {
+        let n = input.n;
         let name = if n == 1 { gemv(w) } else { gemm(w) };
-        let mut args = vec![Arg::f32(x, &[n, w.cols])];
+        let mut args = Vec::with_capacity(w.args.len() + 4);
+        match w.act_group {
+            Some(group) => {
+                let q = input.quantized(w.cols, group);
+                let groups = w.cols / group;
+                args.push(Arg::tensor(q.codes().as_ptr().cast(), 0, 8, &[n, w.cols]));
+                args.push(Arg::f32(q.scales(), &[n, groups]));
+                args.push(Arg::tensor(q.sums().as_ptr().cast(), 0, 32, &[n, groups]));
+            }
+            None => args.push(Arg::f32(input.x, &[n, w.cols])),
+        }
         args.extend_from_slice(&w.args);
         args.push(Arg::f32_out(out, &[n, w.rows]));
         self.lib.call(&name, &args)
+    }
+}
+
+/// The input of one or more matrix products: `n` rows of `x`, quantized to int8 on first use
+/// by a Q4BF16 weight and reused by the next ones (q, k and v share one input, gate and up
+/// another).
+struct Input<'a> {
+    x: &'a [f32],
+    n: usize,
+    quantized: Option<QuantActs>,
+}
+
+impl<'a> Input<'a> {
+    fn new(x: &'a [f32], n: usize) -> Self {
+        Input {
+            x,
+            n,
+            quantized: None,
+        }
+    }
+
+    /// `x` quantized per `group` (`cols` per row).
+    fn quantized(&mut self, cols: usize, group: usize) -> &QuantActs {
+        let fresh = self
+            .quantized
+            .as_ref()
+            .is_some_and(|q| q.group() == group && q.cols() == cols && q.n() == self.n);
+        if !fresh {
+            let mut q = QuantActs::new();
+            q.quantize(self.x, self.n, cols, group);
+            self.quantized = Some(q);
+        }
+        self.quantized.get_or_insert_with(QuantActs::new)
     }
 }
 
@@ -404,8 +456,15 @@ fn weight(source: &ModelSource, name: &str) -> Result<Weight> {
                 "tvm: {name}: quantized planes do not match their shapes"
             )));
         }
+        let group = cols / groups;
+        let four_bit = kind == "q4";
         return Ok(Weight {
-            format: format!("{kind}bf16g{}", cols / groups),
+            format: if four_bit {
+                format!("q4i8g{group}")
+            } else {
+                format!("q8bf16g{group}")
+            },
+            act_group: four_bit.then_some(group),
             rows,
             cols,
             args: vec![
@@ -432,6 +491,7 @@ fn weight(source: &ModelSource, name: &str) -> Result<Weight> {
     }
     Ok(Weight {
         format,
+        act_group: None,
         rows,
         cols,
         args: vec![Arg::tensor(t.data.as_ptr(), code, bits, &[rows, cols])],
