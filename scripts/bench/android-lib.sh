@@ -11,7 +11,7 @@ body=$(mktemp)
   echo
   echo "Stripped, features \`capi\` + \`jni\` (generation and intent classification), built by"
   echo "\`make android-lib\`: the \`android-lib\` profile (fat LTO, dependencies at \`opt-level = \"z\"\`,"
-  echo "the runtime at \`-O3\`), arm64 linked with packed relocations and identical code folding"
+  echo "the runtime at \`-O2\`), arm64 linked with packed relocations and identical code folding"
   echo "([embedding.md](embedding.md#android-without-an-ndk)). Goal: under 3 MB (3,000,000 bytes) per"
   echo "Android ABI; x86_64-linux is the host build for tests. $(machine_line)."
   echo

@@ -45,6 +45,36 @@ struct Linear {
     plan: Plan,
 }
 
+/// A kernel the encoder calls, with what the TVM driver needs to generate it.
+enum KernelOp {
+    QLinear { rows: usize, cols: usize },
+    GemmF32 { rows: usize, cols: usize },
+    LayerNorm { width: usize },
+    AddLayerNorm { width: usize },
+    Gelu { width: usize },
+    Attention { heads: usize, head_dim: usize },
+}
+
+impl KernelOp {
+    /// Driver op and parameters (`targets/driver/`).
+    fn json(&self) -> Value {
+        match *self {
+            KernelOp::QLinear { rows, cols } => {
+                json!({"op": "qlinear_i8", "rows": rows, "cols": cols})
+            }
+            KernelOp::GemmF32 { rows, cols } => {
+                json!({"op": "gemm", "format": "f32", "rows": rows, "cols": cols})
+            }
+            KernelOp::LayerNorm { width } => json!({"op": "layer_norm", "width": width}),
+            KernelOp::AddLayerNorm { width } => json!({"op": "add_layer_norm", "width": width}),
+            KernelOp::Gelu { width } => json!({"op": "gelu", "width": width}),
+            KernelOp::Attention { heads, head_dim } => {
+                json!({"op": "attention_full", "heads": heads, "head_dim": head_dim})
+            }
+        }
+    }
+}
+
 /// How a linear runs on a TVM kernel library (`super::kernels`).
 enum Plan {
     /// `qlinear_i8`: the input's int8 codes times the int8 weights, an exact int32 dot,
@@ -88,17 +118,12 @@ impl Plan {
         }
     }
 
-    /// Kernel name and driver parameters.
-    fn spec(&self, n_in: usize, n_out: usize) -> Option<(String, Value)> {
+    /// Kernel name and op.
+    fn kernel(&self, n_in: usize, n_out: usize) -> Option<(String, KernelOp)> {
+        let (rows, cols) = (n_out, n_in);
         match self {
-            Plan::Int8 { name, .. } => Some((
-                name.clone(),
-                json!({"op": "qlinear_i8", "rows": n_out, "cols": n_in}),
-            )),
-            Plan::F32 { name } => Some((
-                name.clone(),
-                json!({"op": "gemm", "format": "f32", "rows": n_out, "cols": n_in}),
-            )),
+            Plan::Int8 { name, .. } => Some((name.clone(), KernelOp::QLinear { rows, cols })),
+            Plan::F32 { name } => Some((name.clone(), KernelOp::GemmF32 { rows, cols })),
             Plan::Native => None,
         }
     }
@@ -445,6 +470,13 @@ impl Encoder {
     /// The TVM kernels this encoder needs, by name, with their driver parameters (what
     /// `aon compile --target` builds, and what [`Encoder::use_kernels`] checks for).
     pub fn kernel_specs(&self) -> Vec<(String, Value)> {
+        self.kernels_needed()
+            .into_iter()
+            .map(|(name, op)| (name, op.json()))
+            .collect()
+    }
+
+    fn kernels_needed(&self) -> BTreeMap<String, KernelOp> {
         let mut out = BTreeMap::new();
         let linears = self
             .layers
@@ -452,38 +484,34 @@ impl Encoder {
             .flat_map(|l| [&l.query, &l.key, &l.value, &l.dense, &l.ffn, &l.ffn_output])
             .chain([&self.mapping, &self.pooler, &self.classifier]);
         for l in linears {
-            if let Some((name, spec)) = l.plan.spec(l.n_in, l.n_out) {
-                out.insert(name, spec);
+            if let Some((name, op)) = l.plan.kernel(l.n_in, l.n_out) {
+                out.insert(name, op);
             }
         }
         let (e, h) = (self.words.dims()[1], self.mapping.n_out);
-        out.insert(
-            format!("layer_norm_{e}"),
-            json!({"op": "layer_norm", "width": e}),
-        );
+        out.insert(format!("layer_norm_{e}"), KernelOp::LayerNorm { width: e });
         out.insert(
             format!("add_layer_norm_{h}"),
-            json!({"op": "add_layer_norm", "width": h}),
+            KernelOp::AddLayerNorm { width: h },
         );
         for l in &self.layers {
             let w = l.ffn.n_out;
-            out.insert(format!("gelu_{w}"), json!({"op": "gelu", "width": w}));
+            out.insert(format!("gelu_{w}"), KernelOp::Gelu { width: w });
         }
         out.insert(
             self.attention_name(),
-            json!({"op": "attention_full", "heads": self.heads, "head_dim": self.head_dim}),
+            KernelOp::Attention {
+                heads: self.heads,
+                head_dim: self.head_dim,
+            },
         );
-        out.into_iter().collect()
+        out
     }
 
     /// Runs on `kernels` from now on; fails, leaving the encoder native, when the library
     /// lacks a kernel this encoder needs (built for another model).
     pub fn use_kernels(&mut self, kernels: EncoderKernels) -> Result<()> {
-        if let Some((name, _)) = self
-            .kernel_specs()
-            .into_iter()
-            .find(|(name, _)| !kernels.has(name))
-        {
+        if let Some(name) = self.kernels_needed().into_keys().find(|n| !kernels.has(n)) {
             return Err(Error::Model(format!(
                 "tvm: the kernel library has no {name} (recompile the archive for this model)"
             )));
