@@ -14,7 +14,7 @@ DEMO_QUANT := q4bf16
 DEMO_GROUP := --group-size 32
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup build test test-cross test-embedding android-lib lint docs-check demo bench fuzz clean fixtures-archives real-models test-real
+.PHONY: help setup build test test-cross test-kernels test-embedding android-lib lint docs-check demo bench fuzz clean fixtures-archives real-models test-real
 
 help:
 	@echo "make demo        compile the bundled tiny Gemma 3 for linux-x86_64 + android-arm64, run, inspect, verify"
@@ -59,6 +59,7 @@ lint:
 test: setup lint
 	$(CARGO) test --workspace
 	$(MAKE) --no-print-directory test-cross
+	$(MAKE) --no-print-directory test-kernels
 	$(MAKE) --no-print-directory test-embedding
 	$(MAKE) --no-print-directory docs-check
 
@@ -74,6 +75,11 @@ test-cross:
 	./target/debug/alc -q --cache-dir $(CROSS_DIR)/cache compile $(DEMO_MODEL) --quant q4bf16 --group-size 32 --target linux-arm64 -o $(CROSS_DIR)
 	AVA_TVM_TEST_MODEL=$$(ls -d $(CURDIR)/$(CROSS_DIR)/*.tar | paste -sd:) $(CARGO) test -p ava-runtime --target aarch64-unknown-linux-gnu
 	$(CARGO) build -p ava-runtime --target aarch64-linux-android
+
+# The TVM driver's int8 kernels of every ISA variant (x86 presets run here, arm64 ones under
+# qemu-aarch64 through a C host) against numpy, exactly; see docs/tvm.md.
+test-kernels:
+	.venv/bin/python targets/driver/tests/test_int8mm.py --quick
 
 # The C ABI and the JNI bindings: in process, from C (host and qemu-aarch64) and from the JVM,
 # against libava_runtime.so built in the dev profile. See docs/embedding.md.
