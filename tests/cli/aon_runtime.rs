@@ -94,7 +94,7 @@ fn runtime_refuses_a_model_without_labels() {
 }
 
 /// `aon compile` of the tiny classifier with the stage cache in `dir/cache`, and `extra`.
-fn compile_tiny(dir: &Path, extra: &[&str]) -> Value {
+pub(crate) fn compile_tiny(dir: &Path, extra: &[&str]) -> Value {
     let src = fixtures().join("models/albert-tiny-cls");
     let clinc = fixtures().join("gen/data/clinc150.json");
     let cache = dir.join("cache");

@@ -9,33 +9,15 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::aon_runtime::compile_tiny;
 use crate::validate::with_standin_adb;
 use crate::{aon, fixtures};
 
 /// The tiny classifier (5 CLINC150 intents, random weights) compiled to INT8 in `dir`, with
 /// its stage cache in `dir/cache`, plus `extra` options.
 fn tiny_archive(dir: &Path, extra: &[&str]) -> PathBuf {
-    let src = fixtures().join("models/albert-tiny-cls");
-    let clinc = fixtures().join("gen/data/clinc150.json");
-    let cache = dir.join("cache");
-    let args = [
-        "--cache-dir",
-        cache.to_str().unwrap(),
-        "compile",
-        src.to_str().unwrap(),
-        "--intents",
-        clinc.to_str().unwrap(),
-        "--keep-head",
-        "--samples",
-        "16",
-        "--val-samples",
-        "40",
-        "-o",
-        ".",
-        "--json",
-    ];
-    let args: Vec<&str> = args.iter().chain(extra).copied().collect();
-    let report = aon(dir, &args).ok().json();
+    let args: Vec<&str> = ["--samples", "16"].iter().chain(extra).copied().collect();
+    let report = compile_tiny(dir, &args);
     dir.join(report["archive"].as_str().unwrap())
 }
 
