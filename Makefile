@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 CARGO ?= cargo
 APT_PACKAGES := gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user clang lld
-RUST_TARGETS := aarch64-unknown-linux-gnu aarch64-linux-android
+RUST_TARGETS := aarch64-unknown-linux-gnu aarch64-linux-android x86_64-linux-android
 TVM_PIN := apache-tvm==0.27.0.post1
 # onnxruntime runs the exported ONNX graphs in the aon tests (tests/scripts/ort_check.py).
 ORT_PINS := onnxruntime==1.23.2 numpy==2.2.6
@@ -14,7 +14,7 @@ DEMO_QUANT := q4bf16
 DEMO_GROUP := --group-size 32
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup build test test-cross test-kernels test-embedding android-lib lint docs-check demo bench fuzz clean fixtures-archives real-models test-real
+.PHONY: help setup build test test-cross test-kernels test-embedding android-lib android-aar lint docs-check demo bench fuzz clean fixtures-archives real-models test-real
 
 help:
 	@echo "make demo        compile the bundled tiny Gemma 3 for linux-x86_64 + android-arm64, run, inspect, verify"
@@ -24,6 +24,7 @@ help:
 	@echo "make lint        cargo fmt --check and clippy -D warnings"
 	@echo "make docs-check  check that docs/cli.md matches --help and the C header matches runtime/src/capi"
 	@echo "make android-lib libava_runtime.so (C API + JNI) for arm64 Android and the host, stripped"
+	@echo "make android-aar target/android-aar/ava-runtime-<version>.aar + .pom (arm64-v8a, x86_64)"
 	@echo "make bench       benchmarks (results in docs/benchmarks.md)"
 	@echo "make fuzz        run the fuzz targets briefly (nightly toolchain, cargo-fuzz)"
 	@echo "make real-models fetch the real Gemma 3 270M GGUF + tokenizer into .cache/models and convert it"
@@ -89,6 +90,11 @@ test-embedding:
 # Release, stripped, exports and NEEDED checked; sizes: scripts/bench/android-lib.sh.
 android-lib: setup
 	./scripts/android-lib
+
+# The Android library: classes.jar (Java 8), manifest, R8 keep rules, arm64-v8a and x86_64
+# libraries; the POM beside it. See docs/embedding.md.
+android-aar: setup
+	./scripts/android-aar
 
 docs-check:
 	./scripts/docs-check
