@@ -8,16 +8,14 @@ RUST_TARGETS := aarch64-unknown-linux-gnu aarch64-linux-android x86_64-linux-and
 TVM_PIN := apache-tvm==0.27.0.post1
 # onnxruntime runs the exported ONNX graphs in the aon tests (tests/scripts/ort_check.py).
 ORT_PINS := onnxruntime==1.23.2 numpy==2.2.6
-DEMO_DIR := target/demo
+# The tiny random Gemma 3 the cross tests compile.
 DEMO_MODEL := fixtures/models/gemma3-tiny
-DEMO_QUANT := q4bf16
-DEMO_GROUP := --group-size 32
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help setup build test test-cross test-kernels test-embedding android-lib android-aar lint docs-check demo bench fuzz clean fixtures-archives real-models test-real
 
 help:
-	@echo "make demo        compile the bundled tiny Gemma 3 for linux-x86_64 + android-arm64, run, inspect, verify"
+	@echo "make demo        the real Gemma 3 270M to q4bf16 for x86_64 + arm64 Android/Linux: run, validate under qemu; then aon"
 	@echo "make test        lint + every test (host, and the runtime under qemu-aarch64)"
 	@echo "make setup       install apt packages and rustup targets (idempotent)"
 	@echo "make build       release build of alc and aon"
@@ -99,26 +97,11 @@ android-aar: setup
 docs-check:
 	./scripts/docs-check
 
-# `alc compile` caches its stages under target/demo-cache: a second `make demo` skips them.
+# The real Gemma 3 270M (fetched once, as make real-models does) compiled and run; the tiny
+# fixture when offline. Stages cached under target/demo-cache. See scripts/demo.
 demo: setup
 	$(CARGO) build --release --bins
-	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
-	./target/release/alc --cache-dir target/demo-cache compile $(DEMO_MODEL) --quant $(DEMO_QUANT) \
-	  $(DEMO_GROUP) --target linux-x86_64 --target android-arm64 --exclude goldens.json -o $(DEMO_DIR)
-	./target/release/alc run $(DEMO_DIR)/*-linux-x86_64-v1.tar --prompt "Hello" --max-tokens 16 -v
-	./target/release/alc inspect $(DEMO_DIR)/*-android-arm64-v1.tar
-	./target/release/alc verify $(DEMO_DIR)/*-android-arm64-v1.tar
-	./target/release/alc unpack $(DEMO_DIR)/*-linux-x86_64-v1.tar -o $(DEMO_DIR)/unpacked
-	./target/release/alc verify $(DEMO_DIR)/unpacked
-	./target/release/alc package $(DEMO_MODEL) -o $(DEMO_DIR) --exclude goldens.json --zstd -q
-	./target/release/alc verify $(DEMO_DIR)/*.tar.zst
-	@ls -l $(DEMO_DIR)
-	@mkdir -p $(DEMO_DIR)/aon
-	./target/release/aon --cache-dir target/demo-cache compile fixtures/models/albert-clinc --intents fixtures/gen/data/clinc150.json \
-	  --keep-head --samples 128 --val-samples 300 --target linux-x86_64 -o $(DEMO_DIR)/aon
-	./target/release/aon classify $(DEMO_DIR)/aon/albert-clinc-int8-linux-x86_64-v1.tar --text "what is my checking account balance"
-	./target/release/aon classify $(DEMO_DIR)/aon/albert-clinc-int8-linux-x86_64-v1.tar --text "book a table for two at an italian place tonight"
-	./target/release/aon classify $(DEMO_DIR)/aon/albert-clinc-int8-linux-x86_64-v1.tar --text "set an alarm for 7 am" --backend native
+	./scripts/demo
 
 # Measures, never asserts: each script under scripts/bench/ rewrites its section of
 # docs/benchmarks.md. Needs the real models (make real-models) and builds llama.cpp as the peer.
