@@ -12,7 +12,7 @@ ORT_PINS := onnxruntime==1.23.2 numpy==2.2.6
 DEMO_MODEL := fixtures/models/gemma3-tiny
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup build test test-cross test-kernels test-embedding android-lib android-aar lint docs-check demo bench fuzz clean fixtures-archives real-models test-real
+.PHONY: help setup build test test-cross test-kernels test-embedding android-lib android-aar lint docs-check demo bench fuzz clean fixtures-archives real-models test-real test-base
 
 help:
 	@echo "make demo        the real Gemma 3 270M to q4bf16 for x86_64 + arm64 Android/Linux: run, validate under qemu; then aon"
@@ -27,6 +27,7 @@ help:
 	@echo "make fuzz        run the fuzz targets briefly (nightly toolchain, cargo-fuzz)"
 	@echo "make real-models fetch the real Gemma 3 270M GGUF + tokenizer into .cache/models and convert it"
 	@echo "make test-real   real-models, then the ignored real_* tests against the converted model"
+	@echo "make test-base   an albert-base-v2-sized ALBERT (generated, random) through every aon stage"
 
 setup:
 	@./scripts/ensure-dev-null
@@ -130,3 +131,8 @@ real-models:
 
 test-real: real-models
 	$(CARGO) test --test cli -- --ignored real_
+	$(MAKE) --no-print-directory test-base
+
+# fixtures/gen/make_albert_base.py writes the model into the test's temporary directory.
+test-base: setup
+	$(CARGO) test --test cli -- --ignored albert_base

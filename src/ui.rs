@@ -89,6 +89,24 @@ impl Ui {
     }
 }
 
+impl Ui {
+    /// An item-count progress bar on stderr (length set by whoever advances it), hidden as
+    /// [`Ui::bytes_progress`].
+    pub fn count_progress(&self, what: &str) -> ProgressBar {
+        if !self.shows_progress() {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(0);
+        let style =
+            ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+                .map(|s| s.progress_chars("=> "))
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.set_message(what.to_string());
+        bar
+    }
+}
+
 /// `1234567` -> `1.2 MiB`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -42,7 +42,8 @@ pub enum QuantFormat {
 pub struct QuantizeOnnxArgs {
     /// Float ONNX model (`aon export` output).
     pub input: PathBuf,
-    /// Calibration utterances: CLINC150 JSON (train split used), JSONL `{"text", ...}` or text lines.
+    /// Calibration utterances: CLINC150 JSON (train split used), a JSON array of strings,
+    /// JSONL `{"text", ...}` or text lines; other JSON is an error.
     #[arg(long, value_name = "FILE")]
     pub calib: PathBuf,
     /// Output ONNX file.
@@ -169,7 +170,7 @@ pub struct CompileArgs {
     #[arg(long)]
     pub keep_head: bool,
     /// Sequence cap (position embeddings cut to N).
-    #[arg(long, default_value_t = 64, value_name = "N")]
+    #[arg(long, default_value_t = 128, value_name = "N")]
     pub max_seq_len: usize,
     /// Calibration utterances (first N of the train split).
     #[arg(long, default_value_t = DEFAULT_CALIB_SAMPLES, value_name = "N")]

@@ -27,7 +27,7 @@ use super::package::{package, STAGE_FILE};
 use crate::args::aon_int8::{CompileArgs, CompileQuant, OosThreshold};
 use crate::args::{HubArgs, PackageArgs};
 use crate::ui::{human_bytes, Ui};
-use stages::{StageReport, Stages, CACHE_FOLDER, MODEL_FILE, QUANTIZE_REPORT};
+use stages::{StageReport, Stages, CACHE_FOLDER, CONVERT_REPORT, MODEL_FILE, QUANTIZE_REPORT};
 
 /// Family written into the manifest.
 const FAMILY: &str = "albert";
@@ -90,6 +90,8 @@ pub struct CompileReport {
     pub calibration_sha256: String,
     /// Calibration utterances (train split).
     pub calibration_samples: usize,
+    /// The fitted head (solver, steps, train/val accuracy), when one was fitted.
+    pub head: Option<Value>,
     /// Quantization details.
     pub quantize: Option<Value>,
     /// The out-of-scope threshold, when one was asked for.
@@ -243,6 +245,7 @@ pub fn run(args: &CompileArgs, ui: &Ui) -> anyhow::Result<()> {
             .as_ref()
             .and_then(|q| q["calibration_samples"].as_u64())
             .unwrap_or(0) as usize,
+        head: fitted_head(&conv.dir)?,
         quantize,
         oos,
         kernels: None,
@@ -281,6 +284,16 @@ pub fn run(args: &CompileArgs, ui: &Ui) -> anyhow::Result<()> {
     report.stages = st.reports;
     report.seconds = started.elapsed().as_secs_f64();
     ui.result(&report, || human(&report))
+}
+
+/// The convert stage's `head_fit` (present when a head was fitted on `--intents`).
+fn fitted_head(convert_dir: &Path) -> anyhow::Result<Option<Value>> {
+    let path = convert_dir.join(CONVERT_REPORT);
+    let report: Value = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", path.display()))?;
+    Ok(report.get("head_fit").filter(|v| !v.is_null()).cloned())
 }
 
 /// Generates, compiles and links the kernels `c`'s encoder needs for `target` into
@@ -360,6 +373,16 @@ fn human(r: &CompileReport) -> String {
         human_bytes(r.onnx_bytes),
         human_bytes(r.float_onnx_bytes),
     );
+    if let Some(h) = &r.head {
+        s += &format!(
+            "  head fitted by {} in {} steps ({}): train accuracy {:.2}%, val {:.2}%\n",
+            h["solver"].as_str().unwrap_or("?"),
+            h["steps"],
+            h["stop"].as_str().unwrap_or("?"),
+            100.0 * h["train_accuracy"].as_f64().unwrap_or(0.0),
+            100.0 * h["val_accuracy"].as_f64().unwrap_or(0.0),
+        );
+    }
     if let Some(o) = &r.oos {
         s += &format!("  out-of-scope threshold {} ({})", o.threshold, o.rule);
         if let Some(m) = &o.val {

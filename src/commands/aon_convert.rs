@@ -15,6 +15,7 @@ pub fn run(args: &AonConvertArgs, ui: &Ui) -> anyhow::Result<()> {
         prune_vocab: args.prune_vocab,
         max_seq_len: args.max_seq_len,
         l2: args.l2,
+        progress: ui.count_progress("encoding"),
     };
     let r = convert(&src, &args.output, &opts)?;
     ui.result(&r, || {

@@ -1,5 +1,5 @@
 //! Utterance data and metrics shared by the `aon` INT8 verbs: reading labelled splits
-//! (CLINC150 JSON, JSONL, text lines), turning text into graph inputs, accuracy and macro-F1.
+//! (CLINC150 JSON, a JSON array, JSONL, text lines), turning text into graph inputs, accuracy and macro-F1.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,37 +17,71 @@ pub const TOKENIZER_FILE: &str = "tokenizer.json";
 /// One utterance and, when the data is labelled, its intent.
 pub type Example = (String, Option<String>);
 
-/// Reads `split` (`train`, `val`, `test`, ...) of a CLINC150-layout JSON file; from JSONL,
-/// `train` is every line but each 5th, other splits are each 5th line; text files are one
-/// unlabelled utterance a line (all of them, any split).
+/// Reads `split` (`train`, `val`, `test`, ...) of utterance data, in one of four layouts:
+/// - CLINC150 JSON: an object of splits, each an array of `[text, intent]`;
+/// - a JSON array of utterances (strings, or `[text, intent]` pairs): every split is all of it;
+/// - JSONL, one `{"text": ..., "intent": ...}` a line (`intent` optional): `train` is every
+///   line but each 5th, other splits are each 5th line (unlabelled lines are in every split);
+/// - plain text, one unlabelled utterance a line (all of them, any split).
+///
+/// A file that starts like JSON (`{` or `[`) but is none of these is an error, never read as
+/// plain lines.
 pub fn read_split(path: &Path, split: &str) -> anyhow::Result<Vec<Example>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    if let Ok(v) = serde_json::from_str::<Value>(&text) {
-        if v.is_object() && v.get("text").is_none() {
+    let shown = path.display();
+    let first = text.trim_start().chars().next();
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(v)) if v.get("text").is_none() => {
             let Some(rows) = v.get(split).and_then(Value::as_array) else {
-                bail!("{}: no `{split}` split", path.display());
+                bail!("{shown}: no `{split}` split");
             };
-            return rows
-                .iter()
-                .map(|r| match (r.get(0).and_then(Value::as_str), r.get(1)) {
-                    (Some(t), i) => {
-                        Ok((t.to_string(), i.and_then(Value::as_str).map(String::from)))
-                    }
-                    _ => bail!("{}: expected [text, intent], got {r}", path.display()),
-                })
-                .collect();
+            rows.iter().map(|r| utterance(r, path)).collect()
         }
+        Ok(Value::Array(rows)) => rows.iter().map(|r| utterance(r, path)).collect(),
+        _ if first == Some('{') => jsonl(&text, path, split),
+        Err(e) if first == Some('[') => bail!("{shown}: not valid JSON: {e}"),
+        _ => Ok(text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(|l| (l.to_string(), None))
+            .collect()),
     }
+}
+
+/// One element of a JSON utterance array: a string, or `[text, intent]`.
+fn utterance(r: &Value, path: &Path) -> anyhow::Result<Example> {
+    match r {
+        Value::String(t) => Ok((t.clone(), None)),
+        Value::Array(a) => match (a.first().and_then(Value::as_str), a.get(1)) {
+            (Some(t), i) => Ok((t.to_string(), i.and_then(Value::as_str).map(String::from))),
+            _ => bail!("{}: expected [text, intent], got {r}", path.display()),
+        },
+        _ => bail!(
+            "{}: expected an utterance (a string or [text, intent]), got {r}",
+            path.display()
+        ),
+    }
+}
+
+/// JSONL: every non-empty line an object with a string `text`.
+fn jsonl(text: &str, path: &Path, split: &str) -> anyhow::Result<Vec<Example>> {
     let mut out = Vec::new();
     for (n, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
-        let ex = match serde_json::from_str::<Value>(line) {
-            Ok(v) if v.get("text").is_some() => (
-                v["text"].as_str().unwrap_or_default().to_string(),
-                v.get("intent").and_then(Value::as_str).map(String::from),
-            ),
-            _ => (line.trim().to_string(), None),
+        let v: Value = serde_json::from_str(line)
+            .with_context(|| format!("{}: line {}: not a JSON object", path.display(), n + 1))?;
+        let Some(t) = v.get("text").and_then(Value::as_str) else {
+            bail!(
+                "{}: line {}: expected {{\"text\": ..., \"intent\": ...}}",
+                path.display(),
+                n + 1
+            );
         };
+        let ex = (
+            t.to_string(),
+            v.get("intent").and_then(Value::as_str).map(String::from),
+        );
         let held_out = n % HOLDOUT_EVERY == HOLDOUT_EVERY - 1;
         if ex.1.is_none() || (split == "train") != held_out {
             out.push(ex);
@@ -190,6 +224,48 @@ pub fn percentile(v: &mut [f64], p: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn read(text: &str, split: &str) -> anyhow::Result<Vec<Example>> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("data");
+        std::fs::write(&p, text).unwrap();
+        read_split(&p, split)
+    }
+
+    fn texts(v: &[Example]) -> Vec<&str> {
+        v.iter().map(|e| e.0.as_str()).collect()
+    }
+
+    #[test]
+    fn reads_every_calibration_layout() {
+        let array = read(r#"["what time is it", "play some jazz"]"#, "train").unwrap();
+        assert_eq!(texts(&array), ["what time is it", "play some jazz"]);
+        assert!(array.iter().all(|e| e.1.is_none()));
+        assert_eq!(read(r#"["a", "b"]"#, "val").unwrap().len(), 2);
+        let clinc = read(r#"{"train": [["hi", "greeting"]], "val": []}"#, "train").unwrap();
+        assert_eq!(clinc, [("hi".to_string(), Some("greeting".to_string()))]);
+        let lines: Vec<String> = (0..5)
+            .map(|i| format!(r#"{{"text": "t{i}", "intent": "x"}}"#))
+            .collect();
+        let jsonl = lines.join("\n");
+        assert_eq!(
+            texts(&read(&jsonl, "train").unwrap()),
+            ["t0", "t1", "t2", "t3"]
+        );
+        assert_eq!(texts(&read(&jsonl, "val").unwrap()), ["t4"]);
+        let plain = read("first line\n\n  second line \n", "train").unwrap();
+        assert_eq!(texts(&plain), ["first line", "second line"]);
+    }
+
+    #[test]
+    fn json_that_is_not_utterances_is_an_error() {
+        let err = |text: &str| format!("{:#}", read(text, "train").unwrap_err());
+        assert!(err("[1, 2]").contains("expected an utterance"));
+        assert!(err(r#"["a", "b""#).contains("not valid JSON"));
+        assert!(err(r#"{"val": []}"#).contains("no `train` split"));
+        assert!(err("{\"text\": \"a\"}\nnot json").contains("line 2"));
+        assert!(err(r#"{"text": 3}"#).contains("line 1"));
+    }
 
     #[test]
     fn metrics() {

@@ -3,6 +3,7 @@
 //! sequence cap, and an intent head (the checkpoint's own, or a logistic regression fitted on
 //! the frozen encoder's pooled output), with `labels.json`. See `docs/aon.md`.
 
+pub mod encode;
 pub mod head;
 pub mod intents;
 pub mod vocab;
@@ -12,6 +13,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use ava_core::{AlbertConfig, Checkpoint};
+use indicatif::ProgressBar;
+use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 use tokenizers::Tokenizer;
@@ -47,6 +50,8 @@ pub struct ConvertReport {
     pub train_accuracy: Option<f64>,
     /// Held-out accuracy.
     pub val_accuracy: Option<f64>,
+    /// How a fitted head was fitted: solver, iterations, why it stopped, accuracies.
+    pub head_fit: Option<head::FitReport>,
 }
 
 /// Conversion settings.
@@ -61,6 +66,8 @@ pub struct Options<'a> {
     pub max_seq_len: usize,
     /// `--l2`.
     pub l2: f32,
+    /// Advanced by one per utterance encoded for head fitting (length set here).
+    pub progress: ProgressBar,
 }
 
 /// Loads every tensor as f32.
@@ -143,15 +150,7 @@ pub fn convert(src: &Path, out: &Path, opts: &Options<'_>) -> anyhow::Result<Con
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     std::fs::write(out.join(TOKENIZER_FILE), serde_json::to_vec(&tok_json)?)?;
     copy_tokenizer_config(src, out, cap)?;
-    let labels = attach_head(
-        &ckpt,
-        &cfg,
-        &mut w,
-        out,
-        intents.as_ref(),
-        opts,
-        &mut report,
-    )?;
+    let labels = attach_head(&cfg, &mut w, out, intents.as_ref(), opts, &mut report)?;
     write_checkpoint(&ckpt, &w, out, labels.as_deref(), (report.vocab_after, cap))?;
     report.weight_bytes_after = weight_bytes(&w);
     Ok(report)
@@ -159,7 +158,6 @@ pub fn convert(src: &Path, out: &Path, opts: &Options<'_>) -> anyhow::Result<Con
 
 /// Keeps the checkpoint's classifier, or fits one on `--intents`; returns the labels.
 fn attach_head(
-    ckpt: &Checkpoint,
     cfg: &AlbertConfig,
     w: &mut Weights,
     out: &Path,
@@ -174,21 +172,9 @@ fn attach_head(
         report.labels = if has { labels.len() } else { 0 };
         return Ok(has.then_some(labels));
     };
-    // The encoder alone (pooled output), as written so far, runs through the evaluator.
     w.remove("classifier.weight");
     w.remove("classifier.bias");
-    write_checkpoint(
-        ckpt,
-        w,
-        out,
-        None,
-        (
-            w[&format!("{}embeddings.word_embeddings.weight", cfg.weight_prefix)].0[0],
-            w[&format!("{}embeddings.position_embeddings.weight", cfg.weight_prefix)].0[0],
-        ),
-    )?;
-    let encoder = Checkpoint::open(out).context("reopening the converted encoder")?;
-    let graph = ava_passes::albert::build(&encoder).context("building the encoder graph")?;
+    let encoder = encode::Encoder::new(w, cfg).context("loading the encoder for head fitting")?;
     let tok = Tokenizer::from_file(out.join(TOKENIZER_FILE))
         .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?;
     let labels = data.labels();
@@ -197,24 +183,32 @@ fn attach_head(
         .enumerate()
         .map(|(i, l)| (l.as_str(), i))
         .collect();
-    let split = |rows: &[(String, String)]| -> anyhow::Result<(Vec<Vec<f32>>, Vec<usize>)> {
-        let rows: Vec<&(String, String)> = rows
-            .iter()
-            .filter(|(_, i)| index.contains_key(i.as_str()))
-            .collect();
-        let texts: Vec<&str> = rows.iter().map(|(t, _)| t.as_str()).collect();
-        Ok((
-            head::features(&graph, &tok, &texts)?,
-            rows.iter().map(|(_, i)| index[i.as_str()]).collect(),
-        ))
+    let known = |rows: &[(String, String)]| -> Vec<(String, usize)> {
+        rows.iter()
+            .filter_map(|(t, i)| index.get(i.as_str()).map(|&c| (t.clone(), c)))
+            .collect()
     };
-    let (xs, ys) = split(&data.train)?;
-    let fitted = head::fit(&xs, &ys, labels.len(), opts.l2);
-    report.train_accuracy = Some(fitted.accuracy(&xs, &ys));
-    if !data.val.is_empty() {
-        let (vx, vy) = split(&data.val)?;
-        report.val_accuracy = Some(fitted.accuracy(&vx, &vy));
-    }
+    let (train, val) = (known(&data.train), known(&data.val));
+    opts.progress.set_length((train.len() + val.len()) as u64);
+    let tx = features(&encoder, &tok, &train, &opts.progress)?;
+    let vx = features(&encoder, &tok, &val, &opts.progress)?;
+    opts.progress.finish_and_clear();
+    let (ty, vy): (Vec<usize>, Vec<usize>) = (
+        train.iter().map(|(_, c)| *c).collect(),
+        val.iter().map(|(_, c)| *c).collect(),
+    );
+    let hidden = encoder.hidden();
+    let val_data = (!vy.is_empty()).then_some(head::Data { x: &vx, y: &vy });
+    let (fitted, fit) = head::fit(
+        head::Data { x: &tx, y: &ty },
+        val_data,
+        labels.len(),
+        hidden,
+        opts.l2,
+    );
+    report.train_accuracy = Some(fit.train_accuracy);
+    report.val_accuracy = fit.val_accuracy;
+    report.head_fit = Some(fit);
     w.insert(
         "classifier.weight".into(),
         (vec![labels.len(), fitted.hidden], fitted.weight),
@@ -223,6 +217,24 @@ fn attach_head(
     report.head = "fitted".into();
     report.labels = labels.len();
     Ok(Some(labels))
+}
+
+/// Pooled features of `rows`' texts, one row of `encoder.hidden()` values each.
+fn features(
+    encoder: &encode::Encoder,
+    tok: &Tokenizer,
+    rows: &[(String, usize)],
+    bar: &ProgressBar,
+) -> anyhow::Result<Vec<f32>> {
+    let ids = rows
+        .par_iter()
+        .map(|(t, _)| {
+            tok.encode(t.as_str(), true)
+                .map(|e| e.get_ids().to_vec())
+                .map_err(|e| anyhow::anyhow!("tokenizing {t:?}: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    encoder.pooled(&ids, bar)
 }
 
 fn copy_tokenizer_config(src: &Path, out: &Path, cap: usize) -> anyhow::Result<()> {

@@ -2,6 +2,7 @@
 //! and a helper for running a binary in a temporary directory.
 
 mod aon;
+mod aon_base;
 mod aon_int8;
 mod aon_runtime;
 mod aon_validate;

@@ -29,6 +29,10 @@ pub const PIPELINE: &str = "standard";
 pub const MODEL_FILE: &str = "model.onnx";
 /// The quantization report the quantize stage keeps beside its model.
 pub const QUANTIZE_REPORT: &str = "quantize.json";
+/// The convert report (vocabulary, positions, the fitted head) beside the checkpoint.
+pub const CONVERT_REPORT: &str = "convert.json";
+/// Head solver, part of the convert key (a cached head from another solver is refitted).
+const HEAD_SOLVER: &str = "lbfgs";
 /// The converted checkpoint inside the convert stage's directory.
 const CHECKPOINT_DIR: &str = "malbert";
 /// Default L2 of the fitted head (as `aon convert`).
@@ -96,12 +100,13 @@ impl<'a> Stages<'a> {
                 .with_context(|| format!("reading {}", args.source.display()))?,
         );
         h.text(&format!(
-            "keep_head {} max_seq_len {} l2 {HEAD_L2}",
+            "keep_head {} max_seq_len {} l2 {HEAD_L2} solver {HEAD_SOLVER}",
             args.keep_head, args.max_seq_len
         ));
         if !args.keep_head {
             h.file(&args.intents)?;
         }
+        let progress = self.ui.count_progress("encoding");
         self.run("convert", h, |out| {
             let opts = Options {
                 intents: (!args.keep_head).then_some(args.intents.as_path()),
@@ -109,8 +114,14 @@ impl<'a> Stages<'a> {
                 prune_vocab: false,
                 max_seq_len: args.max_seq_len,
                 l2: HEAD_L2,
+                progress,
             };
-            malbert::convert(&args.source, &out.join(CHECKPOINT_DIR), &opts).map(drop)
+            let report = malbert::convert(&args.source, &out.join(CHECKPOINT_DIR), &opts)?;
+            std::fs::write(
+                out.join(CONVERT_REPORT),
+                serde_json::to_vec_pretty(&report)?,
+            )
+            .context("writing the convert report")
         })
     }
 
