@@ -18,6 +18,8 @@ const GRAD_TOLERANCE: f32 = 1e-5;
 const MEMORY: usize = 10;
 /// Armijo sufficient-decrease constant of the backtracking line search.
 const ARMIJO: f64 = 1e-4;
+/// Curvature `s . y` below which a correction pair is dropped.
+const MIN_CURVATURE: f64 = 1e-12;
 /// Halvings of the step before the line search gives up.
 const MAX_HALVINGS: usize = 30;
 /// Rows per parallel chunk (fixed, so sums are ordered the same on any machine).
@@ -287,30 +289,55 @@ pub fn fit(
     hidden: usize,
     l2: f32,
 ) -> (Head, FitReport) {
-    let mut head = Head {
+    let zero = Head {
         weight: vec![0.0; classes * hidden],
         bias: vec![0.0; classes],
         hidden,
     };
     let mut best = val.map(|v| Best {
-        accuracy: head.accuracy(v),
-        head: head.clone(),
+        accuracy: zero.accuracy(v),
+        head: zero.clone(),
         step: 0,
     });
-    let (mut loss, mut grad) = loss_and_grad(&head, train, l2);
+    let (mut head, steps, stop) = lbfgs(zero, train, l2, |step, head| match (best.as_mut(), val) {
+        (Some(b), Some(v)) => b.observe(step, head.accuracy(v), head),
+        _ => false,
+    });
+    let kept_step = best.as_ref().map_or(steps, |b| b.step);
+    if let Some(b) = best {
+        head = b.head;
+    }
+    let report = FitReport {
+        solver: "lbfgs",
+        steps,
+        kept_step,
+        stop,
+        loss: loss_and_grad(&head, train, l2).0,
+        train_accuracy: head.accuracy(train),
+        val_accuracy: val.map(|v| head.accuracy(v)),
+    };
+    (head, report)
+}
+
+/// L-BFGS from `head` on `d`: returns the last weights, the iterations run and why it
+/// stopped; `stop_early(step, weights)` is asked after every iteration.
+fn lbfgs(
+    mut head: Head,
+    d: Data<'_>,
+    l2: f32,
+    mut stop_early: impl FnMut(usize, &Head) -> bool,
+) -> (Head, usize, &'static str) {
+    let (mut loss, mut grad) = loss_and_grad(&head, d, l2);
     let mut pairs: Vec<(Vec<f32>, Vec<f32>)> = Vec::new();
-    let (mut steps, mut stop) = (0, "max-steps");
+    let mut steps = 0;
     while steps < MAX_STEPS {
         if grad.iter().all(|g| g.abs() < GRAD_TOLERANCE) {
-            stop = "converged";
-            break;
+            return (head, steps, "converged");
         }
-        let Some((next, next_loss, next_grad)) =
-            line_search(&head, train, l2, (loss, &grad), &pairs)
+        let Some((next, next_loss, next_grad)) = line_search(&head, d, l2, (loss, &grad), &pairs)
         else {
             if pairs.is_empty() {
-                stop = "converged";
-                break;
+                return (head, steps, "converged");
             }
             // No decrease along the quasi-Newton direction: restart from the gradient.
             pairs.clear();
@@ -323,35 +350,18 @@ pub fn fit(
             .map(|(a, b)| a - b)
             .collect();
         let y: Vec<f32> = next_grad.iter().zip(&grad).map(|(a, b)| a - b).collect();
-        if dot(&s, &y) > 1e-12 {
+        if dot(&s, &y) > MIN_CURVATURE {
             if pairs.len() == MEMORY {
                 pairs.remove(0);
             }
             pairs.push((s, y));
         }
         (head, loss, grad) = (next, next_loss, next_grad);
-        if let (Some(b), Some(v)) = (best.as_mut(), val) {
-            if b.observe(steps, head.accuracy(v), &head) {
-                stop = "early-stopping";
-                break;
-            }
+        if stop_early(steps, &head) {
+            return (head, steps, "early-stopping");
         }
     }
-    let kept_step = best.as_ref().map_or(steps, |b| b.step);
-    if let Some(b) = best {
-        head = b.head;
-        loss = loss_and_grad(&head, train, l2).0;
-    }
-    let report = FitReport {
-        solver: "lbfgs",
-        steps,
-        kept_step,
-        stop,
-        loss,
-        train_accuracy: head.accuracy(train),
-        val_accuracy: val.map(|v| head.accuracy(v)),
-    };
-    (head, report)
+    (head, steps, "max-steps")
 }
 
 /// Backtracking (Armijo) along the L-BFGS direction, unit step first (a scaled gradient step
