@@ -2,7 +2,7 @@
 //! `fixtures/gen/make_albert_base.py`, never committed) through every `aon` stage: convert with
 //! vocabulary pruning on a corpus, export (the shared layer stored once), optimize, quantize,
 //! and `aon compile` fitting a head; then the runtime classifies with the archive. Minutes on
-//! two cores: ignored by `cargo test`, run by `make test-base` (part of `make test-real`).
+//! two cores: ignored by `cargo test`, run by `make test-base`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
