@@ -131,6 +131,7 @@ real-models:
 
 test-real: real-models
 	$(CARGO) test --test cli -- --ignored real_
+	$(MAKE) --no-print-directory test-base
 
 # fixtures/gen/make_albert_base.py writes the model into the test's temporary directory.
 test-base: setup

@@ -2,7 +2,8 @@
 //! `fixtures/gen/make_albert_base.py`, never committed) through every `aon` stage: convert with
 //! vocabulary pruning on a corpus, export (the shared layer stored once), optimize, quantize,
 //! and `aon compile` fitting a head; then the runtime classifies with the archive. Minutes on
-//! two cores: ignored by `cargo test`, run by `make test-base`.
+//! two cores (about 40 s here): ignored by `cargo test`, run by `make test-base` (part of `make
+//! test-real`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -103,6 +104,8 @@ fn albert_base_sized_model_goes_through_every_stage() {
         &[
             "quantize",
             "opt.onnx",
+            "--tokenizer",
+            "malbert/tokenizer.json",
             "--calib",
             corpus,
             "--samples",
