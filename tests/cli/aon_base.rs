@@ -1,9 +1,9 @@
 //! An ALBERT the size of albert-base-v2 (seeded random weights written by
 //! `fixtures/gen/make_albert_base.py`, never committed) through every `aon` stage: convert with
 //! vocabulary pruning on a corpus, export (the shared layer stored once), optimize, quantize,
-//! and `aon compile` fitting a head; then the runtime classifies with the archive. Minutes on
-//! two cores (about 40 s here): ignored by `cargo test`, run by `make test-base` (part of `make
-//! test-real`).
+//! and `aon compile` fitting a head; then the runtime classifies with the archive. About 40 s of
+//! test time on two busy cores: ignored by `cargo test`, run by `make test-base` (part of
+//! `make test-real`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
