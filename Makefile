@@ -7,7 +7,7 @@ APT_PACKAGES := gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user clang lld
 RUST_TARGETS := aarch64-unknown-linux-gnu aarch64-linux-android x86_64-linux-android
 TVM_PIN := apache-tvm==0.27.0.post1
 # onnxruntime runs the exported ONNX graphs in the aon tests (tests/scripts/ort_check.py).
-ORT_PINS := onnxruntime==1.23.2 numpy==2.2.6
+ORT_PINS := onnxruntime==1.23.2 numpy==2.2.6 onnx==1.23.2
 # The tiny random Gemma 3 the cross tests compile.
 DEMO_MODEL := fixtures/models/gemma3-tiny
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -46,7 +46,7 @@ setup:
 	  python3 -m venv .venv && .venv/bin/pip install -q --disable-pip-version-check $(TVM_PIN) || { echo "setup: pip install $(TVM_PIN) failed"; exit 1; }; \
 	fi
 	@test -x .venv/bin/python || python3 -m venv .venv
-	@.venv/bin/python -c 'import onnxruntime, numpy' >/dev/null 2>&1 || { echo "setup: installing $(ORT_PINS) into .venv"; \
+	@.venv/bin/python -c 'import onnxruntime, numpy, onnx' >/dev/null 2>&1 || { echo "setup: installing $(ORT_PINS) into .venv"; \
 	  .venv/bin/pip install -q --disable-pip-version-check $(ORT_PINS) || { echo "setup: pip install $(ORT_PINS) failed"; exit 1; }; }
 
 build:
