@@ -15,6 +15,7 @@ pub mod native;
 pub mod package;
 pub mod sampling;
 pub mod source;
+pub mod stepwise;
 pub mod tokenizer;
 pub mod tvm;
 

@@ -66,9 +66,21 @@ pub struct ValidateArgs {
     /// Which kernels the device runs (the host reference always runs `native`).
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,
+    /// Largest logit difference accepted at any step; a different greedy token where the
+    /// host's margin between the two is at most this is a near-tie, not a failure (default:
+    /// 0.001, or 0.25 for q4bf16 archives, whose int8 activations amplify float rounding).
+    #[arg(long, value_name = "X", value_parser = tolerance)]
+    pub tolerance: Option<f32>,
     /// Runner options.
     #[command(flatten)]
     pub runner: RunnerArgs,
+}
+
+fn tolerance(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        _ => Err(format!("`{s}` is not a finite number >= 0")),
+    }
 }
 
 /// Where the runner comes from (both validate verbs).

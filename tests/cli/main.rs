@@ -106,4 +106,5 @@ pub fn listing(dir: &Path) -> Vec<String> {
     names
 }
 mod compile;
+mod parity;
 mod validate;

@@ -5,12 +5,16 @@
 //!
 //! ```text
 //! ava-runner ARCHIVE --prompts FILE [--backend auto|native|tvm] [--max-new-tokens N] [--context N]
+//!            [--force FILE] [--top K]
 //! ava-runner ARCHIVE --classify FILE [--backend auto|native|tvm]
 //! ava-runner --facts
 //! ```
 //!
 //! The prompts file has one prompt per line, token ids separated by spaces or commas; the
-//! classify file one utterance per line. Built only
+//! classify file one utterance per line. `--force FILE` (same layout, one line per prompt)
+//! teacher-forces the generation: after step `s` the token fed is the line's `s`-th id, not the
+//! device's own argmax, and each prompt's report carries the device's argmax per step and, with
+//! `--top K` (default 16 when forcing), its `K` highest logits per step. Built only
 //! with the `runner` feature, so normal builds (and the NDK-less Android library) skip it; it
 //! uses nothing beyond the runtime's own dependencies.
 
@@ -19,7 +23,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use ava_runtime::albert::Classifier;
-use ava_runtime::{Backend, Engine, GenerateOptions, SamplingParams};
+use ava_runtime::{stepwise, Backend, Engine, GenerateOptions, SamplingParams};
 use serde_json::{json, Value};
 
 /// Version of the report's layout, checked by `alc validate`.
@@ -36,7 +40,12 @@ struct Options {
     backend: Backend,
     max_new_tokens: usize,
     context: usize,
+    force: Option<PathBuf>,
+    top: usize,
 }
+
+/// Logits reported per step with `--force` when `--top` is not given.
+const DEFAULT_TOP: usize = 16;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -68,6 +77,8 @@ fn parse_args(args: &[String]) -> Result<Options> {
     let mut backend = Backend::Auto;
     let mut max_new_tokens = DEFAULT_MAX_NEW_TOKENS;
     let mut context = ava_runtime::generate::DEFAULT_CONTEXT;
+    let mut force = None;
+    let mut top = DEFAULT_TOP;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = || {
@@ -88,6 +99,8 @@ fn parse_args(args: &[String]) -> Result<Options> {
             }
             "--max-new-tokens" => max_new_tokens = parse_count(arg, &value()?)?,
             "--context" => context = parse_count(arg, &value()?)?,
+            "--force" => force = Some(PathBuf::from(value()?)),
+            "--top" => top = parse_count(arg, &value()?)?,
             a if a.starts_with('-') => return Err(format!("unknown option `{a}`").into()),
             a if archive.is_none() => archive = Some(PathBuf::from(a)),
             a => return Err(format!("unexpected argument `{a}`").into()),
@@ -103,6 +116,8 @@ fn parse_args(args: &[String]) -> Result<Options> {
         backend,
         max_new_tokens,
         context,
+        force,
+        top,
     })
 }
 
@@ -144,8 +159,25 @@ fn run(o: &Options) -> Result<Value> {
         ignore_eos: true,
         ..GenerateOptions::default()
     };
+    let forced = match &o.force {
+        Some(path) => Some(read_prompts(path)?),
+        None => None,
+    };
     let mut results = Vec::with_capacity(prompts.len());
-    for prompt in &prompts {
+    if let Some(forced) = &forced {
+        if forced.len() != prompts.len() {
+            return Err(format!(
+                "--force has {} lines for {} prompts",
+                forced.len(),
+                prompts.len()
+            )
+            .into());
+        }
+        for (prompt, f) in prompts.iter().zip(forced) {
+            results.push(forced_prompt(&engine, prompt, f, o)?);
+        }
+    }
+    for prompt in prompts.iter().filter(|_| forced.is_none()) {
         // A fresh session per prompt: every prompt starts from an empty cache, as on the host.
         let mut session = engine.session(o.context);
         let out = session.generate(prompt, &options, &mut |_| true)?;
@@ -168,6 +200,28 @@ fn run(o: &Options) -> Result<Value> {
         "prompts": results,
         "peak_rss_bytes": status_bytes("VmHWM:"),
         "device": device_facts(),
+    }))
+}
+
+/// One prompt teacher-forced with `forced`: the device's argmax and `--top` logits per step.
+fn forced_prompt(engine: &Engine, prompt: &[u32], forced: &[u32], o: &Options) -> Result<Value> {
+    let sizes = (o.max_new_tokens, o.context);
+    let out = stepwise::run_steps(engine, prompt, sizes, Some(forced), o.top, &mut |_, _| {})?;
+    let decoded = out.steps.len().saturating_sub(1);
+    let decode_tok_s = if decoded == 0 || out.decode.is_zero() {
+        0.0
+    } else {
+        decoded as f64 / out.decode.as_secs_f64()
+    };
+    let top: Vec<Vec<(u32, f32)>> = out.steps.iter().map(|s| s.top.clone()).collect();
+    Ok(json!({
+        "prompt_tokens": prompt.len(),
+        "tokens": out.steps.iter().map(|s| s.argmax).collect::<Vec<_>>(),
+        "top": top,
+        "stop_reason": "max_tokens",
+        "ttft_ms": ms(out.prefill),
+        "prefill_tok_s": prompt.len() as f64 / out.prefill.as_secs_f64().max(f64::MIN_POSITIVE),
+        "decode_tok_s": decode_tok_s,
     }))
 }
 

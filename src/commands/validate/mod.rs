@@ -13,7 +13,8 @@ use std::process::{Command, ExitCode, Output};
 use anyhow::{bail, Context};
 use ava_core::{Gemma3Config, Target};
 use ava_packaging::{Manifest, PackageTarget, Role};
-use ava_runtime::{Engine, GenerateOptions, KvCache};
+use ava_runtime::stepwise::run_steps;
+use ava_runtime::{Engine, KvCache};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -39,6 +40,10 @@ const TOKENIZER_EXPANSION: u64 = 4;
 const CARGO_ERROR_LINES: usize = 30;
 /// The prompts file pushed next to the runner.
 const PROMPTS_FILE: &str = "prompts.txt";
+/// The host's greedy tokens, pushed next to the runner: it feeds them (teacher forcing).
+const FORCE_FILE: &str = "forced.txt";
+/// Highest logits the runner reports per step (compared with the host's at the same ids).
+const TOP_LOGITS: usize = 16;
 /// Prompts used when `--prompts` is not given, tokenized with the archive's tokenizer.
 const DEFAULT_PROMPTS: [&str; 3] = [
     "The capital of France is",
@@ -48,7 +53,10 @@ const DEFAULT_PROMPTS: [&str; 3] = [
 
 mod android;
 mod aon;
+mod compare;
 mod transport;
+
+use compare::{Comparison, Divergence};
 
 use transport::{adb_state, tail_lines, Transport};
 
@@ -129,14 +137,6 @@ struct Memory {
     context: usize,
 }
 
-#[derive(Serialize)]
-struct Divergence {
-    prompt: usize,
-    token: usize,
-    expected: Option<u32>,
-    got: Option<u32>,
-}
-
 #[derive(Serialize, Default)]
 struct Timings {
     load_ms: Option<f64>,
@@ -161,6 +161,9 @@ struct Report {
     max_new_tokens: usize,
     tokens_match: Option<bool>,
     first_divergence: Option<Divergence>,
+    tolerance: f32,
+    max_logit_diff: Option<compare::WorstDiff>,
+    near_ties: Vec<compare::NearTie>,
     memory: Memory,
     timings: Timings,
     peak_rss_bytes: Option<u64>,
@@ -206,6 +209,13 @@ impl Outcome for Report {
         if let Some(rss) = self.peak_rss_bytes {
             s.push_str(&format!("  peak RSS {}\n", human_bytes(rss)));
         }
+        for t in &self.near_ties {
+            s.push_str(&format!(
+                "  near-tie: prompt {} token {}: host {} device {} (host margin {:.2e}); \
+                 continued with the host's token\n",
+                t.prompt, t.token, t.expected, t.got, t.margin
+            ));
+        }
         s
     }
 }
@@ -221,6 +231,9 @@ fn validate(args: &ValidateArgs, ui: &Ui) -> anyhow::Result<Report> {
         );
     }
     let target = device_target(&args.device, manifest.target)?;
+    let tolerance = args
+        .tolerance
+        .unwrap_or_else(|| compare::default_tolerance(&manifest.quantization));
     if let Device::Adb(serial) = &args.device {
         adb_state(serial.as_deref())?;
     }
@@ -239,11 +252,15 @@ fn validate(args: &ValidateArgs, ui: &Ui) -> anyhow::Result<Report> {
         );
     }
     let mut memory = estimate(&manifest, engine.model().config(), args.context, longest);
-    let text: String = prompts
-        .iter()
-        .map(|p| p.iter().map(u32::to_string).collect::<Vec<_>>().join(" ") + "\n")
-        .collect();
-    let files = [(PROMPTS_FILE, text)];
+    ui.info(format!(
+        "reference: {} prompts on the host (native backend)",
+        prompts.len()
+    ));
+    let expected = reference_tokens(&engine, &prompts, args)?;
+    let files = [
+        (PROMPTS_FILE, lines(&prompts)),
+        (FORCE_FILE, lines(&expected)),
+    ];
     let mut device = Transport::new(&args.device, &runner, &args.archive, &files)?;
     let facts = device.facts()?;
     memory.device_mem_total_bytes = facts["mem_total_bytes"].as_u64();
@@ -258,6 +275,9 @@ fn validate(args: &ValidateArgs, ui: &Ui) -> anyhow::Result<Report> {
         max_new_tokens: args.max_new_tokens,
         tokens_match: None,
         first_divergence: None,
+        tolerance,
+        max_logit_diff: None,
+        near_ties: Vec::new(),
         memory,
         timings: Timings::default(),
         peak_rss_bytes: None,
@@ -268,16 +288,14 @@ fn validate(args: &ValidateArgs, ui: &Ui) -> anyhow::Result<Report> {
     let fits_ok = fits.ok;
     report.checks.push(fits);
     if fits_ok {
-        ui.info(format!(
-            "reference: {} prompts on the host (native backend)",
-            prompts.len()
-        ));
-        let expected = reference_tokens(&engine, &prompts, args)?;
-        drop(engine);
         ui.info(format!("running on {}", report.device));
         let out = device.exec(&runner_argv(&device.archive_arg(), args));
         drop(device);
-        read_run(&mut report, out?, &expected);
+        if let Some(run) = read_run(&mut report, out?) {
+            let n = args.max_new_tokens;
+            let c = compare_run(&engine, &prompts, &expected, &run, n, tolerance)?;
+            record(&mut report, c);
+        }
     }
     report.ok = report.checks.iter().all(|c| c.ok);
     Ok(report)
@@ -300,6 +318,10 @@ fn runner_argv(archive: &str, args: &ValidateArgs) -> Vec<String> {
         &args.max_new_tokens.to_string(),
         "--context",
         &args.context.to_string(),
+        "--force",
+        FORCE_FILE,
+        "--top",
+        &TOP_LOGITS.to_string(),
     ]
     .map(str::to_string)
     .to_vec()
@@ -467,24 +489,70 @@ fn read_prompts(args: &ValidateArgs, engine: &Engine) -> anyhow::Result<Vec<Vec<
     Ok(prompts)
 }
 
-/// The greedy tokens of every prompt on the host's native backend, as the runner makes them.
+/// The greedy tokens of every prompt on the host's native backend, step by step as the
+/// runner makes them.
 fn reference_tokens(
     engine: &Engine,
     prompts: &[Vec<u32>],
     args: &ValidateArgs,
 ) -> anyhow::Result<Vec<Vec<u32>>> {
-    let options = GenerateOptions {
-        max_tokens: args.max_new_tokens,
-        ignore_eos: true,
-        ..GenerateOptions::default()
-    };
+    let n = args.max_new_tokens;
+    // The cache holds what the run needs (`--context` may be far larger: it sizes the
+    // device's cache); the logits do not depend on its size.
     prompts
         .iter()
-        .map(|p| {
-            let mut session = engine.session(args.context);
-            Ok(session.generate(p, &options, &mut |_| true)?.tokens)
-        })
+        .map(|p| Ok(run_steps(engine, p, (n, p.len() + n), None, 0, &mut |_, _| {})?.tokens))
         .collect()
+}
+
+/// Token ids, one line per sequence (the runner's prompts and forced-tokens files).
+fn lines(seqs: &[Vec<u32>]) -> String {
+    seqs.iter()
+        .map(|p| p.iter().map(u32::to_string).collect::<Vec<_>>().join(" ") + "\n")
+        .collect()
+}
+
+/// The host's run again, teacher-forced with its own tokens (the same logits as the first
+/// run), each step compared with what the device reported.
+fn compare_run(
+    engine: &Engine,
+    prompts: &[Vec<u32>],
+    expected: &[Vec<u32>],
+    run: &Value,
+    n: usize,
+    tolerance: f32,
+) -> anyhow::Result<Comparison> {
+    let runs = run["prompts"].as_array().cloned().unwrap_or_default();
+    let mut c = Comparison::new(tolerance);
+    for (p, (prompt, forced)) in prompts.iter().zip(expected).enumerate() {
+        let device = runs.get(p).map(compare::device_steps).unwrap_or_default();
+        let mut each = |s: usize, logits: &[f32]| {
+            c.step((p, s), logits, forced[s], device.get(s));
+        };
+        let steps = (n, prompt.len() + n);
+        run_steps(engine, prompt, steps, Some(forced), 0, &mut each)?;
+        if let Some(extra) = device.get(forced.len()) {
+            c.extra(p, forced.len(), extra.argmax);
+        }
+    }
+    for (p, extra) in runs.iter().enumerate().skip(prompts.len()) {
+        let first = compare::device_steps(extra).first().map_or(0, |s| s.argmax);
+        c.extra(p, 0, first);
+    }
+    Ok(c)
+}
+
+/// The comparison into the report: the `tokens` check and its fields.
+fn record(report: &mut Report, c: Comparison) {
+    report.checks.push(Check {
+        name: "tokens",
+        ok: c.ok(),
+        detail: c.detail(),
+    });
+    report.tokens_match = Some(c.tokens_match);
+    report.max_logit_diff = c.max_logit_diff;
+    report.near_ties = c.near_ties;
+    report.first_divergence = c.first_divergence;
 }
 
 /// Weights + kernel library + KV cache (sliding-window aware) + scratch (activations of the
@@ -582,8 +650,9 @@ fn runner_report(out: &Output) -> Result<Value, String> {
     }
 }
 
-/// Reads the runner's output into the report: the `runner` and `tokens` checks and timings.
-fn read_run(report: &mut Report, out: Output, expected: &[Vec<u32>]) {
+/// Reads the runner's output into the report (the `runner` check and timings); its report
+/// when it ran.
+fn read_run(report: &mut Report, out: Output) -> Option<Value> {
     let run = match runner_report(&out) {
         Ok(v) => v,
         Err(detail) => {
@@ -592,7 +661,7 @@ fn read_run(report: &mut Report, out: Output, expected: &[Vec<u32>]) {
                 ok: false,
                 detail,
             });
-            return;
+            return None;
         }
     };
     report.checks.push(Check {
@@ -603,26 +672,8 @@ fn read_run(report: &mut Report, out: Output, expected: &[Vec<u32>]) {
     report.backend = run["backend"].as_str().map(str::to_string);
     report.peak_rss_bytes = run["peak_rss_bytes"].as_u64();
     let runs = run["prompts"].as_array().cloned().unwrap_or_default();
-    let got: Vec<Vec<u32>> = runs.iter().map(|p| ids(&p["tokens"])).collect();
     report.timings = timings(&run, &runs);
-    let divergence = first_divergence(expected, &got);
-    report.tokens_match = Some(divergence.is_none());
-    let detail = match &divergence {
-        None => format!(
-            "{} tokens identical to the host",
-            got.iter().map(Vec::len).sum::<usize>()
-        ),
-        Some(d) => format!(
-            "prompt {} token {}: expected {:?}, got {:?}",
-            d.prompt, d.token, d.expected, d.got
-        ),
-    };
-    report.checks.push(Check {
-        name: "tokens",
-        ok: divergence.is_none(),
-        detail,
-    });
-    report.first_divergence = divergence;
+    Some(run)
 }
 
 fn ids(v: &Value) -> Vec<u32> {
@@ -660,45 +711,9 @@ fn percentile(values: &[f64], p: usize) -> Option<f64> {
     v.get(rank - 1).copied()
 }
 
-/// The first place where the device's tokens differ from the host's (a missing prompt or
-/// token is `None`).
-fn first_divergence(expected: &[Vec<u32>], got: &[Vec<u32>]) -> Option<Divergence> {
-    for prompt in 0..expected.len().max(got.len()) {
-        let (e, g) = (expected.get(prompt), got.get(prompt));
-        let len = e.map_or(0, Vec::len).max(g.map_or(0, Vec::len)).max(1);
-        for token in 0..len {
-            let (a, b) = (
-                e.and_then(|e| e.get(token)).copied(),
-                g.and_then(|g| g.get(token)).copied(),
-            );
-            if a != b {
-                return Some(Divergence {
-                    prompt,
-                    token,
-                    expected: a,
-                    got: b,
-                });
-            }
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn divergence_names_prompt_token_and_ids() {
-        assert!(first_divergence(&[vec![1, 2]], &[vec![1, 2]]).is_none());
-        let d = first_divergence(&[vec![1, 2], vec![3, 4]], &[vec![1, 2], vec![3, 5]]).unwrap();
-        assert_eq!(
-            (d.prompt, d.token, d.expected, d.got),
-            (1, 1, Some(4), Some(5))
-        );
-        let d = first_divergence(&[vec![1, 2]], &[vec![1]]).unwrap();
-        assert_eq!((d.token, d.expected, d.got), (1, Some(2), None));
-    }
 
     #[test]
     fn percentiles_are_nearest_rank() {

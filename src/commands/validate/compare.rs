@@ -1,0 +1,338 @@
+//! Step-by-step comparison of a device's teacher-forced run with the host's logits
+//! (docs/validate.md, "Compare"): the worst logit difference, near-ties (the device picked
+//! another token where the host's top-two margin is inside the tolerance: reported, then the
+//! host's token is fed on both sides) and the first divergence outside the tolerance.
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// Default tolerance: float ordering (vector widths, FMA) moves logits by ~1e-5.
+pub const TOLERANCE: f32 = 1e-3;
+/// Default tolerance of q4bf16 archives: the same float differences can move an activation
+/// across an int8 rounding boundary (one code, `amax / 127`), moving logits by ~1e-2.
+pub const TOLERANCE_INT8_ACTS: f32 = 0.25;
+
+/// The default tolerance of an archive quantized as `quantization` (its manifest's field).
+pub fn default_tolerance(quantization: &str) -> f32 {
+    if quantization.starts_with("q4") {
+        TOLERANCE_INT8_ACTS
+    } else {
+        TOLERANCE
+    }
+}
+
+/// What one step of the device reported: its argmax and its highest logits.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DeviceStep {
+    pub argmax: u32,
+    pub top: Vec<(u32, f32)>,
+}
+
+/// Where the device's logits differ most from the host's.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct WorstDiff {
+    pub value: f32,
+    pub prompt: usize,
+    pub token: usize,
+    pub id: u32,
+}
+
+/// A step where the device's greedy token differs from the host's by less than the tolerance.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NearTie {
+    pub prompt: usize,
+    pub token: usize,
+    /// The host's token (fed on both sides from here on).
+    pub expected: u32,
+    /// The device's argmax.
+    pub got: u32,
+    /// The host's logit of `expected` minus its logit of `got`.
+    pub margin: f32,
+}
+
+/// The first step outside the tolerance. `expected`/`got` are the host's and the device's
+/// greedy tokens (`None` for a missing step); `margin` the host's margin between them where
+/// they differ; `logit_diff` that step's largest logit difference.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Divergence {
+    pub prompt: usize,
+    pub token: usize,
+    pub expected: Option<u32>,
+    pub got: Option<u32>,
+    pub margin: Option<f32>,
+    pub logit_diff: Option<f32>,
+}
+
+/// The running comparison of every prompt's steps.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Comparison {
+    pub tolerance: f32,
+    /// Every step's greedy token equal on both sides.
+    pub tokens_match: bool,
+    pub max_logit_diff: Option<WorstDiff>,
+    pub near_ties: Vec<NearTie>,
+    pub first_divergence: Option<Divergence>,
+    /// Steps compared.
+    pub steps: usize,
+}
+
+impl Comparison {
+    /// An empty comparison at `tolerance`.
+    pub fn new(tolerance: f32) -> Self {
+        Comparison {
+            tolerance,
+            tokens_match: true,
+            ..Comparison::default()
+        }
+    }
+
+    /// Whether every step was within the tolerance.
+    pub fn ok(&self) -> bool {
+        self.first_divergence.is_none()
+    }
+
+    /// Compares step `token` of prompt `prompt`: the host's full `logits`, the host's token
+    /// `expected` (fed next on both sides), and what the device reported (`None`: missing).
+    pub fn step(
+        &mut self,
+        (prompt, token): (usize, usize),
+        logits: &[f32],
+        expected: u32,
+        device: Option<&DeviceStep>,
+    ) {
+        self.steps += 1;
+        let Some(d) = device else {
+            self.tokens_match = false;
+            self.diverge(Divergence {
+                prompt,
+                token,
+                expected: Some(expected),
+                got: None,
+                margin: None,
+                logit_diff: None,
+            });
+            return;
+        };
+        let diff = d
+            .top
+            .iter()
+            .map(|&(id, v)| {
+                let host = logits.get(id as usize).copied().unwrap_or(f32::NAN);
+                (id, (v - host).abs())
+            })
+            // A NaN (on either side, or an id outside the vocabulary) is the worst difference.
+            .map(|(id, x)| (id, if x.is_nan() { f32::INFINITY } else { x }))
+            .fold(None, |m: Option<(u32, f32)>, (id, x)| match m {
+                Some((_, y)) if y >= x => m,
+                _ => Some((id, x)),
+            });
+        if let Some((id, value)) = diff {
+            if self.max_logit_diff.as_ref().is_none_or(|w| value > w.value) {
+                self.max_logit_diff = Some(WorstDiff {
+                    value,
+                    prompt,
+                    token,
+                    id,
+                });
+            }
+        }
+        let logit_diff = diff.map(|(_, x)| x);
+        let too_far = logit_diff.is_some_and(|x| x > self.tolerance);
+        let margin = (d.argmax != expected).then(|| margin(logits, expected, d.argmax));
+        if margin.is_some() {
+            self.tokens_match = false;
+        }
+        let tie_outside = margin.is_some_and(|m| !(m <= self.tolerance));
+        if too_far || tie_outside {
+            self.diverge(Divergence {
+                prompt,
+                token,
+                expected: Some(expected),
+                got: Some(d.argmax),
+                margin,
+                logit_diff,
+            });
+        } else if let Some(margin) = margin {
+            self.near_ties.push(NearTie {
+                prompt,
+                token,
+                expected,
+                got: d.argmax,
+                margin,
+            });
+        }
+    }
+
+    /// A prompt or step the host has no reference for (the device reported more).
+    pub fn extra(&mut self, prompt: usize, token: usize, got: u32) {
+        self.tokens_match = false;
+        self.diverge(Divergence {
+            prompt,
+            token,
+            expected: None,
+            got: Some(got),
+            margin: None,
+            logit_diff: None,
+        });
+    }
+
+    fn diverge(&mut self, d: Divergence) {
+        if self.first_divergence.is_none() {
+            self.first_divergence = Some(d);
+        }
+    }
+
+    /// The `tokens` check's detail line.
+    pub fn detail(&self) -> String {
+        let worst = self
+            .max_logit_diff
+            .as_ref()
+            .map_or("no logits".to_string(), |w| {
+                format!("max logit diff {:.2e}", w.value)
+            });
+        let ties = match self.near_ties.len() {
+            0 => String::new(),
+            n => format!(", {n} near-tie(s) (tokens differ inside the tolerance)"),
+        };
+        match &self.first_divergence {
+            None => format!(
+                "{} steps within {} of the host: {worst}{ties}",
+                self.steps, self.tolerance
+            ),
+            Some(d) => format!(
+                "prompt {} token {}: expected {:?}, got {:?}{}{} (tolerance {}; {worst}{ties})",
+                d.prompt,
+                d.token,
+                d.expected,
+                d.got,
+                d.margin
+                    .map_or(String::new(), |m| format!(", host margin {m:.3e}")),
+                d.logit_diff
+                    .map_or(String::new(), |x| format!(", logit diff {x:.3e}")),
+                self.tolerance
+            ),
+        }
+    }
+}
+
+/// `logits[a] - logits[b]` (NaN, an id outside the vocabulary: infinite).
+fn margin(logits: &[f32], a: u32, b: u32) -> f32 {
+    match (logits.get(a as usize), logits.get(b as usize)) {
+        (Some(x), Some(y)) if !(x - y).is_nan() => x - y,
+        _ => f32::INFINITY,
+    }
+}
+
+/// The steps of one prompt of the runner's report (`tokens` and `top`; see ava-runner).
+pub fn device_steps(prompt: &Value) -> Vec<DeviceStep> {
+    let tokens = prompt["tokens"].as_array().cloned().unwrap_or_default();
+    let tops = prompt["top"].as_array().cloned().unwrap_or_default();
+    tokens
+        .iter()
+        .enumerate()
+        .filter_map(|(s, t)| {
+            let argmax = u32::try_from(t.as_u64()?).ok()?;
+            let top = tops
+                .get(s)
+                .and_then(Value::as_array)
+                .map(|pairs| pairs.iter().filter_map(pair).collect())
+                .unwrap_or_default();
+            Some(DeviceStep { argmax, top })
+        })
+        .collect()
+}
+
+fn pair(v: &Value) -> Option<(u32, f32)> {
+    let id = u32::try_from(v.get(0)?.as_u64()?).ok()?;
+    // A non-finite logit arrives as JSON null: NaN, the worst difference.
+    let logit = v.get(1)?.as_f64().map_or(f32::NAN, |x| x as f32);
+    Some((id, logit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(argmax: u32, top: &[(u32, f32)]) -> DeviceStep {
+        DeviceStep {
+            argmax,
+            top: top.to_vec(),
+        }
+    }
+
+    #[test]
+    fn equal_logits_pass_with_zero_difference() {
+        let mut c = Comparison::new(0.05);
+        let host = [0.0, 3.0, 1.0];
+        c.step((0, 0), &host, 1, Some(&step(1, &[(1, 3.0), (2, 1.0)])));
+        assert!(c.ok() && c.tokens_match && c.near_ties.is_empty());
+        assert_eq!(c.max_logit_diff.unwrap().value, 0.0);
+    }
+
+    #[test]
+    fn a_constructed_tie_is_a_near_tie_and_the_run_goes_on() {
+        let mut c = Comparison::new(0.05);
+        // Host: token 1 by 0.01 over token 2; the device: 2 by 0.005 over 1.
+        let host = [0.0, 2.01, 2.0];
+        c.step((0, 3), &host, 1, Some(&step(2, &[(2, 2.01), (1, 2.005)])));
+        c.step((0, 4), &host, 1, Some(&step(1, &[(1, 2.01), (2, 2.0)])));
+        assert!(c.ok(), "{c:?}");
+        assert!(!c.tokens_match);
+        assert_eq!(c.near_ties.len(), 1);
+        let t = &c.near_ties[0];
+        assert_eq!((t.prompt, t.token, t.expected, t.got), (0, 3, 1, 2));
+        assert!((t.margin - 0.01).abs() < 1e-6);
+        let w = c.max_logit_diff.unwrap();
+        assert!((w.value - 0.01).abs() < 1e-6 && w.token == 3 && w.id == 2);
+    }
+
+    #[test]
+    fn a_token_change_outside_the_tolerance_fails() {
+        let mut c = Comparison::new(0.05);
+        let host = [0.0, 3.0, 2.0];
+        c.step((1, 2), &host, 1, Some(&step(2, &[(2, 3.0), (1, 2.99)])));
+        let d = c.first_divergence.clone().unwrap();
+        assert_eq!(
+            (d.prompt, d.token, d.expected, d.got),
+            (1, 2, Some(1), Some(2))
+        );
+        assert_eq!(d.margin, Some(1.0));
+        assert!(c.near_ties.is_empty());
+        assert!(c.detail().contains("host margin"));
+    }
+
+    #[test]
+    fn a_logit_difference_outside_the_tolerance_fails_with_equal_tokens() {
+        let mut c = Comparison::new(0.05);
+        let host = [0.0, 3.0, 2.0];
+        c.step((0, 0), &host, 1, Some(&step(1, &[(1, 3.0), (2, 2.2)])));
+        assert!(c.tokens_match);
+        let d = c.first_divergence.clone().unwrap();
+        assert!((d.logit_diff.unwrap() - 0.2).abs() < 1e-6);
+        // A NaN on the device is the worst difference, not a pass.
+        let mut c = Comparison::new(0.05);
+        c.step((0, 0), &host, 1, Some(&step(1, &[(1, f32::NAN)])));
+        assert!(!c.ok());
+    }
+
+    #[test]
+    fn missing_steps_fail() {
+        let mut c = Comparison::new(0.05);
+        c.step((0, 5), &[1.0], 0, None);
+        let d = c.first_divergence.clone().unwrap();
+        assert_eq!((d.token, d.expected, d.got), (5, Some(0), None));
+        let mut c = Comparison::new(0.05);
+        c.extra(2, 0, 7);
+        assert!(!c.ok());
+    }
+
+    #[test]
+    fn runner_steps_parse() {
+        let v = serde_json::json!({"tokens": [3, 4], "top": [[[3, 1.5], [4, null]], [[4, 2.0]]]});
+        let s = device_steps(&v);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].argmax, 3);
+        assert!(s[0].top[1].1.is_nan());
+        assert_eq!(s[1].top, vec![(4, 2.0)]);
+    }
+}

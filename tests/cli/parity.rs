@@ -1,0 +1,211 @@
+//! arm64 parity under qemu: a random-weight Gemma 3 with a sliding window smaller than the
+//! generated length (several ring-buffer wraps) and GQA, compiled for linux-arm64 and checked
+//! step by step against the host by `alc validate --device qemu` (docs/runtime.md, "Numerical
+//! contract"): the native backend gives the host's bits exactly in every weight format; the
+//! TVM kernels stay within the tolerance (float ordering only, far below it without int8
+//! activations).
+
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, TensorView};
+
+use crate::{alc, gemma3_tiny};
+
+/// Shape of the random checkpoint: window 4 (every 4th token wraps the ring), 4 query heads
+/// on 2 KV heads, hidden 128 (so groups of 32, 64 and 128 all fit).
+const HIDDEN: usize = 128;
+const HEADS: usize = 4;
+const KV_HEADS: usize = 2;
+const HEAD_DIM: usize = 32;
+const FFN: usize = 256;
+const WINDOW: usize = 4;
+const LAYERS: [&str; 3] = ["sliding_attention", "sliding_attention", "full_attention"];
+const VOCAB: usize = 512;
+/// Generated tokens per prompt: many times the window.
+const NEW_TOKENS: &str = "40";
+/// Token-id prompts: shorter and longer than the window.
+const PROMPTS: &str = "2 10 20\n2 300 301 302 303 304 305 306 307\n";
+
+/// xorshift64 and Box-Muller: deterministic normal samples without a dependency.
+struct Normal(u64);
+
+impl Normal {
+    fn unit(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    fn sample(&mut self, mean: f32, std: f32, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                let (u, v) = (self.unit(), self.unit());
+                let z = (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos();
+                mean + std * z as f32
+            })
+            .collect()
+    }
+}
+
+/// Writes the random checkpoint into `dir` (weights drawn as fixtures/gen/make_tiny.py does:
+/// norms N(0, 0.5), the final norm N(1, 0.5), matrices N(0, 0.1); the tiny fixture's
+/// tokenizer).
+pub fn random_checkpoint(dir: &Path) -> PathBuf {
+    let out = dir.join("win4");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut rng = Normal(0x5EED_0F_A4C4);
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let mut add = |name: String, shape: Vec<usize>, mean: f32, std: f32| {
+        let data = rng.sample(mean, std, shape.iter().product());
+        tensors.push((name, shape, data));
+    };
+    add(
+        "model.embed_tokens.weight".into(),
+        vec![VOCAB, HIDDEN],
+        0.0,
+        0.1,
+    );
+    add("model.norm.weight".into(), vec![HIDDEN], 1.0, 0.5);
+    let (q, kv) = (HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM);
+    for i in 0..LAYERS.len() {
+        let l = |n: &str| format!("model.layers.{i}.{n}.weight");
+        for (n, shape) in [
+            ("self_attn.q_proj", [q, HIDDEN]),
+            ("self_attn.k_proj", [kv, HIDDEN]),
+            ("self_attn.v_proj", [kv, HIDDEN]),
+            ("self_attn.o_proj", [HIDDEN, q]),
+            ("mlp.gate_proj", [FFN, HIDDEN]),
+            ("mlp.up_proj", [FFN, HIDDEN]),
+            ("mlp.down_proj", [HIDDEN, FFN]),
+        ] {
+            add(l(n), shape.to_vec(), 0.0, 0.1);
+        }
+        for (n, width) in [
+            ("input_layernorm", HIDDEN),
+            ("post_attention_layernorm", HIDDEN),
+            ("pre_feedforward_layernorm", HIDDEN),
+            ("post_feedforward_layernorm", HIDDEN),
+            ("self_attn.q_norm", HEAD_DIM),
+            ("self_attn.k_norm", HEAD_DIM),
+        ] {
+            add(l(n), vec![width], 0.0, 0.5);
+        }
+    }
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(n, s, d)| (n, s, d.iter().flat_map(|v| v.to_le_bytes()).collect()))
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = bytes
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &out.join("model.safetensors")).unwrap();
+    let tiny = gemma3_tiny();
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tiny.join("config.json")).unwrap()).unwrap();
+    let c = cfg.as_object_mut().unwrap();
+    c.remove("_sliding_window_pattern");
+    for (k, v) in [
+        ("hidden_size", serde_json::json!(HIDDEN)),
+        ("num_hidden_layers", serde_json::json!(LAYERS.len())),
+        ("num_attention_heads", serde_json::json!(HEADS)),
+        ("num_key_value_heads", serde_json::json!(KV_HEADS)),
+        ("head_dim", serde_json::json!(HEAD_DIM)),
+        ("intermediate_size", serde_json::json!(FFN)),
+        ("sliding_window", serde_json::json!(WINDOW)),
+        ("layer_types", serde_json::json!(LAYERS)),
+        ("vocab_size", serde_json::json!(VOCAB)),
+    ] {
+        c.insert(k.into(), v);
+    }
+    std::fs::write(out.join("config.json"), cfg.to_string()).unwrap();
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
+        std::fs::copy(tiny.join(f), out.join(f)).unwrap();
+    }
+    out
+}
+
+/// `alc compile` of `ckpt` for linux-arm64 in `format` (`q4bf16/64`: with a group size).
+fn compile(dir: &Path, ckpt: &Path, format: &str) -> PathBuf {
+    let (quant, group) = format.split_once('/').unwrap_or((format, "32"));
+    let out = format!("out-{}", format.replace('/', "g"));
+    let args = [
+        "--cache-dir",
+        "cache",
+        "compile",
+        ckpt.to_str().unwrap(),
+        "--quant",
+        quant,
+        "--group-size",
+        group,
+        "--target",
+        "linux-arm64",
+        "-o",
+        &out,
+        "--json",
+    ];
+    let report = alc(dir, &args).ok().json();
+    dir.join(report["archives"][0]["path"].as_str().unwrap())
+}
+
+/// `validate --device qemu --backend B` of `archive`; the report.
+fn validate(dir: &Path, archive: &Path, backend: &str) -> serde_json::Value {
+    let args = [
+        "validate",
+        archive.to_str().unwrap(),
+        "--device",
+        "qemu",
+        "--backend",
+        backend,
+        "--prompts",
+        "prompts.txt",
+        "--max-new-tokens",
+        NEW_TOKENS,
+        "--context",
+        "64",
+        "--runner-profile",
+        "dev",
+        "--json",
+    ];
+    let run = alc(dir, &args);
+    let report = run.json();
+    assert_eq!(run.code, 0, "{report:#}\n{}", run.stderr);
+    assert_eq!(report["backend"], backend);
+    assert_eq!(report["ok"], true);
+    report
+}
+
+fn max_diff(report: &serde_json::Value) -> f64 {
+    report["max_logit_diff"]["value"].as_f64().unwrap()
+}
+
+#[test]
+fn arm64_parity_under_qemu_with_a_small_window() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = random_checkpoint(tmp.path());
+    std::fs::write(tmp.path().join("prompts.txt"), PROMPTS).unwrap();
+    // The q4bf16 archive: the TVM kernels within the tolerance, the native backend exact.
+    let q4 = compile(tmp.path(), &ckpt, "q4bf16/64");
+    let tvm = validate(tmp.path(), &q4, "tvm");
+    let tolerance = tvm["tolerance"].as_f64().unwrap();
+    assert!(max_diff(&tvm) <= tolerance, "{tvm:#}");
+    let native = validate(tmp.path(), &q4, "native");
+    assert_eq!(max_diff(&native), 0.0, "{native:#}");
+    assert_eq!(native["tokens_match"], true);
+    assert!(native["near_ties"].as_array().unwrap().is_empty());
+    // Without int8 activations the TVM kernels differ by float ordering only.
+    let bf16 = compile(tmp.path(), &ckpt, "bf16");
+    let tvm = validate(tmp.path(), &bf16, "tvm");
+    assert!(max_diff(&tvm) < 1e-4, "{tvm:#}");
+    assert_eq!(tvm["tokens_match"], true);
+}
