@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::hub::HubOptions;
 use crate::ui::Ui;
+use ava_hub::HubOptions;
 
 /// `download REPO_ID [--revision REV] [--include GLOB]... [--exclude GLOB]... [--local-dir DIR]`.
 #[derive(Args, Clone, Debug)]

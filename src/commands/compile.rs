@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use ava_hub::split_revision;
 use ava_quantize::import::{write_checkpoint, ImportPlan, OutDtype};
 use ava_quantize::GgufFile;
 use ava_targets::TargetSpec;
@@ -20,7 +21,7 @@ use serde::Serialize;
 use super::stage_key::{fill_stage, hash_dir, Hasher};
 use crate::args::compile::CompileArgs;
 use crate::args::{GlobalArgs, HubArgs, MethodArg, PackageArgs, QuantizeArgs};
-use crate::hub::{resolve_checkpoint, split_revision};
+use crate::hub::resolve_checkpoint;
 use crate::ui::{human_bytes, Ui};
 
 /// Folder of the stage cache inside the cache directory.

@@ -2,9 +2,10 @@
 //! commit, resumed after interruptions and verified file by file.
 
 use anyhow::{bail, Context};
+use ava_hub::{split_revision, DownloadRequest, RepoId};
 
 use crate::args::DownloadArgs;
-use crate::hub::{fetch_with_progress, split_revision, DownloadRequest, RepoId};
+use crate::hub::fetch_with_progress;
 use crate::ui::Ui;
 
 /// Runs `download`.

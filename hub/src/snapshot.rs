@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use indicatif::ProgressBar;
 use serde::Serialize;
 
 use super::cache::RepoCache;
@@ -13,6 +12,7 @@ use super::error::{io_err, Error, Result};
 use super::http::{Client, Ctx, Sibling};
 use super::local_dir::{self, LocalPaths};
 use super::options::HubOptions;
+use super::progress::Progress;
 use super::repo::{
     check_file_path, check_revision, is_commit, is_sha256, FileFilter, RepoId, DEFAULT_REVISION,
 };
@@ -67,8 +67,12 @@ impl Snapshot {
     }
 }
 
-/// Downloads (or, offline, finds) `req`, advancing `bar` by the bytes received.
-pub fn download(req: &DownloadRequest, opts: &HubOptions, bar: &ProgressBar) -> Result<Snapshot> {
+/// Downloads (or, offline, finds) `req`, reporting the bytes received to `progress`.
+pub fn download(
+    req: &DownloadRequest,
+    opts: &HubOptions,
+    progress: &dyn Progress,
+) -> Result<Snapshot> {
     let revision = req.revision.as_deref().unwrap_or(DEFAULT_REVISION);
     check_revision(revision)?;
     let filter = FileFilter::new(&req.include, &req.exclude)?;
@@ -106,7 +110,7 @@ pub fn download(req: &DownloadRequest, opts: &HubOptions, bar: &ProgressBar) -> 
         commit: &commit,
         cache: &cache,
         local_dir: req.local_dir.as_deref(),
-        bar,
+        progress,
     };
     let reports = run_parallel(&files, opts.parallel, |sibling| job.file(sibling))?;
     Ok(Snapshot {
@@ -154,7 +158,7 @@ struct Job<'a> {
     commit: &'a str,
     cache: &'a RepoCache,
     local_dir: Option<&'a Path>,
-    bar: &'a ProgressBar,
+    progress: &'a dyn Progress,
 }
 
 impl Job<'_> {
@@ -248,7 +252,7 @@ impl Job<'_> {
             incomplete,
             expected,
         };
-        fetch(self.client, &transfer, self.bar).map(|_| ())
+        fetch(self.client, &transfer, self.progress).map(|_| ())
     }
 }
 

@@ -7,11 +7,11 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use indicatif::ProgressBar;
 use url::Url;
 
 use super::error::{io_err, Error, Result};
 use super::http::{transport, Client, Ctx};
+use super::progress::Progress;
 use super::verify::{check_file, Digests, Expected};
 
 /// Failed attempts in a row, with no byte gained, before giving up on a file.
@@ -37,19 +37,19 @@ pub(crate) struct Transfer<'a> {
 
 /// Downloads `t` into its `.incomplete` file and verifies it. On success the file holds exactly
 /// the expected bytes; a verification failure deletes it.
-pub(crate) fn fetch(client: &Client, t: &Transfer<'_>, bar: &ProgressBar) -> Result<Digests> {
+pub(crate) fn fetch(client: &Client, t: &Transfer<'_>, progress: &dyn Progress) -> Result<Digests> {
     if let Some(parent) = t.incomplete.parent() {
         std::fs::create_dir_all(parent).map_err(io_err(parent))?;
     }
     if let Some(size) = t.expected.size {
-        bar.inc_length(size.saturating_sub(file_len(t.incomplete)?));
+        progress.add_total(size.saturating_sub(file_len(t.incomplete)?));
     }
     let mut failures = 0;
     let mut attempts = 0;
     loop {
         attempts += 1;
         let before = file_len(t.incomplete)?;
-        match attempt(client, t, bar) {
+        match attempt(client, t, progress) {
             Ok(()) => break,
             Err(err) if err.is_transient() => {
                 let gained = file_len(t.incomplete)? > before;
@@ -92,7 +92,7 @@ pub(crate) fn with_retries<T>(what: &str, mut request: impl FnMut() -> Result<T>
 }
 
 /// One request: continue the `.incomplete` file from its current length.
-fn attempt(client: &Client, t: &Transfer<'_>, bar: &ProgressBar) -> Result<()> {
+fn attempt(client: &Client, t: &Transfer<'_>, progress: &dyn Progress) -> Result<()> {
     let path = t.incomplete;
     let mut file = OpenOptions::new()
         .create(true)
@@ -105,14 +105,14 @@ fn attempt(client: &Client, t: &Transfer<'_>, bar: &ProgressBar) -> Result<()> {
             return Ok(());
         }
         if have > size {
-            restart(&file, path, have, bar)?;
+            restart(&file, path, have, progress)?;
             have = 0;
         }
     }
     let body = match client.get_from(t.ctx, t.url, have) {
         // The partial file is not a prefix of anything the server has: start over.
         Err(Error::Http { status: 416, .. }) if have > 0 => {
-            restart(&file, path, have, bar)?;
+            restart(&file, path, have, progress)?;
             have = 0;
             client.get_from(t.ctx, t.url, 0)?
         }
@@ -120,7 +120,7 @@ fn attempt(client: &Client, t: &Transfer<'_>, bar: &ProgressBar) -> Result<()> {
     };
     if body.status == 200 && have > 0 {
         // The server ignored `Range` and sends the whole file.
-        restart(&file, path, have, bar)?;
+        restart(&file, path, have, progress)?;
         have = 0;
     } else if body.status == 206 && body.start != Some(have) {
         return Err(Error::Protocol {
@@ -131,7 +131,7 @@ fn attempt(client: &Client, t: &Transfer<'_>, bar: &ProgressBar) -> Result<()> {
             ),
         });
     }
-    let written = copy(body.reader, &mut file, t, bar)?;
+    let written = copy(body.reader, &mut file, t, progress)?;
     file.sync_all().map_err(io_err(path))?;
     match t.expected.size {
         Some(size) if have + written < size => Err(Error::Truncated {
@@ -149,7 +149,7 @@ fn copy(
     mut reader: Box<dyn Read + Send + Sync>,
     file: &mut File,
     t: &Transfer<'_>,
-    bar: &ProgressBar,
+    progress: &dyn Progress,
 ) -> Result<u64> {
     let mut buf = vec![0u8; COPY_BUF];
     let mut written = 0u64;
@@ -165,14 +165,14 @@ fn copy(
         };
         file.write_all(&buf[..n]).map_err(io_err(t.incomplete))?;
         written += n as u64;
-        bar.inc(n as u64);
+        progress.advance(n as u64);
     }
 }
 
-/// Empties the `.incomplete` file (its bytes are counted again on the bar).
-fn restart(file: &File, path: &Path, had: u64, bar: &ProgressBar) -> Result<()> {
+/// Empties the `.incomplete` file (its bytes are counted again in the progress total).
+fn restart(file: &File, path: &Path, had: u64, progress: &dyn Progress) -> Result<()> {
     file.set_len(0).map_err(io_err(path))?;
-    bar.inc_length(had);
+    progress.add_total(had);
     Ok(())
 }
 
