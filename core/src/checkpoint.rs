@@ -182,6 +182,20 @@ impl Checkpoint {
             })
     }
 
+    /// Drops tensor `name`'s pages from the process (see [`SafetensorsFile::release`]).
+    pub fn release(&self, name: &str) {
+        if let Some(shard) = self.tensors.get(name).and_then(|&i| self.shards.get(i)) {
+            shard.release(name);
+        }
+    }
+
+    /// Drops the pages of `bytes`, a slice of tensor `name`, from the process.
+    pub fn release_bytes(&self, name: &str, bytes: &[u8]) {
+        if let Some(shard) = self.tensors.get(name).and_then(|&i| self.shards.get(i)) {
+            shard.release_bytes(bytes);
+        }
+    }
+
     /// Whether the checkpoint has a tensor called `name`.
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name)

@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod dtype;
 pub mod error;
+pub mod footprint;
 pub mod quant;
 pub mod safetensors_file;
 pub mod target;

@@ -144,6 +144,45 @@ impl SafetensorsFile {
         self.metadata.clone()
     }
 
+    /// Drops the pages of tensor `name` from this process's mapping: the data stays in the
+    /// page cache and is read back on the next access. Streaming stages call it after each
+    /// tensor so that reading a multi-GB file does not grow the resident set to its size.
+    /// A no-op for files held in memory and for unknown names; failures are ignored (the
+    /// advice only saves memory).
+    pub fn release(&self, name: &str) {
+        if let Some(e) = self.entries.get(name) {
+            self.release_range(e.range.clone());
+        }
+    }
+
+    /// Like [`release`](Self::release) for `bytes`, a slice of one of this file's tensors
+    /// (a block of rows being streamed); a slice from elsewhere is ignored.
+    pub fn release_bytes(&self, bytes: &[u8]) {
+        let all = self.storage.bytes();
+        let start = (bytes.as_ptr() as usize).wrapping_sub(all.as_ptr() as usize);
+        if start <= all.len() && bytes.len() <= all.len() - start {
+            self.release_range(start..start + bytes.len());
+        }
+    }
+
+    fn release_range(&self, range: Range<usize>) {
+        #[cfg(unix)]
+        if let Storage::Mapped(map) = &self.storage {
+            // SAFETY: the map is a read-only shared mapping of a file treated as immutable (see
+            // `open`): after MADV_DONTNEED the next read faults the same bytes back in from the
+            // file, so every outstanding `&[u8]` into it keeps seeing the same contents.
+            let _ = unsafe {
+                map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    range.start,
+                    range.len(),
+                )
+            };
+        }
+        #[cfg(not(unix))]
+        let _ = range;
+    }
+
     /// Size of the whole file in bytes.
     pub fn file_size(&self) -> u64 {
         self.storage.bytes().len() as u64
@@ -571,6 +610,30 @@ mod tests {
         let missing = dir.path().join("nope.safetensors");
         let msg = SafetensorsFile::open(&missing).unwrap_err().to_string();
         assert!(msg.contains("nope.safetensors"), "{msg}");
+        Ok(())
+    }
+
+    /// Releasing pages (whole tensors, blocks, foreign slices) never changes what is read.
+    #[test]
+    fn released_pages_read_back_the_same() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let path = dir.path().join("m.safetensors");
+        let values: Vec<f32> = (0..3000).map(|i| i as f32 * 0.5).collect();
+        let data: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let h = r#"{"a":{"dtype":"F32","shape":[1000,3],"data_offsets":[0,12000]}}"#;
+        std::fs::write(&path, image(h, &data)).map_err(|e| Error::io(&path, e))?;
+        let f = SafetensorsFile::open(&path)?;
+        let a = f.tensor("a").map(|t| t.data).unwrap_or_default();
+        assert_eq!(a, &data[..]);
+        f.release_bytes(&a[5000..9000]);
+        assert_eq!(a, &data[..]);
+        f.release("a");
+        f.release("missing");
+        f.release_bytes(&data[..100]);
+        assert_eq!(
+            f.tensor("a").map(|t| t.to_f32_vec()).transpose()?,
+            Some(values)
+        );
         Ok(())
     }
 }

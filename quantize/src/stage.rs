@@ -1,7 +1,8 @@
 //! The quantize stage: plans each tensor's scheme from the policy, and streams the checkpoint
 //! tensor by tensor from its mapping into one `model.safetensors` of float tensors and
-//! Q4BF16 / Q8BF16 planes (`docs/formats/q4bf16.md`). Only the tensor being written (as f32)
-//! and its encoded form are in memory at a time; AWQ's scales arrive as a [`Transform`].
+//! Q4BF16 / Q8BF16 planes (`docs/formats/q4bf16.md`). Only a block of the tensor being written
+//! (as f32) and its encoded form are in memory at a time, and each input tensor's pages are
+//! released once written; AWQ's scales arrive as a [`Transform`].
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -166,7 +167,8 @@ pub fn write_weights(
     let mut stats = WriteStats::default();
     for t in plan {
         let view = ck.tensor(&t.name)?;
-        write_tensor(&view, t, (spec, transform), &mut out).map_err(io)?;
+        let release = |block: &[u8]| ck.release_bytes(&t.name, block);
+        write_tensor(&view, t, (spec, transform), &mut out, &release).map_err(io)?;
         stats.input_bytes += view.data.len() as u64;
         stats.output_bytes += t
             .outputs(spec.group)
@@ -183,12 +185,14 @@ pub fn write_weights(
 }
 
 /// Streams one tensor in blocks of rows: only a block's f32 values (and, for quantized
-/// schemes, the whole scales plane, 1/64 of the f32 size at G = 128) are in memory.
+/// schemes, the whole scales plane, 1/64 of the f32 size at G = 128) are in memory, and each
+/// block's input pages are handed to `release` once encoded.
 fn write_tensor(
     view: &TensorView<'_>,
     t: &PlannedTensor,
     (spec, tr): (&StageSpec, &Transform),
     out: &mut impl Write,
+    release: &dyn Fn(&[u8]),
 ) -> std::io::Result<()> {
     let cols = t.shape.last().copied().unwrap_or(1).max(1);
     let rows = view.numel() / cols;
@@ -227,6 +231,7 @@ fn write_tensor(
             }
             _ => out.write_all(&encode_float(&values, t.scheme))?,
         }
+        release(block.data);
     }
     out.write_all(&scales)
 }

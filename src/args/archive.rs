@@ -66,6 +66,9 @@ pub struct PackageArgs {
     pub source_revision: Option<String>,
     #[command(flatten)]
     pub hub: HubArgs,
+    /// Stage records added to the manifest (`alc compile`'s memory estimate).
+    #[arg(skip)]
+    pub extra_stages: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// `inspect PKG`.

@@ -41,6 +41,14 @@ pub struct CompileArgs {
     /// Leave files matching this glob out of the archives (e.g. `goldens.json`); repeatable.
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
+    /// Fail, writing no archive, when the estimated runtime memory exceeds this many MiB:
+    /// weights + kernel library + KV cache at --context (f16, sliding layers only their
+    /// window) + workspace. The estimate is recorded in the manifest either way.
+    #[arg(long, value_name = "MiB")]
+    pub memory_budget: Option<u64>,
+    /// Context (KV cache positions) the memory estimate is computed for.
+    #[arg(long, default_value_t = ava_runtime::generate::DEFAULT_CONTEXT)]
+    pub context: usize,
     /// Compress the archives with zstd (`.tar.zst`).
     #[arg(long)]
     pub zstd: bool,

@@ -417,5 +417,6 @@ fn package_args(stage: &Path, output: &Path) -> PackageArgs {
         source_repo: None,
         source_revision: None,
         hub: HubArgs::default(),
+        extra_stages: Default::default(),
     }
 }

@@ -4,7 +4,9 @@
 //! Every stage writes a directory under `CACHE_DIR/ava-compile/<stage>/<key>/`, where the key is
 //! the sha256 of the stage's input (the previous stage's key, or the source's content) and its
 //! options. A finished stage's directory is reused as is, so a re-run skips it and a changed
-//! option redoes only the stages downstream of it. Each stage is the library function its own
+//! option redoes only the stages downstream of it. Before packaging, the runtime memory of each
+//! build is estimated (`--context`), checked against `--memory-budget` and recorded in the
+//! manifest (`stages.memory`). Each stage is the library function its own
 //! verb uses; the inner verbs run quietly under this command's single progress display.
 
 use std::path::{Path, PathBuf};
@@ -18,6 +20,7 @@ use ava_targets::TargetSpec;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use super::memory::{self, MemoryRecord, MEMORY_STAGE, MIB};
 use super::stage_key::{fill_stage, hash_dir, Hasher};
 use crate::args::compile::CompileArgs;
 use crate::args::{GlobalArgs, HubArgs, MethodArg, PackageArgs, QuantizeArgs};
@@ -50,6 +53,7 @@ struct ArchiveReport {
     path: PathBuf,
     archive_size: u64,
     kernels: usize,
+    memory: MemoryRecord,
 }
 
 /// What `compile --json` prints.
@@ -80,12 +84,14 @@ pub fn run(args: &CompileArgs, ui: &Ui) -> anyhow::Result<()> {
     let mut archives = Vec::new();
     for spec in &specs {
         let (built, kernels) = p.build(&quantized, spec)?;
-        let (path, archive_size) = p.package(&built, spec)?;
+        let memory = p.memory(&built, spec)?;
+        let (path, archive_size) = p.package(&built, spec, &memory)?;
         archives.push(ArchiveReport {
             target: spec.target.name().to_string(),
             path,
             archive_size,
             kernels,
+            memory,
         });
     }
     p.bar.finish_and_clear();
@@ -105,11 +111,12 @@ fn human(r: &CompileReport) -> String {
     let mut s = String::new();
     for a in &r.archives {
         s += &format!(
-            "{}\n  {}: {} kernels, {}\n",
+            "{}\n  {}: {} kernels, {}\n  runtime memory estimate {}\n",
             a.path.display(),
             a.target,
             a.kernels,
-            human_bytes(a.archive_size)
+            human_bytes(a.archive_size),
+            a.memory.describe()
         );
     }
     s + &format!(
@@ -260,12 +267,32 @@ impl<'a> Pipeline<'a> {
         Ok((built, kernels))
     }
 
-    /// Packages one target's build; the archive is linked (or copied) into `-o`.
-    fn package(&mut self, input: &Artifact, spec: &TargetSpec) -> anyhow::Result<(PathBuf, u64)> {
+    /// The runtime memory estimate of one target's build; an error when it exceeds
+    /// `--memory-budget` (before anything is packaged).
+    fn memory(&self, built: &Artifact, spec: &TargetSpec) -> anyhow::Result<MemoryRecord> {
+        let footprint = memory::for_built_dir(&built.dir, spec.target, self.args.context)?;
+        let record = MemoryRecord {
+            footprint,
+            budget_bytes: self.args.memory_budget.map(|m| m.saturating_mul(MIB)),
+        };
+        record.check()?;
+        Ok(record)
+    }
+
+    /// Packages one target's build with its memory estimate in the manifest; the archive is
+    /// linked (or copied) into `-o`.
+    fn package(
+        &mut self,
+        input: &Artifact,
+        spec: &TargetSpec,
+        memory: &MemoryRecord,
+    ) -> anyhow::Result<(PathBuf, u64)> {
         let a = self.args;
+        let memory = serde_json::to_value(memory)?;
         let mut h = Hasher::new("package");
         h.text(&input.key);
         h.text(&format!("{:?} zstd {} {}", a.exclude, a.zstd, a.source));
+        h.text(&memory.to_string());
         let (dir, inner) = (input.dir.clone(), self.inner.clone());
         let name = format!("package {}", spec.target.name());
         let (repo, revision) = source_identity(&a.source);
@@ -283,6 +310,7 @@ impl<'a> Pipeline<'a> {
                 source_repo: Some(repo),
                 source_revision: revision,
                 hub: HubArgs::default(),
+                extra_stages: [(MEMORY_STAGE.to_string(), memory)].into(),
             };
             crate::commands::package::package(&args, &inner).map(drop)
         })?;

@@ -1,4 +1,5 @@
-//! `inspect PKG`: show an archive's manifest without reading its payload.
+//! `inspect PKG`: show an archive's manifest without reading its payload, with the runtime
+//! memory estimate `alc compile` recorded in it.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -8,6 +9,7 @@ use ava_packaging::{read_dir_manifest, read_manifest, reader::is_zstd, Manifest}
 use serde::Serialize;
 
 use crate::args::InspectArgs;
+use crate::commands::memory::MemoryRecord;
 use crate::ui::{human_bytes, Ui};
 
 #[derive(Serialize)]
@@ -70,6 +72,9 @@ fn describe(m: &Manifest, compressed: bool) -> String {
     if !m.stages.is_empty() {
         let names: Vec<&str> = m.stages.keys().map(String::as_str).collect();
         let _ = writeln!(s, "  stages        {}", names.join(", "));
+    }
+    if let Some(memory) = MemoryRecord::from_manifest(m) {
+        let _ = writeln!(s, "  memory        {}", memory.describe());
     }
     let _ = writeln!(
         s,

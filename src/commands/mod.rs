@@ -7,6 +7,7 @@ pub mod convert;
 pub mod download;
 pub mod export;
 pub mod inspect;
+pub mod memory;
 pub mod optimize;
 pub mod package;
 pub mod perplexity;

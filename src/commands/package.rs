@@ -275,7 +275,11 @@ fn package_spec(
             git_commit: crate::GIT_COMMIT.to_string(),
         },
         source,
-        stages: stage.stages,
+        stages: stage
+            .stages
+            .into_iter()
+            .chain(args.extra_stages.clone())
+            .collect(),
     })
 }
 

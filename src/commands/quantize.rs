@@ -3,19 +3,20 @@
 //!
 //! Calibration runs the model through `ava-runtime`; the weights are then streamed tensor by
 //! tensor by `ava_quantize::stage` into a temporary directory beside `-o`, which is reloaded
-//! and renamed into place. Formats: `docs/formats/q4bf16.md`; methods: `docs/quantization.md`.
+//! and renamed into place. A multimodal checkpoint's vision tower and projector are left out. Formats: `docs/formats/q4bf16.md`; methods: `docs/quantization.md`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use ava_core::config::gemma3::is_non_text;
 use ava_core::quant::{FORMAT_VERSION, GROUP_SIZES};
 use ava_core::{Checkpoint, FileRole};
 use ava_packaging::size_label;
 use ava_quantize::awq_gemma3::{gemma3_transform, SiteReport};
 use ava_quantize::calib::{calibrate, CalibOptions, CalibStats};
 use ava_quantize::policy::{Policy, Scheme};
-use ava_quantize::stage::{plan, write_weights, Method, StageSpec, Transform};
+use ava_quantize::stage::{plan, write_weights, Method, PlannedTensor, StageSpec, Transform};
 use ava_runtime::Engine;
 use serde::Serialize;
 use serde_json::json;
@@ -40,6 +41,7 @@ pub struct QuantizeReport {
     policy: String,
     tensors: usize,
     quantized_tensors: usize,
+    skipped_tensors: usize,
     fallbacks: Vec<String>,
     input_bytes: u64,
     output_bytes: u64,
@@ -94,9 +96,12 @@ pub fn quantize(args: &QuantizeArgs, ui: &Ui) -> anyhow::Result<QuantizeReport> 
         }
     };
     let calibration_seconds = started.elapsed().as_secs_f64();
-    let planned = plan(&ck, &spec);
+    let mut planned = plan(&ck, &spec);
+    let all = planned.len();
+    planned.retain(|t| !is_non_text(&t.name));
+    let skipped_tensors = all - planned.len();
     let temp = PartialDir::beside(&args.output)?;
-    let bar = ui.bytes_progress(ck.weights_bytes(), "quantizing");
+    let bar = ui.bytes_progress(planned_bytes(&ck, &planned), "quantizing");
     let write_start = Instant::now();
     let stats = write_weights(
         &ck,
@@ -126,6 +131,7 @@ pub fn quantize(args: &QuantizeArgs, ui: &Ui) -> anyhow::Result<QuantizeReport> 
             .iter()
             .filter(|t| t.scheme.quant_format().is_some())
             .count(),
+        skipped_tensors,
         fallbacks: planned
             .iter()
             .filter(|t| t.fell_back)
@@ -140,6 +146,15 @@ pub fn quantize(args: &QuantizeArgs, ui: &Ui) -> anyhow::Result<QuantizeReport> 
         awq,
     };
     Ok(report)
+}
+
+/// Input bytes of the planned tensors (the progress total).
+fn planned_bytes(ck: &Checkpoint, planned: &[PlannedTensor]) -> u64 {
+    planned
+        .iter()
+        .filter_map(|t| ck.tensor(&t.name).ok())
+        .map(|v| v.data.len() as u64)
+        .sum()
 }
 
 fn stage_spec(args: &QuantizeArgs) -> anyhow::Result<StageSpec> {
@@ -257,6 +272,12 @@ fn human(r: &QuantizeReport) -> String {
     }
     if let Some(rss) = r.peak_rss_bytes {
         s += &format!(", peak RSS {}", human_bytes(rss));
+    }
+    if r.skipped_tensors > 0 {
+        s += &format!(
+            "\n  left out {} vision tower / projector tensors (text model only)",
+            r.skipped_tensors
+        );
     }
     if !r.fallbacks.is_empty() {
         s += &format!(

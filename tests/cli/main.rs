@@ -7,6 +7,7 @@ mod aon_int8;
 mod aon_runtime;
 mod aon_validate;
 mod archive;
+mod big_models;
 mod checkpoint;
 mod convert;
 mod download;

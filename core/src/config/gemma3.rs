@@ -58,6 +58,20 @@ pub const MULTIMODAL_V5_PREFIX: &str = "model.language_model.";
 /// Every prefix under which Gemma 3 text weights are found, in lookup order.
 pub const WEIGHT_PREFIXES: [&str; 3] = [CAUSAL_LM_PREFIX, MULTIMODAL_PREFIX, MULTIMODAL_V5_PREFIX];
 
+/// Prefixes of the vision tower and projector of `Gemma3ForConditionalGeneration` (transformers
+/// 4.x and 5 names): the text pipeline leaves these tensors out.
+pub const NON_TEXT_PREFIXES: [&str; 4] = [
+    "vision_tower.",
+    "multi_modal_projector.",
+    "model.vision_tower.",
+    "model.multi_modal_projector.",
+];
+
+/// Whether tensor `name` belongs to the vision side of a multimodal checkpoint.
+pub fn is_non_text(name: &str) -> bool {
+    NON_TEXT_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
 /// Attention kind of one decoder layer.
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

@@ -320,7 +320,7 @@ fn estimate(archive: &Path, host: &Classifier) -> anyhow::Result<AonMemory> {
     let per_token = HIDDEN_ROWS * hidden + WIDE_ROWS * (ffn + embedding);
     let activation = (len * per_token * size_of::<f32>()) as u64;
     let weights = model.len() as u64;
-    let scratch = SCRATCH_BASE_BYTES + tokenizer * TOKENIZER_EXPANSION;
+    let scratch = footprint::WORKSPACE_BASE_BYTES + tokenizer * footprint::TOKENIZER_EXPANSION;
     Ok(AonMemory {
         weights_bytes: weights,
         load_copy_bytes: weights,

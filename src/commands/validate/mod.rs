@@ -11,15 +11,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Output};
 
 use anyhow::{bail, Context};
+use ava_core::footprint::{self, FootprintInputs, KvDtype};
 use ava_core::{Gemma3Config, Target};
 use ava_packaging::{Manifest, PackageTarget, Role};
 use ava_runtime::stepwise::run_steps;
-use ava_runtime::{Engine, KvCache};
+use ava_runtime::Engine;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::args::run::Backend;
 use crate::args::validate::{AonValidateArgs, Device, RunnerArgs, RunnerProfile, ValidateArgs};
+use crate::commands::memory::MemoryRecord;
 use crate::ui::{human_bytes, Ui};
 
 /// Exit code when a check fails.
@@ -32,10 +34,6 @@ const RUNNER_REPORT_VERSION: u64 = 1;
 const ADB_ROOT: &str = "/data/local/tmp";
 /// The qemu command of `--device qemu` (Debian `qemu-user` + `libc6-dev-arm64-cross`).
 const QEMU: [&str; 3] = ["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"];
-/// Fixed part of the scratch estimate: the runner, its threads' stacks, allocator slack.
-const SCRATCH_BASE_BYTES: u64 = 32 << 20;
-/// A tokenizer's in-memory size relative to its `tokenizer.json`.
-const TOKENIZER_EXPANSION: u64 = 4;
 /// Lines of a failed cargo build shown in the error.
 const CARGO_ERROR_LINES: usize = 30;
 /// The prompts file pushed next to the runner.
@@ -135,6 +133,10 @@ struct Memory {
     estimate_bytes: u64,
     device_mem_total_bytes: Option<u64>,
     context: usize,
+    /// `alc compile --memory-budget`, from the manifest.
+    budget_bytes: Option<u64>,
+    /// The estimate `alc compile` recorded in the manifest.
+    recorded_estimate_bytes: Option<u64>,
 }
 
 #[derive(Serialize, Default)]
@@ -207,7 +209,15 @@ impl Outcome for Report {
             ));
         }
         if let Some(rss) = self.peak_rss_bytes {
-            s.push_str(&format!("  peak RSS {}\n", human_bytes(rss)));
+            let m = &self.memory;
+            s.push_str(&format!(
+                "  peak RSS {} (estimate {}{})\n",
+                human_bytes(rss),
+                human_bytes(m.recorded_estimate_bytes.unwrap_or(m.estimate_bytes)),
+                m.budget_bytes
+                    .map(|b| format!(", budget {}", human_bytes(b)))
+                    .unwrap_or_default()
+            ));
         }
         for t in &self.near_ties {
             s.push_str(&format!(
@@ -295,6 +305,10 @@ fn validate(args: &ValidateArgs, ui: &Ui) -> anyhow::Result<Report> {
             let n = args.max_new_tokens;
             let c = compare_run(&engine, &prompts, &expected, &run, n, tolerance)?;
             record(&mut report, c);
+        }
+        if let Some(budget) = report.memory.budget_bytes {
+            let check = budget_check(report.peak_rss_bytes, &report.memory, budget);
+            report.checks.push(check);
         }
     }
     report.ok = report.checks.iter().all(|c| c.ok);
@@ -556,7 +570,7 @@ fn record(report: &mut Report, c: Comparison) {
 }
 
 /// Weights + kernel library + KV cache (sliding-window aware) + scratch (activations of the
-/// longest prefill, logits, tokenizer, a fixed base).
+/// longest prefill, logits, tokenizer, a fixed base): `ava_core::footprint`.
 fn estimate(manifest: &Manifest, cfg: &Gemma3Config, context: usize, prompt: usize) -> Memory {
     let size_of = |role: Role| -> u64 {
         manifest
@@ -566,24 +580,52 @@ fn estimate(manifest: &Manifest, cfg: &Gemma3Config, context: usize, prompt: usi
             .map(|f| f.size)
             .sum()
     };
-    let per_token = 3 * cfg.hidden_size
-        + (cfg.num_attention_heads + 2 * cfg.num_key_value_heads) * cfg.head_dim
-        + 2 * cfg.intermediate_size
-        + cfg.num_attention_heads * context;
-    let activations = (prompt.max(1) * per_token + 2 * cfg.vocab_size) * 4;
-    let scratch =
-        SCRATCH_BASE_BYTES + activations as u64 + size_of(Role::Tokenizer) * TOKENIZER_EXPANSION;
-    let weights = size_of(Role::Weights);
-    let library = size_of(Role::Library);
-    let kv = KvCache::bytes_for(cfg, context) as u64;
+    let inputs = FootprintInputs {
+        weights_bytes: size_of(Role::Weights),
+        library_bytes: size_of(Role::Library),
+        tokenizer_bytes: size_of(Role::Tokenizer),
+        context,
+        prefill_tokens: prompt,
+        kv: KvDtype::default(),
+    };
+    let f = footprint::estimate(cfg, &inputs);
+    let recorded = MemoryRecord::from_manifest(manifest);
     Memory {
-        weights_bytes: weights,
-        library_bytes: library,
-        kv_cache_bytes: kv,
-        scratch_bytes: scratch,
-        estimate_bytes: weights + library + kv + scratch,
+        weights_bytes: f.weights_bytes,
+        library_bytes: f.library_bytes,
+        kv_cache_bytes: f.kv_cache_bytes,
+        scratch_bytes: f.workspace_bytes,
+        estimate_bytes: f.total_bytes,
         device_mem_total_bytes: None,
         context,
+        budget_bytes: recorded.as_ref().and_then(|r| r.budget_bytes),
+        recorded_estimate_bytes: recorded.map(|r| r.footprint.total_bytes),
+    }
+}
+
+/// The `budget` check: the measured peak RSS against `alc compile --memory-budget`.
+fn budget_check(peak_rss: Option<u64>, m: &Memory, budget: u64) -> Check {
+    let estimate = m.recorded_estimate_bytes.unwrap_or(m.estimate_bytes);
+    let (ok, detail) = match peak_rss {
+        None => (
+            false,
+            "the runner reported no peak RSS; cannot check the budget".to_string(),
+        ),
+        Some(rss) => (
+            rss <= budget,
+            format!(
+                "peak RSS {} {} budget {} (estimate {})",
+                human_bytes(rss),
+                if rss <= budget { "within" } else { "exceeds" },
+                human_bytes(budget),
+                human_bytes(estimate)
+            ),
+        ),
+    };
+    Check {
+        name: "budget",
+        ok,
+        detail,
     }
 }
 
