@@ -79,12 +79,17 @@ pub fn run(args: &CompileArgs, ui: &Ui) -> anyhow::Result<()> {
     let mut p = Pipeline::new(args, ui, cache.clone(), 2 + 2 * specs.len() as u64);
     let checkpoint = p.source()?;
     let quantized = p.quantize(&checkpoint)?;
-    std::fs::create_dir_all(&args.output)
-        .with_context(|| format!("creating {}", args.output.display()))?;
-    let mut archives = Vec::new();
+    // Every target is built and checked against the budget before any archive is written.
+    let mut builds = Vec::new();
     for spec in &specs {
         let (built, kernels) = p.build(&quantized, spec)?;
         let memory = p.memory(&built, spec)?;
+        builds.push((spec, built, kernels, memory));
+    }
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("creating {}", args.output.display()))?;
+    let mut archives = Vec::new();
+    for (spec, built, kernels, memory) in builds {
         let (path, archive_size) = p.package(&built, spec, &memory)?;
         archives.push(ArchiveReport {
             target: spec.target.name().to_string(),
