@@ -10,13 +10,16 @@ use std::process::Command;
 
 use crate::alc;
 
-/// Writes the scaled-down `preset` (`tiny-1b`, `tiny-4b`) into `dir/name`.
+/// Writes the scaled-down `preset` (`tiny-1b`, `tiny-4b`) into `dir/preset`. Random models
+/// have near-ties, where the q4 kernels of the two backends may round differently: like the
+/// committed fixtures, each preset uses a seed whose greedy tokens here have none.
 fn synthetic(dir: &Path, preset: &str) -> PathBuf {
+    let seed = if preset == "tiny-1b" { "1" } else { "0" };
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = dir.join(preset);
     let status = Command::new(repo.join(".venv/bin/python"))
         .arg(repo.join("fixtures/gen/make_synthetic_gemma.py"))
-        .args(["--preset", preset, "-o"])
+        .args(["--preset", preset, "--seed", seed, "-o"])
         .arg(&out)
         .status()
         .expect("the .venv Python runs (make setup)");
