@@ -198,7 +198,12 @@ pub struct CompileArgs {
     /// Archive name (default: the source directory's name).
     #[arg(long)]
     pub name: Option<String>,
-    /// Output: a directory (the archive is named by the naming scheme) or an archive path.
+    /// Output: a directory (the archive is named by the naming scheme; created when missing
+    /// if written with a trailing `/`) or an archive path.
     #[arg(short, long, value_name = "OUT")]
     pub output: PathBuf,
+    /// Version of the archive: a number, or `auto` (one above the highest version of the same
+    /// name in the output directory).
+    #[arg(long = "package-version", value_name = "N|auto", default_value = "1")]
+    pub package_version: crate::commands::archive_identity::PackageVersion,
 }

@@ -27,7 +27,8 @@ pub enum CommonCommand {
 #[derive(Args, Clone, Debug)]
 #[command(
     after_help = "OUT may be a file name or an existing directory, in which case the archive \
-gets its conventional name, e.g. gemma3-270m-q4bf16-android-arm64-v1.tar."
+gets its conventional name: family and parameter count unless --name, e.g. \
+gemma3-268m-q4bf16-android-arm64-v1.tar for Gemma 3 270M (268M parameters)."
 )]
 pub struct PackageArgs {
     /// A checkpoint directory (config.json, *.safetensors, tokenizer files), a stage output, or a

@@ -6,6 +6,7 @@ use ava_core::Target;
 use clap::Args;
 
 use super::{HubArgs, QuantArg};
+use crate::commands::archive_identity::PackageVersion;
 
 /// `compile SOURCE --quant Q --target T [--target T2 ...] [--calib FILE] -o OUT`.
 #[derive(Args, Clone, Debug)]
@@ -13,8 +14,9 @@ use super::{HubArgs, QuantArg};
     after_help = "Stages: download (repo ids) -> convert (.gguf) -> quantize -> build (per \
 target) -> package (per target). Each stage's output is cached under CACHE_DIR/ava-compile/ by \
 the hash of its inputs and options, so a re-run skips finished stages and a changed option redoes \
-only the stages that depend on it. OUT receives one archive per target, named by the naming \
-scheme (e.g. gemma3-270m-q4bf16-linux-x86_64-v1.tar). See docs/tvm.md."
+only the stages that depend on it. OUT receives one archive per target, named after the source \
+(repository, directory or file name; e.g. gemma-3-270m-it-q4bf16-linux-x86_64-v1.tar). An \
+archive there from another source is never replaced without --force. See docs/tvm.md."
 )]
 pub struct CompileArgs {
     /// A hub repository id (`org/name[@REV]`), a checkpoint directory or a `.gguf` file.
@@ -55,6 +57,13 @@ pub struct CompileArgs {
     /// Directory the archives are written to (created if missing).
     #[arg(short, long, value_name = "DIR")]
     pub output: PathBuf,
+    /// Version of the archives: a number, or `auto` (one above the highest version of the
+    /// same name in the output directory).
+    #[arg(long = "package-version", value_name = "N|auto", default_value = "1")]
+    pub package_version: PackageVersion,
+    /// Replace an archive in the output directory that was made from another source.
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub hub: HubArgs,
 }

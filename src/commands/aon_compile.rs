@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 
 use super::aon_data::Example;
 use super::aon_oos::{self as oos, OosMetrics, Scored, OOS_STAGE};
+use super::archive_identity::resolve_version;
 use super::package::{package, STAGE_FILE};
 use crate::args::aon_int8::{CompileArgs, CompileQuant, OosThreshold};
 use crate::args::{HubArgs, PackageArgs};
@@ -278,6 +279,20 @@ pub fn run(args: &CompileArgs, ui: &Ui) -> anyhow::Result<()> {
     write_stage_file(stage, args, &report)?;
     let mut pkg_args = package_args(stage, &args.output);
     pkg_args.target = args.target.map(PackageTarget::Native);
+    let as_dir = args.output.is_dir() || args.output.to_string_lossy().ends_with('/');
+    if as_dir {
+        std::fs::create_dir_all(&args.output)
+            .with_context(|| format!("creating {}", args.output.display()))?;
+    }
+    let target = args.target.map_or("any", |t| t.name());
+    pkg_args.package_version = resolve_version(
+        args.package_version,
+        &args.output,
+        &archive_name(args),
+        &report.quantization,
+        &[target],
+    )
+    .to_string();
     let packaged = package(&pkg_args, ui)?;
     report.archive = packaged.path;
     report.archive_bytes = packaged.archive_size;
@@ -326,17 +341,22 @@ fn build_kernels(
     reports.pop().context("the kernel build reported no target")
 }
 
+/// The archive's name: `--name`, else the source directory's name.
+fn archive_name(args: &CompileArgs) -> String {
+    args.name.clone().unwrap_or_else(|| {
+        args.source
+            .file_name()
+            .map_or("malbert".into(), |n| n.to_string_lossy().into_owned())
+    })
+}
+
 /// `ava-stage.json`: name, family, quantization, and the `aon-compile` and `oos` stages.
 fn write_stage_file(
     stage: &Path,
     args: &CompileArgs,
     report: &CompileReport,
 ) -> anyhow::Result<()> {
-    let name = args.name.clone().unwrap_or_else(|| {
-        args.source
-            .file_name()
-            .map_or("malbert".into(), |n| n.to_string_lossy().into_owned())
-    });
+    let name = archive_name(args);
     let mut compile = serde_json::to_value(report)?;
     if let Some(obj) = compile.as_object_mut() {
         for key in RUN_ONLY_KEYS.iter().chain(["oos"].iter()) {

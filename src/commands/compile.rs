@@ -14,16 +14,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use ava_hub::split_revision;
+use ava_packaging::Source;
 use ava_quantize::import::{write_checkpoint, ImportPlan, OutDtype};
 use ava_quantize::GgufFile;
 use ava_targets::TargetSpec;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use super::archive_identity::{check_replace, resolve_version, source_name};
 use super::memory::{self, MemoryRecord, MEMORY_STAGE, MIB};
 use super::stage_key::{fill_stage, hash_dir, Hasher};
 use crate::args::compile::CompileArgs;
 use crate::args::{GlobalArgs, HubArgs, MethodArg, PackageArgs, QuantizeArgs};
+use crate::commands::package::hub_source;
 use crate::hub::resolve_checkpoint;
 use crate::ui::{human_bytes, Ui};
 
@@ -78,6 +81,7 @@ pub fn run(args: &CompileArgs, ui: &Ui) -> anyhow::Result<()> {
         .collect::<Result<Vec<_>, _>>()?;
     let mut p = Pipeline::new(args, ui, cache.clone(), 2 + 2 * specs.len() as u64);
     let checkpoint = p.source()?;
+    p.identify(&checkpoint);
     let quantized = p.quantize(&checkpoint)?;
     // Every target is built and checked against the budget before any archive is written.
     let mut builds = Vec::new();
@@ -147,6 +151,16 @@ struct Pipeline<'a> {
     cache: PathBuf,
     bar: ProgressBar,
     stages: Vec<StageReport>,
+    /// The archives' name, version and source, once the source is known.
+    identity: Identity,
+}
+
+/// What the archives of one `compile` are called and where they come from.
+#[derive(Default)]
+struct Identity {
+    name: String,
+    version: u64,
+    source: Source,
 }
 
 impl<'a> Pipeline<'a> {
@@ -163,7 +177,38 @@ impl<'a> Pipeline<'a> {
             cache,
             bar: steps_bar(ui, steps),
             stages: Vec::new(),
+            identity: Identity::default(),
         }
+    }
+
+    /// Names the archives after the source and records where it came from: a hub id with the
+    /// commit its snapshot was resolved to, a local source with the digest of its content.
+    fn identify(&mut self, checkpoint: &Artifact) {
+        let a = self.args;
+        let name = source_name(&a.source);
+        let source = if Path::new(&a.source).exists() {
+            Source {
+                repository: "local".into(),
+                revision: Some(format!("sha256:{}", checkpoint.key)),
+                ..Source::default()
+            }
+        } else {
+            let (id, rev) = split_revision(&a.source);
+            let commit = hub_source(&checkpoint.dir).revision;
+            Source {
+                repository: id.to_string(),
+                revision: commit.or(rev.map(str::to_string)),
+                ..Source::default()
+            }
+        };
+        let quant = format!("{:?}", a.quant).to_lowercase();
+        let targets: Vec<&str> = a.targets.iter().map(|t| t.name()).collect();
+        let version = resolve_version(a.package_version, &a.output, &name, &quant, &targets);
+        self.identity = Identity {
+            name,
+            version,
+            source,
+        };
     }
 
     /// The checkpoint to quantize: the source directory (downloaded first for a repo id), or
@@ -298,17 +343,24 @@ impl<'a> Pipeline<'a> {
         h.text(&input.key);
         h.text(&format!("{:?} zstd {} {}", a.exclude, a.zstd, a.source));
         h.text(&memory.to_string());
+        let id = &self.identity;
+        h.text(&format!(
+            "{} v{} {} {:?}",
+            id.name, id.version, id.source.repository, id.source.revision
+        ));
         let (dir, inner) = (input.dir.clone(), self.inner.clone());
-        let name = format!("package {}", spec.target.name());
-        let (repo, revision) = source_identity(&a.source);
-        let staged = self.stage(&name, h, |out| {
+        let (name, version) = (id.name.clone(), id.version.to_string());
+        let (repo, revision) = (id.source.repository.clone(), id.source.revision.clone());
+        let source = id.source.clone();
+        let stage = format!("package {}", spec.target.name());
+        let staged = self.stage(&stage, h, |out| {
             let args = PackageArgs {
                 dir,
                 output: out.to_path_buf(),
                 exclude: a.exclude.clone(),
                 zstd: a.zstd,
-                name: None,
-                package_version: "1".into(),
+                name: Some(name),
+                package_version: version,
                 target: None,
                 family: None,
                 quantization: None,
@@ -322,6 +374,7 @@ impl<'a> Pipeline<'a> {
         let archive = only_file(&staged.dir)?;
         let name = archive.file_name().context("archive name")?;
         let dest = a.output.join(name);
+        check_replace(&dest, &source, a.force)?;
         let _ = std::fs::remove_file(&dest);
         if std::fs::hard_link(&archive, &dest).is_err() {
             std::fs::copy(&archive, &dest)
@@ -398,15 +451,6 @@ fn steps_bar(ui: &Ui, steps: u64) -> ProgressBar {
     }
     bar.enable_steady_tick(Duration::from_millis(120));
     bar
-}
-
-/// Repository and revision recorded in the manifest: the repo id for a hub source, else local.
-fn source_identity(source: &str) -> (String, Option<String>) {
-    if Path::new(source).exists() {
-        return ("local".into(), None);
-    }
-    let (id, rev) = split_revision(source);
-    (id.to_string(), rev.map(str::to_string))
 }
 
 /// The single file a package stage wrote.

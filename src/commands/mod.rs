@@ -1,6 +1,7 @@
 //! One module per verb, each with a single `run`.
 
 pub mod aon_convert;
+pub mod archive_identity;
 pub mod build;
 pub mod compile;
 pub mod convert;

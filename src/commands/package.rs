@@ -311,7 +311,7 @@ fn weights_quantization(ck: &Checkpoint) -> String {
 }
 
 /// Repository and commit from a hub cache path (`.../models--org--name/snapshots/<commit>`).
-fn hub_source(dir: &Path) -> Source {
+pub(crate) fn hub_source(dir: &Path) -> Source {
     let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let parts: Vec<String> = abs
         .components()

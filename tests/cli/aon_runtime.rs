@@ -371,3 +371,49 @@ fn compile_for_a_target_carries_tvm_kernels_that_agree_with_native() {
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("aon compile --target"), "{}", r.stderr);
 }
+
+/// `-o DIR/` creates the directory (as `alc compile` does), and `--package-version auto` gives a
+/// second compile the next version instead of replacing the first archive.
+#[test]
+fn compile_creates_the_output_directory_and_auto_versions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clinc = fixtures().join("gen/data/clinc150.json");
+    let src = fixtures().join("models/albert-clinc");
+    let compile = |extra: &[&str]| {
+        let mut args = vec![
+            "--cache-dir",
+            "cache",
+            "compile",
+            src.to_str().unwrap(),
+            "--intents",
+            clinc.to_str().unwrap(),
+            "--keep-head",
+            "--samples",
+            "16",
+            "--val-samples",
+            "20",
+            "-o",
+            "new/dir/",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        json(&aon(tmp.path(), &args))["archive"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(compile(&[]), "new/dir/albert-clinc-int8-any-v1.tar");
+    let second = compile(&["--package-version", "auto"]);
+    assert_eq!(second, "new/dir/albert-clinc-int8-any-v2.tar");
+    assert!(tmp
+        .path()
+        .join("new/dir/albert-clinc-int8-any-v1.tar")
+        .is_file());
+    assert!(tmp.path().join(&second).is_file());
+    let bad = aon(
+        tmp.path(),
+        &["compile", "x", "--package-version", "0", "-o", "o/"],
+    );
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("is not a version"), "{}", bad.stderr);
+}

@@ -60,7 +60,7 @@ fn compile_caches_stages_and_redoes_only_what_an_option_changes() {
     );
     assert_eq!(cached(&first), [false, false, false, false]);
     let archive = first["archives"][0]["path"].as_str().unwrap();
-    assert_eq!(archive, "out/gemma3-255k-f32-linux-x86_64-v1.tar");
+    assert_eq!(archive, "out/gemma3-tiny-f32-linux-x86_64-v1.tar");
     assert!(tmp.path().join(archive).is_file());
     assert!(first["archives"][0]["kernels"].as_u64().unwrap() > 10);
 
@@ -71,7 +71,7 @@ fn compile_caches_stages_and_redoes_only_what_an_option_changes() {
     assert_eq!(cached(&zstd), [false, true, true, false]);
     assert!(tmp
         .path()
-        .join("out/gemma3-255k-f32-linux-x86_64-v1.tar.zst")
+        .join("out/gemma3-tiny-f32-linux-x86_64-v1.tar.zst")
         .is_file());
     // Quantization options redo everything after the source.
     let bf16 = compile(tmp.path(), &fixture, &["--quant", "bf16"]);

@@ -641,3 +641,70 @@ fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// `alc compile` names archives after the source and records the hub commit; a second source
+/// of the same name never silently replaces the first's archive.
+#[test]
+fn compile_names_archives_by_source_records_the_commit_and_never_replaces_another() {
+    let server = start();
+    let home = Home::new();
+    let fixture = gemma3_tiny();
+    let compile = |source: &str, extra: &[&str]| {
+        let mut args = vec![
+            "--cache-dir",
+            "cache",
+            "compile",
+            source,
+            "--quant",
+            "f32",
+            "--target",
+            "linux-x86_64",
+            "--exclude",
+            "goldens.json",
+            "-o",
+            "out",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        home.alc(&server, &[], &args)
+    };
+    let source_of = |archive: &str| {
+        let m = home
+            .alc(&server, &[], &["inspect", archive, "--json"])
+            .ok()
+            .json();
+        (
+            m["manifest"]["source"]["repository"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            m["manifest"]["source"]["revision"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        )
+    };
+    let v1 = "out/gemma3-tiny-f32-linux-x86_64-v1.tar";
+    let local = compile(fixture.to_str().unwrap(), &[]).ok().json();
+    assert_eq!(local["archives"][0]["path"], v1);
+    let (repo, rev) = source_of(v1);
+    assert_eq!(repo, "local");
+    assert!(rev.starts_with("sha256:"), "{rev}");
+
+    // The hub repository of the same name: refused, the local archive untouched.
+    let clash = compile(GEMMA, &[]);
+    assert_eq!(clash.code, 1, "{}", clash.stderr);
+    assert!(clash.stderr.contains("another source"), "{}", clash.stderr);
+    assert!(clash.stderr.contains("--force"), "{}", clash.stderr);
+    assert_eq!(source_of(v1).0, "local");
+
+    // --package-version auto: the next version, with the commit the hub resolved `main` to.
+    let auto = compile(GEMMA, &["--package-version", "auto"]).ok().json();
+    let v2 = "out/gemma3-tiny-f32-linux-x86_64-v2.tar";
+    assert_eq!(auto["archives"][0]["path"], v2);
+    assert_eq!(source_of(v2), (GEMMA.to_string(), MAIN.to_string()));
+    // --force replaces v1; the same source again needs no --force.
+    compile(GEMMA, &["--force"]).ok();
+    assert_eq!(source_of(v1), (GEMMA.to_string(), MAIN.to_string()));
+    compile(GEMMA, &[]).ok();
+}
