@@ -137,7 +137,7 @@ lengths=$(mktemp)
   echo "albert-base-v2-sized model (hidden 768, 12 layers, random weights): CLINC150 test utterances'"
   echo "words repeated to the length. Ours: INT8 archive (\`aon compile --target linux-x86_64\`),"
   echo "tokenizer included; onnxruntime: model only, same token ids; fp32 on \`aon optimize --passes ort\`,"
-  echo "dynamic INT8 = quantize_dynamic of that file, static QDQ = the archive's model.onnx."
+  echo "dynamic INT8 = quantize_dynamic of the \`standard\`-optimized float model, static QDQ = the archive's model.onnx."
   echo "Machine: $(machine_line). Script: \`scripts/bench/aon.sh\`."
   echo
   header="| model | engine | threads |"; rule="|---|---|---|"
