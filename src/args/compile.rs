@@ -48,9 +48,10 @@ pub struct CompileArgs {
     /// window) + workspace. The estimate is recorded in the manifest either way.
     #[arg(long, value_name = "MiB")]
     pub memory_budget: Option<u64>,
-    /// Context (KV cache positions) the memory estimate is computed for.
-    #[arg(long, default_value_t = ava_runtime::generate::DEFAULT_CONTEXT)]
-    pub context: usize,
+    /// Context (KV cache positions) the memory estimate is computed for [default: the
+    /// runtime's default context, capped at the model's positions].
+    #[arg(long)]
+    pub context: Option<usize>,
     /// Compress the archives with zstd (`.tar.zst`).
     #[arg(long)]
     pub zstd: bool,

@@ -70,9 +70,16 @@ impl MemoryRecord {
 }
 
 /// The estimate for a built stage directory (`checkpoint/` of `alc build`) on `target`.
-pub fn for_built_dir(dir: &Path, target: Target, context: usize) -> anyhow::Result<Footprint> {
+/// Without an explicit `context`, the runtime's default context capped at the model's positions.
+pub fn for_built_dir(
+    dir: &Path,
+    target: Target,
+    context: Option<usize>,
+) -> anyhow::Result<Footprint> {
     let ck = Checkpoint::open(dir).with_context(|| format!("reading {}", dir.display()))?;
     let cfg = ck.gemma3()?;
+    let context =
+        context.unwrap_or(ava_runtime::generate::DEFAULT_CONTEXT.min(cfg.max_position_embeddings));
     if context == 0 || context > cfg.max_position_embeddings {
         bail!(
             "--context {context}: must be between 1 and the model's {} positions",

@@ -54,7 +54,7 @@ impl Normal {
 pub fn random_checkpoint(dir: &Path) -> PathBuf {
     let out = dir.join("win4");
     std::fs::create_dir_all(&out).unwrap();
-    let mut rng = Normal(0x5EED_0F_A4C4);
+    let mut rng = Normal(0x005E_ED0F_A4C4);
     let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
     let mut add = |name: String, shape: Vec<usize>, mean: f32, std: f32| {
         let data = rng.sample(mean, std, shape.iter().product());

@@ -142,7 +142,7 @@ impl Comparison {
         if margin.is_some() {
             self.tokens_match = false;
         }
-        let tie_outside = margin.is_some_and(|m| !(m <= self.tolerance));
+        let tie_outside = margin.is_some_and(|m| m.is_nan() || m > self.tolerance);
         if too_far || tie_outside {
             self.diverge(Divergence {
                 prompt,
