@@ -1,12 +1,16 @@
 //! Calibration: runs the model through `ava-runtime` on calibration text and collects, for
-//! every projection input, per-input-channel statistics (mean |x|, mean x²) and a strided
-//! sample of activation rows (AWQ measures each candidate's output error on them).
+//! every projection input, per-input-channel statistics (mean |x|, mean x²), a strided
+//! sample of activation rows (AWQ measures each candidate's output error on them) and,
+//! for GPTQ, the input's Hessian `XᵀX` (accumulated with `faer`'s parallel matrix product).
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use ava_runtime::gemma3::Site;
 use ava_runtime::Engine;
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
+use ndarray::Array2;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
@@ -29,6 +33,8 @@ pub struct CalibOptions {
     pub seq_len: usize,
     /// Activation rows kept per site.
     pub keep_rows: usize,
+    /// Accumulate each site's Hessian `XᵀX` (GPTQ).
+    pub hessians: bool,
 }
 
 impl Default for CalibOptions {
@@ -37,6 +43,7 @@ impl Default for CalibOptions {
             samples: DEFAULT_SAMPLES,
             seq_len: DEFAULT_SEQ_LEN,
             keep_rows: DEFAULT_KEEP_ROWS,
+            hessians: false,
         }
     }
 }
@@ -52,6 +59,8 @@ pub struct SiteStats {
     sum_sq: Vec<f64>,
     /// Kept rows, `[kept, width]`.
     pub rows: Vec<f32>,
+    /// `XᵀX` over every row seen, `[width, width]` (when asked for).
+    pub hessian: Option<Array2<f32>>,
 }
 
 impl SiteStats {
@@ -72,11 +81,18 @@ impl SiteStats {
         self.rows.len() / self.width.max(1)
     }
 
-    fn add(&mut self, x: &[f32], width: usize, stride: usize, keep: usize) {
+    fn add(&mut self, x: &[f32], width: usize, stride: usize, opts: &CalibOptions) {
+        let keep = opts.keep_rows;
         if self.width == 0 {
             self.width = width;
             self.sum_abs = vec![0.0; width];
             self.sum_sq = vec![0.0; width];
+            if opts.hessians {
+                self.hessian = Some(Array2::zeros((width, width)));
+            }
+        }
+        if let Some(h) = self.hessian.as_mut().and_then(|h| h.as_slice_mut()) {
+            add_gram(h, x, width);
         }
         for row in x.chunks_exact(width) {
             for ((a, q), &v) in self.sum_abs.iter_mut().zip(&mut self.sum_sq).zip(row) {
@@ -115,17 +131,31 @@ impl CalibStats {
     }
 }
 
+/// The calibration text used when none is given: prose, dialogue and instructions (see
+/// `quantize/data/ATTRIBUTION.md`; not WikiText-2's test split).
+pub const DEFAULT_CORPUS: &str = include_str!("../data/calibration.txt");
+/// How the built-in corpus is named in reports and the manifest.
+pub const DEFAULT_CORPUS_NAME: &str = "built-in (quantize/data/calibration.txt)";
+
 /// Runs `engine` over up to `opts.samples` sequences of `text_file` (evenly spread over it).
 pub fn calibrate(engine: &Engine, text_file: &Path, opts: &CalibOptions) -> Result<CalibStats> {
     let bytes = std::fs::read(text_file).map_err(|e| Error::io(text_file, e))?;
-    let text = String::from_utf8_lossy(&bytes);
+    calibrate_bytes(engine, (&bytes, &text_file.display().to_string()), opts)
+}
+
+/// [`calibrate`] on text in memory, `label` naming it in errors.
+pub fn calibrate_bytes(
+    engine: &Engine,
+    (bytes, label): (&[u8], &str),
+    opts: &CalibOptions,
+) -> Result<CalibStats> {
+    let text = String::from_utf8_lossy(bytes);
     let tokens = engine.tokenizer().encode_plain(&text)?;
     let body = opts.seq_len.saturating_sub(1).max(1);
     let windows = tokens.len() / body;
     if windows == 0 {
         return Err(Error::Quantize(format!(
-            "{}: {} tokens, fewer than one calibration sequence of {}",
-            text_file.display(),
+            "{label}: {} tokens, fewer than one calibration sequence of {}",
             tokens.len(),
             opts.seq_len
         )));
@@ -133,7 +163,7 @@ pub fn calibrate(engine: &Engine, text_file: &Path, opts: &CalibOptions) -> Resu
     let count = opts.samples.clamp(1, windows);
     let stride = (count * opts.seq_len / opts.keep_rows.max(1)).max(1);
     let mut stats = CalibStats {
-        sha256: hex::encode(Sha256::digest(&bytes)),
+        sha256: hex::encode(Sha256::digest(bytes)),
         ..CalibStats::default()
     };
     for i in 0..count {
@@ -142,7 +172,6 @@ pub fn calibrate(engine: &Engine, text_file: &Path, opts: &CalibOptions) -> Resu
         seq.extend_from_slice(&tokens[start..start + body]);
         let mut cache = engine.model().new_cache(seq.len());
         let sites = &mut stats.sites;
-        let keep = opts.keep_rows;
         engine
             .model()
             .forward_observed(&seq, &mut cache, &mut |layer, site, x| {
@@ -150,10 +179,18 @@ pub fn calibrate(engine: &Engine, text_file: &Path, opts: &CalibOptions) -> Resu
                 sites
                     .entry((layer, site))
                     .or_default()
-                    .add(x, width, stride, keep);
+                    .add(x, width, stride, opts);
             })?;
         stats.tokens += seq.len();
         stats.sequences += 1;
     }
     Ok(stats)
+}
+
+/// `h += xᵀx` for `x` of `[n, width]` rows (all cores).
+fn add_gram(h: &mut [f32], x: &[f32], width: usize) {
+    let n = x.len() / width;
+    let x = MatRef::from_row_major_slice(&x[..n * width], n, width);
+    let h = MatMut::from_row_major_slice_mut(h, width, width);
+    matmul(h, Accum::Add, x.transpose(), x, 1.0, Par::rayon(0));
 }

@@ -7,8 +7,8 @@
 //!   ggml and gguf-py bit for bit.
 //! - [`import`]: a llama.cpp `gemma3` GGUF -> Hugging Face `Gemma3ForCausalLM` checkpoint
 //!   (f32 or bf16 safetensors + transformers-5 `config.json`), behind `alc convert`.
-//! - [`policy`], [`grouped`], [`calib`], [`awq`], [`awq_gemma3`], [`stage`]: `alc quantize`
-//!   (per-tensor policy, RTN / AWQ with clip search, the streamed stage writer);
+//! - [`policy`], [`grouped`], [`calib`], [`awq`], [`awq_gemma3`], [`gptq`], [`stage`]: `alc quantize`
+//!   (per-tensor policy, RTN / AWQ with clip search / GPTQ, the streamed stage writer);
 //!   [`perplexity`]: `alc perplexity`.
 //!
 //! The stage sits between `ava-core` (checkpoints) and the kernel build: `download ->
@@ -21,6 +21,8 @@ pub mod blocks;
 pub mod calib;
 pub mod error;
 pub mod gguf;
+pub mod gptq;
+pub mod gptq_gemma3;
 pub mod grouped;
 pub mod import;
 pub mod perplexity;

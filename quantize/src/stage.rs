@@ -2,12 +2,13 @@
 //! tensor by tensor from its mapping into one `model.safetensors` of float tensors and
 //! Q4BF16 / Q8BF16 planes (`docs/formats/q4bf16.md`). Only a block of the tensor being written
 //! (as f32) and its encoded form are in memory at a time, and each input tensor's pages are
-//! released once written; AWQ's scales arrive as a [`Transform`].
+//! released once written; AWQ's scales and GPTQ's prepared Hessians arrive as a [`Transform`].
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use ava_core::quant::{group_fits, scales_shape, SCALES_SUFFIX};
 use ava_core::safetensors_file::METADATA_KEY;
@@ -15,6 +16,7 @@ use ava_core::{Checkpoint, DType, TensorView};
 use serde_json::json;
 
 use crate::error::{Error, Result};
+use crate::gptq::{self, Prepared};
 use crate::grouped::{self, Layout};
 use crate::policy::{Policy, Scheme};
 
@@ -35,6 +37,10 @@ pub enum Method {
     Rtn,
     /// Activation-aware channel scaling plus per-group clip search.
     Awq,
+    /// GPTQ error feedback on round-to-nearest group scales.
+    Gptq,
+    /// AWQ's scaling and clip search, then GPTQ on its group scales.
+    AwqGptq,
 }
 
 impl Method {
@@ -43,7 +49,24 @@ impl Method {
         match self {
             Method::Rtn => "rtn",
             Method::Awq => "awq",
+            Method::Gptq => "gptq",
+            Method::AwqGptq => "awq+gptq",
         }
+    }
+
+    /// Whether the method searches AWQ scales.
+    pub fn uses_awq(self) -> bool {
+        matches!(self, Method::Awq | Method::AwqGptq)
+    }
+
+    /// Whether the method runs GPTQ (and so needs Hessians).
+    pub fn uses_gptq(self) -> bool {
+        matches!(self, Method::Gptq | Method::AwqGptq)
+    }
+
+    /// Whether the method needs calibration text.
+    pub fn calibrated(self) -> bool {
+        self != Method::Rtn
     }
 }
 
@@ -71,6 +94,8 @@ pub struct Transform {
     pub replace: HashMap<String, Vec<f32>>,
     /// Per-column importance for the clip search.
     pub importance: HashMap<String, Vec<f32>>,
+    /// GPTQ: the prepared Hessian of these weights' input (shared by the weights that read it).
+    pub gptq: HashMap<String, Arc<Prepared>>,
 }
 
 /// One tensor of the output.
@@ -225,7 +250,11 @@ fn write_tensor(
                     cols,
                     group: spec.group,
                 };
-                let planes = grouped::quantize(&values, layout, importance);
+                let mut planes = grouped::quantize(&values, layout, importance);
+                if let Some(prep) = tr.gptq.get(&t.name) {
+                    planes = gptq::quantize(&values, &planes.scales, layout, prep)
+                        .map_err(std::io::Error::other)?;
+                }
                 out.write_all(&planes.codes)?;
                 scales.extend(planes.scales.iter().flat_map(|s| s.to_le_bytes()));
             }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use ava_core::Target;
 use clap::Args;
 
-use super::{HubArgs, QuantArg};
+use super::{HubArgs, MethodArg, QuantArg};
 use crate::commands::archive_identity::PackageVersion;
 
 /// `compile SOURCE --quant Q --target T [--target T2 ...] [--calib FILE] -o OUT`.
@@ -31,9 +31,32 @@ pub struct CompileArgs {
     /// CPU preset to tune for (e.g. cortex-a76, haswell; default: per target).
     #[arg(long, value_name = "CPU")]
     pub cpu: Option<String>,
-    /// Calibration text: quantize with AWQ instead of round-to-nearest.
+    /// Rounding method (as `alc quantize --method`; every one but rtn calibrates).
+    #[arg(long, value_enum, default_value_t = MethodArg::DEFAULT)]
+    pub method: MethodArg,
+    /// Calibration text (default: the built-in corpus, quantize/data/).
     #[arg(long, value_name = "FILE.txt")]
     pub calib: Option<PathBuf>,
+    /// Calibration sequences.
+    #[arg(long, default_value_t = ava_quantize::calib::DEFAULT_SAMPLES)]
+    pub calib_samples: usize,
+    /// Tokens per calibration sequence.
+    #[arg(long, default_value_t = ava_quantize::calib::DEFAULT_SEQ_LEN)]
+    pub calib_seq_len: usize,
+    /// Fail (exit 1, no archive) when the mean KL divergence of the quantized model's token
+    /// distributions from the source model's exceeds this (nats), on --gate-text.
+    #[arg(long, value_name = "NATS")]
+    pub max_kl: Option<f64>,
+    /// Fail (exit 1, no archive) when the perplexity rises by more than this percentage over
+    /// the source model's, on --gate-text.
+    #[arg(long, value_name = "PERCENT")]
+    pub max_ppl_increase: Option<f64>,
+    /// Text the quality gates score (default: the built-in calibration corpus).
+    #[arg(long, value_name = "FILE.txt")]
+    pub gate_text: Option<PathBuf>,
+    /// Windows of 512 tokens the quality gates score.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub gate_chunks: usize,
     /// Elements per quantization group (32, 64 or 128).
     #[arg(long, default_value_t = ava_core::quant::DEFAULT_GROUP_SIZE)]
     pub group_size: usize,

@@ -26,8 +26,17 @@ pub enum QuantArg {
 pub enum MethodArg {
     /// Round to nearest, per group.
     Rtn,
-    /// Activation-aware scaling (needs --calib) plus a per-group clip search.
+    /// Activation-aware scaling plus a per-group clip search (calibrated).
     Awq,
+    /// GPTQ: rounding error fed back through the inverse Hessian of the inputs (calibrated).
+    Gptq,
+    /// AWQ's scaling and clip search, then GPTQ on its group scales (calibrated).
+    AwqGptq,
+}
+
+impl MethodArg {
+    /// The method used when none is given (docs/quantization.md says why).
+    pub const DEFAULT: MethodArg = MethodArg::AwqGptq;
 }
 
 /// `quantize DIR|REPO --quant Q -o DIR`.
@@ -51,13 +60,13 @@ pub struct QuantizeArgs {
     /// Elements per group along the input dimension (32, 64 or 128).
     #[arg(long, default_value_t = ava_core::quant::DEFAULT_GROUP_SIZE)]
     pub group_size: usize,
-    /// Rounding method.
-    #[arg(long, value_enum, default_value_t = MethodArg::Rtn)]
+    /// Rounding method (every one but rtn calibrates; ignored for float formats).
+    #[arg(long, value_enum, default_value_t = MethodArg::DEFAULT)]
     pub method: MethodArg,
     /// Per-role overrides, e.g. `embed=q4bf16,norm=f32`.
     #[arg(long, value_name = "ROLE=SCHEME,...")]
     pub policy: Option<String>,
-    /// Calibration text (plain UTF-8); required by --method awq.
+    /// Calibration text (plain UTF-8; default: the built-in corpus, quantize/data/).
     #[arg(long, value_name = "FILE.txt")]
     pub calib: Option<PathBuf>,
     /// Calibration sequences.
@@ -73,7 +82,7 @@ pub struct QuantizeArgs {
     pub hub: HubArgs,
 }
 
-/// `perplexity PKG|DIR --text FILE`.
+/// `perplexity PKG|DIR --text FILE [--reference PKG|DIR]`.
 #[derive(Args, Clone, Debug)]
 pub struct PerplexityArgs {
     /// An archive, unpacked archive or checkpoint directory.
@@ -85,10 +94,14 @@ pub struct PerplexityArgs {
     /// Tokens per window.
     #[arg(long, default_value_t = 512)]
     pub ctx: usize,
-    /// Tokens between window starts.
-    #[arg(long, default_value_t = 512)]
-    pub stride: usize,
+    /// Tokens between window starts (default: --ctx).
+    #[arg(long)]
+    pub stride: Option<usize>,
     /// Most windows to run.
     #[arg(long, value_name = "N")]
     pub max_chunks: Option<usize>,
+    /// A reference model (e.g. the f32 checkpoint): adds the KL divergence of the token
+    /// distributions from it (mean, median, p99, max) and top-1 agreement, same windows.
+    #[arg(long, value_name = "PKG|DIR")]
+    pub reference: Option<PathBuf>,
 }

@@ -15,8 +15,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use ava_hub::split_revision;
 use ava_packaging::Source;
+use ava_quantize::calib::{DEFAULT_CORPUS, DEFAULT_CORPUS_NAME};
 use ava_quantize::import::{write_checkpoint, ImportPlan, OutDtype};
+use ava_quantize::perplexity::{perplexity_text, PplOptions, PplReport};
 use ava_quantize::GgufFile;
+use ava_runtime::Engine;
 use ava_targets::TargetSpec;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -32,6 +35,8 @@ use crate::ui::{human_bytes, Ui};
 
 /// Folder of the stage cache inside the cache directory.
 pub const CACHE_FOLDER: &str = "ava-compile";
+/// Tokens per window the quality gates score.
+const GATE_CTX: usize = 512;
 /// Hex digits of a stage key used in directory names.
 const KEY_CHARS: usize = 24;
 /// The tokenizer file a checkpoint carries.
@@ -68,6 +73,7 @@ struct CompileReport {
     stages: Vec<StageReport>,
     cache: PathBuf,
     seconds: f64,
+    quality: Option<PplReport>,
 }
 
 /// Runs `compile`.
@@ -79,10 +85,12 @@ pub fn run(args: &CompileArgs, ui: &Ui) -> anyhow::Result<()> {
         .iter()
         .map(|t| TargetSpec::new(*t, args.cpu.as_deref()))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut p = Pipeline::new(args, ui, cache.clone(), 2 + 2 * specs.len() as u64);
+    let gates = u64::from(args.max_kl.is_some() || args.max_ppl_increase.is_some());
+    let mut p = Pipeline::new(args, ui, cache.clone(), 2 + gates + 2 * specs.len() as u64);
     let checkpoint = p.source()?;
     p.identify(&checkpoint);
     let quantized = p.quantize(&checkpoint)?;
+    let gate = p.gates(&checkpoint, &quantized)?;
     // Every target is built and checked against the budget before any archive is written.
     let mut builds = Vec::new();
     for spec in &specs {
@@ -111,6 +119,7 @@ pub fn run(args: &CompileArgs, ui: &Ui) -> anyhow::Result<()> {
         stages: p.stages,
         cache,
         seconds: started.elapsed().as_secs_f64(),
+        quality: gate,
     };
     ui.result(&report, || human(&report))
 }
@@ -264,8 +273,15 @@ impl<'a> Pipeline<'a> {
         let mut h = Hasher::new("quantize");
         h.text(&input.key);
         h.text(&format!("{:?} group {}", a.quant, a.group_size));
-        if let Some(calib) = &a.calib {
-            h.file(calib)?;
+        if a.method != MethodArg::Rtn {
+            h.text(&format!(
+                "{:?} {} x {}",
+                a.method, a.calib_samples, a.calib_seq_len
+            ));
+            match &a.calib {
+                Some(calib) => h.file(calib)?,
+                None => h.text(ava_quantize::calib::DEFAULT_CORPUS),
+            }
         }
         let (dir, inner) = (input.dir.clone(), self.inner.clone());
         self.stage("quantize", h, |out| {
@@ -274,21 +290,66 @@ impl<'a> Pipeline<'a> {
                 output: out.join(CHECKPOINT_DIR),
                 quant: a.quant,
                 group_size: a.group_size,
-                method: if a.calib.is_some() {
-                    MethodArg::Awq
-                } else {
-                    MethodArg::Rtn
-                },
+                method: a.method,
                 policy: None,
                 calib: a.calib.clone(),
-                calib_samples: ava_quantize::calib::DEFAULT_SAMPLES,
-                calib_seq_len: ava_quantize::calib::DEFAULT_SEQ_LEN,
+                calib_samples: a.calib_samples,
+                calib_seq_len: a.calib_seq_len,
                 awq_grid: ava_quantize::awq::DEFAULT_GRID,
                 hub: HubArgs::default(),
             };
             crate::commands::quantize::quantize(&args, &inner).map(drop)
         })
         .map(|a| a.join(CHECKPOINT_DIR))
+    }
+
+    /// The quality gates: with `--max-kl` or `--max-ppl-increase`, scores the quantized model
+    /// against the source on the gate text and fails (before any archive is written) when a
+    /// figure is over its limit.
+    fn gates(&mut self, source: &Artifact, quantized: &Artifact) -> anyhow::Result<Option<PplReport>> {
+        let a = self.args;
+        if a.max_kl.is_none() && a.max_ppl_increase.is_none() {
+            return Ok(None);
+        }
+        self.bar.set_message("quality gates");
+        let t = Instant::now();
+        let open = |d: &Path| Engine::open(d).with_context(|| format!("loading {}", d.display()));
+        let (model, reference) = (open(&quantized.dir)?, open(&source.dir)?);
+        let (bytes, label) = match &a.gate_text {
+            Some(p) => (
+                std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+                p.display().to_string(),
+            ),
+            None => (DEFAULT_CORPUS.as_bytes().to_vec(), DEFAULT_CORPUS_NAME.to_string()),
+        };
+        let opts = PplOptions {
+            ctx: GATE_CTX,
+            stride: GATE_CTX,
+            max_chunks: Some(a.gate_chunks.max(1)),
+        };
+        let r = perplexity_text(&model, Some(&reference), (&bytes, &label), &opts, &mut |_, _| {})
+            .with_context(|| format!("scoring {label}"))?;
+        let figures = crate::commands::perplexity::human(&r);
+        if let Some(c) = &r.reference {
+            let increase = 100.0 * c.perplexity_increase / c.perplexity;
+            let mut failed = Vec::new();
+            if let Some(max) = a.max_kl.filter(|&m| c.kl_mean > m) {
+                failed.push(format!("mean KL divergence {:.5} > --max-kl {max}", c.kl_mean));
+            }
+            if let Some(max) = a.max_ppl_increase.filter(|&m| increase > m) {
+                failed.push(format!(
+                    "perplexity increase {increase:.2}% > --max-ppl-increase {max}%"
+                ));
+            }
+            if !failed.is_empty() {
+                self.bar.finish_and_clear();
+                bail!("quality gate failed: {}\n{figures}", failed.join("; "));
+            }
+        }
+        self.ui.info(figures.trim_end());
+        let dir = quantized.dir.clone();
+        self.finish("quality gates", &quantized.key, false, t.elapsed(), &dir);
+        Ok(Some(r))
     }
 
     /// Builds one target's kernels; returns the stage directory and the number of kernels.

@@ -1,5 +1,6 @@
 //! `alc quantize DIR|REPO --quant Q -o DIR`: a Gemma 3 checkpoint becomes a checkpoint of
-//! Q4BF16 / Q8BF16 planes and float tensors, per the policy, optionally calibrated (AWQ).
+//! Q4BF16 / Q8BF16 planes and float tensors, per the policy, calibrated (AWQ, GPTQ or both)
+//! unless `--method rtn`.
 //!
 //! Calibration runs the model through `ava-runtime`; the weights are then streamed tensor by
 //! tensor by `ava_quantize::stage` into a temporary directory beside `-o`, which is reloaded
@@ -14,7 +15,11 @@ use ava_core::quant::{FORMAT_VERSION, GROUP_SIZES};
 use ava_core::{Checkpoint, FileRole};
 use ava_packaging::size_label;
 use ava_quantize::awq_gemma3::{gemma3_transform, SiteReport};
-use ava_quantize::calib::{calibrate, CalibOptions, CalibStats};
+use ava_quantize::calib::{
+    calibrate, calibrate_bytes, CalibOptions, CalibStats, DEFAULT_CORPUS, DEFAULT_CORPUS_NAME,
+};
+use ava_quantize::gptq::GptqOptions;
+use ava_quantize::gptq_gemma3::{add_gptq, GptqReport};
 use ava_quantize::policy::{Policy, Scheme};
 use ava_quantize::stage::{plan, write_weights, Method, PlannedTensor, StageSpec, Transform};
 use ava_runtime::Engine;
@@ -49,7 +54,9 @@ pub struct QuantizeReport {
     quantize_seconds: f64,
     input_gb_per_s: f64,
     peak_rss_bytes: Option<u64>,
+    calibration: Option<String>,
     awq: Vec<SiteReport>,
+    gptq: Vec<GptqReport>,
 }
 
 /// Runs `quantize`.
@@ -84,17 +91,21 @@ pub fn quantize(args: &QuantizeArgs, ui: &Ui) -> anyhow::Result<QuantizeReport> 
         .with_context(|| format!("{}: not a Gemma 3 checkpoint", dir.display()))?;
     let spec = stage_spec(args)?;
     let started = Instant::now();
-    let (transform, awq, calib) = match (args.method, &args.calib) {
-        (MethodArg::Rtn, _) => (Transform::default(), Vec::new(), None),
-        (MethodArg::Awq, None) => bail!("--method awq needs --calib FILE.txt"),
-        (MethodArg::Awq, Some(text)) => {
-            let stats = run_calibration(&dir, text, args, ui)?;
+    let (mut transform, mut awq, mut gptq, mut calib) = (Transform::default(), vec![], vec![], None);
+    if spec.method.calibrated() {
+        let mut stats = run_calibration(&dir, spec.method, args, ui)?;
+        if spec.method.uses_awq() {
             ui.info("searching AWQ scales");
-            let (tr, reports) = gemma3_transform(&ck, &cfg, &stats, (&spec, args.awq_grid))
+            (transform, awq) = gemma3_transform(&ck, &cfg, &stats, (&spec, args.awq_grid))
                 .context("AWQ search")?;
-            (tr, reports, Some(stats))
         }
-    };
+        if spec.method.uses_gptq() {
+            ui.info("preparing GPTQ Hessians");
+            gptq = add_gptq(&cfg, &mut stats, &mut transform, &GptqOptions::default())
+                .context("GPTQ")?;
+        }
+        calib = Some(stats);
+    }
     let calibration_seconds = started.elapsed().as_secs_f64();
     let mut planned = plan(&ck, &spec);
     let all = planned.len();
@@ -143,7 +154,9 @@ pub fn quantize(args: &QuantizeArgs, ui: &Ui) -> anyhow::Result<QuantizeReport> 
         quantize_seconds,
         input_gb_per_s: stats.input_bytes as f64 / quantize_seconds.max(1e-9) / 1e9,
         peak_rss_bytes: crate::commands::run::peak_rss_bytes(),
+        calibration: calib.as_ref().map(|_| calibration_name(args)),
         awq,
+        gptq,
     };
     Ok(report)
 }
@@ -173,32 +186,51 @@ fn stage_spec(args: &QuantizeArgs) -> anyhow::Result<StageSpec> {
         policy,
         group: args.group_size,
         method: match args.method {
+            // Nothing is rounded to a grid: nothing to calibrate.
+            _ if policy_is_float(&policy) => Method::Rtn,
             MethodArg::Rtn => Method::Rtn,
             MethodArg::Awq => Method::Awq,
+            MethodArg::Gptq => Method::Gptq,
+            MethodArg::AwqGptq => Method::AwqGptq,
         },
         quantization: scheme.name().to_string(),
     })
 }
 
+fn policy_is_float(p: &Policy) -> bool {
+    p.embed.quant_format().is_none() && p.proj.quant_format().is_none()
+}
+
+/// The calibration text's name: the file given, or the built-in corpus.
+fn calibration_name(args: &QuantizeArgs) -> String {
+    args.calib
+        .as_ref()
+        .map_or(DEFAULT_CORPUS_NAME.to_string(), |p| p.display().to_string())
+}
+
 fn run_calibration(
     dir: &Path,
-    text: &Path,
+    method: Method,
     args: &QuantizeArgs,
     ui: &Ui,
 ) -> anyhow::Result<CalibStats> {
     let opts = CalibOptions {
         samples: args.calib_samples,
         seq_len: args.calib_seq_len,
+        hessians: method.uses_gptq(),
         ..CalibOptions::default()
     };
+    let name = calibration_name(args);
     ui.info(format!(
-        "calibrating on {} ({} x {} tokens)",
-        text.display(),
-        opts.samples,
-        opts.seq_len
+        "calibrating on {name} (up to {} x {} tokens)",
+        opts.samples, opts.seq_len
     ));
     let engine = Engine::open(dir).with_context(|| format!("loading {}", dir.display()))?;
-    calibrate(&engine, text, &opts).with_context(|| format!("calibrating on {}", text.display()))
+    match &args.calib {
+        Some(text) => calibrate(&engine, text, &opts),
+        None => calibrate_bytes(&engine, (DEFAULT_CORPUS.as_bytes(), &name), &opts),
+    }
+    .with_context(|| format!("calibrating on {name}"))
 }
 
 /// Copies config, tokenizer and other small files (not weights, not the stage file).
@@ -231,15 +263,20 @@ fn write_stage_file(
     });
     if let Some(c) = calib {
         stage["calibration_sha256"] = json!(c.sha256);
-        stage["calibration_file"] = json!(args
-            .calib
-            .as_ref()
-            .and_then(|p| p.file_name())
-            .map(|n| n.to_string_lossy()));
+        stage["calibration_file"] = json!(match &args.calib {
+            Some(p) => p.file_name().map(|n| n.to_string_lossy().into_owned()),
+            None => Some(DEFAULT_CORPUS_NAME.to_string()),
+        });
         stage["calibration_samples"] = json!(c.sequences);
         stage["calibration_seq_len"] = json!(args.calib_seq_len);
         stage["calibration_tokens"] = json!(c.tokens);
-        stage["awq_grid"] = json!(args.awq_grid);
+        if spec.method.uses_awq() {
+            stage["awq_grid"] = json!(args.awq_grid);
+        }
+        if spec.method.uses_gptq() {
+            let g = GptqOptions::default();
+            stage["gptq"] = json!({"damp": g.damp, "act_order": g.act_order, "static_groups": true});
+        }
     }
     let value = json!({
         "name": name,
@@ -268,7 +305,10 @@ fn human(r: &QuantizeReport) -> String {
         r.input_gb_per_s
     );
     if r.calibration_seconds > 0.01 {
-        s += &format!(", calibration + AWQ search {:.1}s", r.calibration_seconds);
+        s += &format!(
+            ", calibration + {} search {:.1}s",
+            r.method, r.calibration_seconds
+        );
     }
     if let Some(rss) = r.peak_rss_bytes {
         s += &format!(", peak RSS {}", human_bytes(rss));

@@ -140,3 +140,57 @@ fn compile_of_a_gguf_without_a_tokenizer_says_what_to_pass() {
     assert_ne!(run.code, 0);
     assert!(run.stderr.contains("--tokenizer"), "{}", run.stderr);
 }
+
+/// Cheap calibration for the tiny fixture (2 sequences of 64 tokens of the built-in corpus).
+const CHEAP_CALIB: [&str; 4] = ["--calib-samples", "2", "--calib-seq-len", "64"];
+
+#[test]
+fn default_compile_calibrates_and_quality_gates_fail_below_what_the_model_reaches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = gemma3_tiny();
+    // Gates far above what q4 reaches on the fixture pass and report the figures.
+    let mut extra = CHEAP_CALIB.to_vec();
+    extra.extend(["--max-kl", "100", "--max-ppl-increase", "10000"]);
+    let ok = compile(tmp.path(), &fixture, &extra);
+    let archive = ok["archives"][0]["path"].as_str().unwrap().to_string();
+    let quality = &ok["quality"]["reference"];
+    let kl = quality["kl_mean"].as_f64().unwrap();
+    let increase = 100.0 * quality["perplexity_increase"].as_f64().unwrap()
+        / quality["perplexity"].as_f64().unwrap();
+    assert!(kl > 0.0, "{quality}");
+    let agreement = quality["top1_agreement"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&agreement), "{quality}");
+    // The manifest records the default method and the built-in corpus.
+    let inspect = alc(tmp.path(), &["inspect", &archive, "--json"]).ok().json();
+    let q = &inspect["manifest"]["stages"]["quantize"];
+    assert_eq!(q["method"], "awq+gptq", "{q}");
+    assert_eq!(q["calibration_samples"], 2, "{q}");
+    assert_eq!(q["calibration_sha256"].as_str().map(str::len), Some(64));
+    assert!(q["calibration_file"].as_str().unwrap().starts_with("built-in"));
+    assert_eq!(q["gptq"]["act_order"], true, "{q}");
+
+    // Each gate set below the figure the model reached fails the compile, with the figures,
+    // and writes no archive.
+    std::fs::remove_dir_all(tmp.path().join("out")).unwrap();
+    let kl_gate = format!("{}", kl / 2.0);
+    let ppl_gate = format!("{}", increase - 1.0);
+    for gate in [["--max-kl", kl_gate.as_str()], ["--max-ppl-increase", ppl_gate.as_str()]] {
+        let mut args = vec![
+            "--cache-dir",
+            "cache",
+            "compile",
+            fixture.to_str().unwrap(),
+            "--target",
+            "linux-x86_64",
+            "-o",
+            "out",
+        ];
+        args.extend(CHEAP_CALIB);
+        args.extend(gate);
+        let run = alc(tmp.path(), &args);
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert!(run.stderr.contains("quality gate failed"), "{}", run.stderr);
+        assert!(run.stderr.contains("KL divergence mean"), "{}", run.stderr);
+        assert!(!tmp.path().join(&archive).exists());
+    }
+}

@@ -105,7 +105,7 @@ fn every_format_round_trips_through_the_runtime() {
         ("f16", HALF_LOGIT_BOUND),
         ("q8bf16", Q8_LOGIT_BOUND),
     ] {
-        quantize(tmp.path(), quant, &["--quant", quant]);
+        quantize(tmp.path(), quant, &["--quant", quant, "--method", "rtn"]);
         let (tokens, logits) = run(tmp.path(), quant);
         assert_eq!(tokens, want, "{quant}");
         let d = max_diff(&logits, &g["last_logits"]);
@@ -135,7 +135,7 @@ fn every_format_round_trips_through_the_runtime() {
 }
 
 #[test]
-fn awq_calibrates_and_package_carries_the_metadata() {
+fn calibrated_methods_record_their_calibration_and_package_carries_it() {
     let tmp = tempfile::tempdir().unwrap();
     let calib = tmp.path().join("calib.txt");
     fs::write(
@@ -143,50 +143,40 @@ fn awq_calibrates_and_package_carries_the_metadata() {
         "The capital of France is Paris. Once upon a time there was a cat. ".repeat(40),
     )
     .unwrap();
-    let err = alc(
-        tmp.path(),
-        &[
-            "quantize",
-            gemma3_tiny().to_str().unwrap(),
-            "-o",
-            "x",
-            "--method",
-            "awq",
-        ],
-    );
-    assert_ne!(err.code, 0);
-    assert!(err.stderr.contains("--calib"), "{}", err.stderr);
-    quantize(
-        tmp.path(),
-        "awq",
-        &[
-            "--method",
-            "awq",
-            "--calib",
-            "calib.txt",
-            "--calib-samples",
-            "2",
-            "--calib-seq-len",
-            "32",
-        ],
-    );
-    let stage: serde_json::Value =
-        serde_json::from_slice(&fs::read(tmp.path().join("awq/ava-stage.json")).unwrap()).unwrap();
-    assert_eq!(stage["stages"]["quantize"]["method"], "awq");
-    assert_eq!(
-        stage["stages"]["quantize"]["calibration_sha256"]
-            .as_str()
-            .map(str::len),
-        Some(64)
-    );
-    let (tokens, _) = run(tmp.path(), "awq");
-    assert_eq!(tokens.len(), 8);
+    let cheap = ["--calib-samples", "2", "--calib-seq-len", "32"];
+    // No --method, no --calib: the default method on the built-in corpus.
+    quantize(tmp.path(), "default", &cheap);
+    let stage = |dir: &str| -> serde_json::Value {
+        let text = fs::read(tmp.path().join(dir).join("ava-stage.json")).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&text).unwrap()["stages"]["quantize"].clone()
+    };
+    let default = stage("default");
+    assert_eq!(default["method"], "awq+gptq");
+    assert!(default["calibration_file"]
+        .as_str()
+        .unwrap()
+        .starts_with("built-in"));
+    assert_eq!(default["calibration_samples"], 2);
+    for method in ["awq", "gptq"] {
+        let mut args = vec!["--method", method, "--calib", "calib.txt"];
+        args.extend(cheap);
+        quantize(tmp.path(), method, &args);
+        let s = stage(method);
+        assert_eq!(s["method"], method);
+        assert_eq!(s["calibration_sha256"].as_str().map(str::len), Some(64));
+        assert_ne!(s["calibration_sha256"], default["calibration_sha256"]);
+        let (tokens, _) = run(tmp.path(), method);
+        assert_eq!(tokens.len(), 8);
+    }
+    quantize(tmp.path(), "rtn", &["--method", "rtn"]);
+    assert_eq!(stage("rtn")["method"], "rtn");
+    assert!(stage("rtn")["calibration_sha256"].is_null());
     let pkg = alc(
         tmp.path(),
         &[
             "--json",
             "package",
-            "awq",
+            "gptq",
             "-o",
             "out",
             "--exclude",
@@ -197,7 +187,8 @@ fn awq_calibrates_and_package_carries_the_metadata() {
     .json();
     assert_eq!(pkg["quantization"], "q4bf16");
     assert_eq!(pkg["stages"]["quantize"]["group_size"], 32);
-    assert!(!tmp.path().join(".awq.partial").exists());
+    assert_eq!(pkg["stages"]["quantize"]["method"], "gptq");
+    assert!(!tmp.path().join(".gptq.partial").exists());
 }
 
 #[test]
@@ -217,14 +208,32 @@ fn perplexity_reports_windows() {
         "t.txt",
         "--ctx",
         "64",
-        "--stride",
-        "64",
         "--max-chunks",
         "3",
     ];
     let r = alc(tmp.path(), &args).ok().json();
     assert_eq!(r["chunks"], 3);
+    assert_eq!(r["stride"], 64);
     assert_eq!(r["scored_tokens"], 3 * 32);
     let ppl = r["perplexity"].as_f64().unwrap();
     assert!(ppl > 1.0 && ppl < 512.0 * 4.0, "{ppl}");
+    assert!(r["perplexity_se"].as_f64().unwrap() > 0.0);
+    assert!(r["reference"].is_null());
+
+    // Against itself: no divergence, full agreement; against a q4 model: some of both.
+    quantize(tmp.path(), "q4", &["--method", "rtn", "--policy", "embed=q4bf16"]);
+    let mut with_ref = args.to_vec();
+    with_ref.extend(["--reference", model.to_str().unwrap()]);
+    let same = alc(tmp.path(), &with_ref).ok().json();
+    assert_eq!(same["reference"]["kl_mean"], 0.0);
+    assert_eq!(same["reference"]["top1_agreement"], 1.0);
+    assert_eq!(same["reference"]["perplexity"], same["perplexity"]);
+    with_ref[2] = "q4";
+    let q4 = alc(tmp.path(), &with_ref).ok().json();
+    let c = &q4["reference"];
+    assert!(c["kl_mean"].as_f64().unwrap() > 0.0, "{c}");
+    assert!(c["kl_max"].as_f64() >= c["kl_p99"].as_f64(), "{c}");
+    assert!(c["kl_p99"].as_f64() >= c["kl_median"].as_f64(), "{c}");
+    assert!(c["top1_agreement"].as_f64().unwrap() < 1.0, "{c}");
+    assert_eq!(c["perplexity"], r["perplexity"]);
 }

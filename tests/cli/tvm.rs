@@ -91,7 +91,9 @@ fn tvm_backend_matches_native_on_the_q4bf16_fixture() {
     let tmp = tempfile::tempdir().unwrap();
     let fixture = gemma3_tiny();
     // The fixture's matrices are 64 or 128 wide: groups of 32 quantize every one of them
-    // (projections Q4BF16, embedding Q8BF16 by the default policy).
+    // (projections Q4BF16, embedding Q8BF16 by the default policy). The default method
+    // (AWQ + GPTQ with act-order) calibrates on the built-in corpus: act-order must leave the
+    // runtime's layout (groups along the input dimension), or the backends would disagree.
     alc(
         tmp.path(),
         &[
@@ -101,6 +103,10 @@ fn tvm_backend_matches_native_on_the_q4bf16_fixture() {
             "q4bf16",
             "--group-size",
             "32",
+            "--calib-samples",
+            "4",
+            "--calib-seq-len",
+            "64",
             "-o",
             "q4",
         ],
