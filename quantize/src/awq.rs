@@ -44,6 +44,15 @@ pub fn search(
     g: usize,
     grid: usize,
 ) -> Search {
+    if !ava_core::quant::group_fits(group.cols, g) {
+        // Not quantized (the stage keeps it as bf16): nothing to scale.
+        return Search {
+            scales: vec![1.0; group.cols],
+            alpha: 0.0,
+            rtn_error: 0.0,
+            error: 0.0,
+        };
+    }
     let mean_abs = stats.mean_abs();
     let mut best: Option<Search> = None;
     let mut rtn_error = 0.0;

@@ -151,17 +151,21 @@ pub fn calibrate_bytes(
 ) -> Result<CalibStats> {
     let text = String::from_utf8_lossy(bytes);
     let tokens = engine.tokenizer().encode_plain(&text)?;
-    let body = opts.seq_len.saturating_sub(1).max(1);
+    // A sequence cannot be longer than the model's context.
+    let seq_len = opts
+        .seq_len
+        .min(engine.model().config().max_position_embeddings);
+    let body = seq_len.saturating_sub(1).max(1);
     let windows = tokens.len() / body;
     if windows == 0 {
         return Err(Error::Quantize(format!(
             "{label}: {} tokens, fewer than one calibration sequence of {}",
             tokens.len(),
-            opts.seq_len
+            seq_len
         )));
     }
     let count = opts.samples.clamp(1, windows);
-    let stride = (count * opts.seq_len / opts.keep_rows.max(1)).max(1);
+    let stride = (count * seq_len / opts.keep_rows.max(1)).max(1);
     let mut stats = CalibStats {
         sha256: hex::encode(Sha256::digest(bytes)),
         ..CalibStats::default()

@@ -106,11 +106,7 @@ pub fn prepare(
         let hp = Mat::from_fn(n, n, |a, b| {
             let (i, j) = (perm[a], perm[b]);
             if i == j {
-                return if diag[i] > 0.0 {
-                    diag[i] + lambda
-                } else {
-                    1.0
-                };
+                return if diag[i] > 0.0 { diag[i] + lambda } else { 1.0 };
             }
             if diag[i] <= 0.0 || diag[j] <= 0.0 {
                 return 0.0;
@@ -186,8 +182,9 @@ fn round_rows(
     let perm = &prep.perm;
     // Working copy in visiting order, plus each visited column's scale per row (as 1/d and d).
     let mut wp = Array2::from_shape_fn((n, cols), |(r, k)| w[r * cols + perm[k]]);
-    let scale =
-        Array2::from_shape_fn((n, cols), |(r, k)| bf16_to_f32(scales[r * gpr + perm[k] / group]));
+    let scale = Array2::from_shape_fn((n, cols), |(r, k)| {
+        bf16_to_f32(scales[r * gpr + perm[k] / group])
+    });
     let (lo, hi) = code_range(format);
     let mut codes = vec![0i8; n * cols];
     let mut err = Array2::<f32>::zeros((n, BLOCK));
@@ -233,7 +230,12 @@ fn round_half_away(v: f32) -> i32 {
 }
 
 /// Packs signed codes (`[n, cols]`) into the format's code plane rows.
-fn pack(codes: &[i8], (n, cols, group): (usize, usize, usize), format: QuantFormat, out: &mut [u8]) {
+fn pack(
+    codes: &[i8],
+    (n, cols, group): (usize, usize, usize),
+    format: QuantFormat,
+    out: &mut [u8],
+) {
     let rb = format.row_bytes(cols);
     for r in 0..n {
         let src = &codes[r * cols..(r + 1) * cols];
@@ -265,7 +267,10 @@ mod tests {
 
     /// A deterministic pseudo-random value in [-1, 1).
     fn noise(i: usize) -> f32 {
-        let x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) >> 40;
+        let x = (i as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(17)
+            >> 40;
         (x as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 
@@ -312,7 +317,12 @@ mod tests {
         // The codes are back in the original column order: the weights themselves stay close
         // (a permuted layout would put every value in the wrong column).
         let frob = |q: &[f32]| w.iter().zip(q).map(|(a, b)| (a - b).powi(2)).sum::<f32>();
-        assert!(frob(&q_gptq) < 3.0 * frob(&q_rtn), "{format:?} {act_order}");
+        let norm: f32 = w.iter().map(|v| v * v).sum();
+        let (f_rtn, f_gptq) = (frob(&q_rtn) / norm, frob(&q_gptq) / norm);
+        assert!(
+            f_gptq < 0.15,
+            "{format:?} {act_order}: {f_gptq} (RTN {f_rtn})"
+        );
         let e_rtn = output_error(&x, &w, &q_rtn, rows, cols);
         let e_gptq = output_error(&x, &w, &q_gptq, rows, cols);
         (e_rtn, e_gptq)
@@ -353,7 +363,12 @@ mod tests {
         let mut h = Array2::<f32>::eye(4);
         h[[2, 2]] = 9.0;
         h[[1, 1]] = 0.0;
-        let prep = prepare(h.view(), Some(&[1.0, 1.0, 1.0, 0.5]), &GptqOptions::default()).unwrap();
+        let prep = prepare(
+            h.view(),
+            Some(&[1.0, 1.0, 1.0, 0.5]),
+            &GptqOptions::default(),
+        )
+        .unwrap();
         assert_eq!(prep.perm[..2], [2, 3]);
         assert!(prep.u.iter().all(|v| v.is_finite()));
         let bad = Array2::<f32>::zeros((3, 4));

@@ -128,7 +128,10 @@ pub fn perplexity_text(
         ));
     }
     if let Some(r) = reference {
-        let (a, b) = (engine.model().config().vocab_size, r.model().config().vocab_size);
+        let (a, b) = (
+            engine.model().config().vocab_size,
+            r.model().config().vocab_size,
+        );
         if a != b {
             return Err(Error::Quantize(format!(
                 "the reference's vocabulary ({b}) differs from the model's ({a})"
@@ -167,7 +170,9 @@ pub fn perplexity_text(
                 let Some(&next) = window.get(pos + 1) else {
                     return;
                 };
-                tally.nll.push(negative_log_likelihood(logits, next as usize));
+                tally
+                    .nll
+                    .push(negative_log_likelihood(logits, next as usize));
                 if let Some((rows, top)) = &ref_rows {
                     let v = logits.len();
                     let (kl, argmax) = kl_from(&rows[k * v..(k + 1) * v], logits);
@@ -221,13 +226,17 @@ fn reference_rows(
 
 /// `log softmax(logits)` (f32 values, f64 normaliser) and the argmax.
 fn log_softmax(logits: &[f32]) -> (impl Iterator<Item = f32> + '_, usize) {
-    let (arg, max) = logits
-        .iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |b, (i, &l)| if l > b.1 { (i, l) } else { b });
+    let (arg, max) =
+        logits.iter().enumerate().fold(
+            (0, f32::NEG_INFINITY),
+            |b, (i, &l)| if l > b.1 { (i, l) } else { b },
+        );
     let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
     let norm = f64::from(max) + sum.ln();
-    (logits.iter().map(move |&l| (f64::from(l) - norm) as f32), arg)
+    (
+        logits.iter().map(move |&l| (f64::from(l) - norm) as f32),
+        arg,
+    )
 }
 
 /// `KL(P || Q)` with `P` given as log-probabilities and `Q` as logits; and `Q`'s argmax.

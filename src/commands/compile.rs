@@ -35,7 +35,7 @@ use crate::ui::{human_bytes, Ui};
 
 /// Folder of the stage cache inside the cache directory.
 pub const CACHE_FOLDER: &str = "ava-compile";
-/// Tokens per window the quality gates score.
+/// Tokens per window the quality gates score (at most the model's context).
 const GATE_CTX: usize = 512;
 /// Hex digits of a stage key used in directory names.
 const KEY_CHARS: usize = 24;
@@ -306,7 +306,11 @@ impl<'a> Pipeline<'a> {
     /// The quality gates: with `--max-kl` or `--max-ppl-increase`, scores the quantized model
     /// against the source on the gate text and fails (before any archive is written) when a
     /// figure is over its limit.
-    fn gates(&mut self, source: &Artifact, quantized: &Artifact) -> anyhow::Result<Option<PplReport>> {
+    fn gates(
+        &mut self,
+        source: &Artifact,
+        quantized: &Artifact,
+    ) -> anyhow::Result<Option<PplReport>> {
         let a = self.args;
         if a.max_kl.is_none() && a.max_ppl_increase.is_none() {
             return Ok(None);
@@ -320,21 +324,34 @@ impl<'a> Pipeline<'a> {
                 std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
                 p.display().to_string(),
             ),
-            None => (DEFAULT_CORPUS.as_bytes().to_vec(), DEFAULT_CORPUS_NAME.to_string()),
+            None => (
+                DEFAULT_CORPUS.as_bytes().to_vec(),
+                DEFAULT_CORPUS_NAME.to_string(),
+            ),
         };
+        let ctx = GATE_CTX.min(model.model().config().max_position_embeddings);
         let opts = PplOptions {
-            ctx: GATE_CTX,
-            stride: GATE_CTX,
+            ctx,
+            stride: ctx,
             max_chunks: Some(a.gate_chunks.max(1)),
         };
-        let r = perplexity_text(&model, Some(&reference), (&bytes, &label), &opts, &mut |_, _| {})
-            .with_context(|| format!("scoring {label}"))?;
+        let r = perplexity_text(
+            &model,
+            Some(&reference),
+            (&bytes, &label),
+            &opts,
+            &mut |_, _| {},
+        )
+        .with_context(|| format!("scoring {label}"))?;
         let figures = crate::commands::perplexity::human(&r);
         if let Some(c) = &r.reference {
             let increase = 100.0 * c.perplexity_increase / c.perplexity;
             let mut failed = Vec::new();
             if let Some(max) = a.max_kl.filter(|&m| c.kl_mean > m) {
-                failed.push(format!("mean KL divergence {:.5} > --max-kl {max}", c.kl_mean));
+                failed.push(format!(
+                    "mean KL divergence {:.5} > --max-kl {max}",
+                    c.kl_mean
+                ));
             }
             if let Some(max) = a.max_ppl_increase.filter(|&m| increase > m) {
                 failed.push(format!(

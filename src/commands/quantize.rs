@@ -91,7 +91,8 @@ pub fn quantize(args: &QuantizeArgs, ui: &Ui) -> anyhow::Result<QuantizeReport> 
         .with_context(|| format!("{}: not a Gemma 3 checkpoint", dir.display()))?;
     let spec = stage_spec(args)?;
     let started = Instant::now();
-    let (mut transform, mut awq, mut gptq, mut calib) = (Transform::default(), vec![], vec![], None);
+    let (mut transform, mut awq, mut gptq, mut calib) =
+        (Transform::default(), vec![], vec![], None);
     if spec.method.calibrated() {
         let mut stats = run_calibration(&dir, spec.method, args, ui)?;
         if spec.method.uses_awq() {
@@ -268,14 +269,15 @@ fn write_stage_file(
             None => Some(DEFAULT_CORPUS_NAME.to_string()),
         });
         stage["calibration_samples"] = json!(c.sequences);
-        stage["calibration_seq_len"] = json!(args.calib_seq_len);
+        stage["calibration_seq_len"] = json!(c.tokens / c.sequences.max(1));
         stage["calibration_tokens"] = json!(c.tokens);
         if spec.method.uses_awq() {
             stage["awq_grid"] = json!(args.awq_grid);
         }
         if spec.method.uses_gptq() {
             let g = GptqOptions::default();
-            stage["gptq"] = json!({"damp": g.damp, "act_order": g.act_order, "static_groups": true});
+            stage["gptq"] =
+                json!({"damp": g.damp, "act_order": g.act_order, "static_groups": true});
         }
     }
     let value = json!({

@@ -161,20 +161,25 @@ fn default_compile_calibrates_and_quality_gates_fail_below_what_the_model_reache
     let agreement = quality["top1_agreement"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&agreement), "{quality}");
     // The manifest records the default method and the built-in corpus.
-    let inspect = alc(tmp.path(), &["inspect", &archive, "--json"]).ok().json();
+    let inspect = alc(tmp.path(), &["inspect", &archive, "--json"])
+        .ok()
+        .json();
     let q = &inspect["manifest"]["stages"]["quantize"];
     assert_eq!(q["method"], "awq+gptq", "{q}");
     assert_eq!(q["calibration_samples"], 2, "{q}");
     assert_eq!(q["calibration_sha256"].as_str().map(str::len), Some(64));
-    assert!(q["calibration_file"].as_str().unwrap().starts_with("built-in"));
+    assert!(q["calibration_file"]
+        .as_str()
+        .unwrap()
+        .starts_with("built-in"));
     assert_eq!(q["gptq"]["act_order"], true, "{q}");
 
     // Each gate set below the figure the model reached fails the compile, with the figures,
     // and writes no archive.
     std::fs::remove_dir_all(tmp.path().join("out")).unwrap();
-    let kl_gate = format!("{}", kl / 2.0);
-    let ppl_gate = format!("{}", increase - 1.0);
-    for gate in [["--max-kl", kl_gate.as_str()], ["--max-ppl-increase", ppl_gate.as_str()]] {
+    let kl_gate = format!("--max-kl={}", kl / 2.0);
+    let ppl_gate = format!("--max-ppl-increase={}", increase - 1.0);
+    for gate in [kl_gate.as_str(), ppl_gate.as_str()] {
         let mut args = vec![
             "--cache-dir",
             "cache",
@@ -186,7 +191,7 @@ fn default_compile_calibrates_and_quality_gates_fail_below_what_the_model_reache
             "out",
         ];
         args.extend(CHEAP_CALIB);
-        args.extend(gate);
+        args.push(gate);
         let run = alc(tmp.path(), &args);
         assert_eq!(run.code, 1, "{}", run.stderr);
         assert!(run.stderr.contains("quality gate failed"), "{}", run.stderr);

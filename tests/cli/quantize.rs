@@ -221,7 +221,11 @@ fn perplexity_reports_windows() {
     assert!(r["reference"].is_null());
 
     // Against itself: no divergence, full agreement; against a q4 model: some of both.
-    quantize(tmp.path(), "q4", &["--method", "rtn", "--policy", "embed=q4bf16"]);
+    quantize(
+        tmp.path(),
+        "q4",
+        &["--method", "rtn", "--policy", "embed=q4bf16"],
+    );
     let mut with_ref = args.to_vec();
     with_ref.extend(["--reference", model.to_str().unwrap()]);
     let same = alc(tmp.path(), &with_ref).ok().json();
