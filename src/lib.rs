@@ -6,6 +6,7 @@ pub mod commands;
 pub mod hub;
 pub mod malbert;
 pub mod partial_dir;
+pub mod trust;
 pub mod ui;
 
 /// The tool's version as `--version` prints it: `0.1.0 (git abc123def456)`.
@@ -55,7 +56,9 @@ pub fn finish(ui: &ui::Ui, result: anyhow::Result<()>) -> std::process::ExitCode
     if broken_pipe {
         return std::process::ExitCode::SUCCESS;
     }
-    eprintln!("{}: error: {err:#}", ui.tool.name());
+    // Messages may quote archive entries, configs or server replies: no terminal escapes.
+    let text = ui::escape_keeping(&format!("{err:#}"), &['\n', '\t']);
+    eprintln!("{}: error: {text}", ui.tool.name());
     if ui.json {
         let entry = err
             .chain()

@@ -122,3 +122,39 @@ pub fn human_bytes(n: u64) -> String {
         format!("{value:.1} {}", UNITS[unit])
     }
 }
+
+/// `text` with control characters (terminal escape sequences among them) shown as escapes:
+/// for names and strings that come from archives, configs or the network.
+pub fn escape(text: &str) -> String {
+    escape_keeping(text, &[])
+}
+
+/// [`escape`], leaving the characters of `keep` (e.g. newlines of a multi-line message) as
+/// they are.
+pub fn escape_keeping(text: &str, keep: &[char]) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() && !keep.contains(&c) {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod escape_tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape("plain"), "plain");
+        assert_eq!(escape("a\x1b[31mred"), "a\\u{1b}[31mred");
+        assert_eq!(escape("x\ny"), "x\\ny");
+        assert_eq!(escape_keeping("x\ny\u{7}", &['\n']), "x\ny\\u{7}");
+    }
+}

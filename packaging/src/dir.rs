@@ -7,37 +7,75 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::hashing::sha256_reader;
 use crate::manifest::{Manifest, MANIFEST_NAME};
-use crate::reader::{MAX_ENTRIES, MAX_MANIFEST_BYTES};
+use crate::reader::{Verified, MAX_ENTRIES, MAX_MANIFEST_BYTES};
+use crate::signing::{check_signature, MAX_SIGNATURE_BYTES, SIGNATURE_NAME, SIGNED_FORMAT_VERSION};
 
 /// Reads and validates `dir/manifest.json`.
 pub fn read_dir_manifest(dir: &Path) -> Result<Manifest> {
-    let path = dir.join(MANIFEST_NAME);
+    read_dir_signed(dir).map(|v| v.manifest)
+}
+
+/// Reads and validates `dir/manifest.json` and, when the manifest says the archive is signed,
+/// `dir/manifest.sig`, whose signature must check out.
+pub fn read_dir_signed(dir: &Path) -> Result<Verified> {
+    let json = read_small(dir, MANIFEST_NAME, MAX_MANIFEST_BYTES)?;
+    let bad = |reason: String| Error::Manifest {
+        archive: dir.into(),
+        reason,
+    };
+    let manifest: Manifest =
+        serde_json::from_slice(&json).map_err(|e| bad(format!("{MANIFEST_NAME}: {e}")))?;
+    manifest.validate().map_err(bad)?;
+    let (signature_bytes, signer) = if manifest.format_version == SIGNED_FORMAT_VERSION {
+        let sig = read_small(dir, SIGNATURE_NAME, MAX_SIGNATURE_BYTES)?;
+        let signer = check_signature(&json, &sig).map_err(|reason| Error::BadSignature {
+            archive: dir.into(),
+            reason,
+        })?;
+        (Some(sig), Some(signer))
+    } else {
+        (None, None)
+    };
+    Ok(Verified {
+        manifest,
+        manifest_bytes: json,
+        signature_bytes,
+        signer,
+    })
+}
+
+/// Reads `dir/name`, a regular file of at most `limit` bytes.
+fn read_small(dir: &Path, name: &str, limit: u64) -> Result<Vec<u8>> {
+    let path = dir.join(name);
     let bad = |reason: String| Error::Manifest {
         archive: dir.into(),
         reason,
     };
     let meta = path.symlink_metadata().map_err(|e| Error::io(&path, e))?;
     if !meta.is_file() {
-        return Err(bad(format!("{MANIFEST_NAME} is not a regular file")));
+        return Err(bad(format!("{name} is not a regular file")));
     }
-    if meta.len() > MAX_MANIFEST_BYTES {
+    if meta.len() > limit {
         return Err(Error::LimitExceeded {
             archive: dir.into(),
-            what: "manifest size".into(),
-            limit: MAX_MANIFEST_BYTES,
+            what: format!("size of {name}"),
+            limit,
         });
     }
-    let json = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    let manifest: Manifest =
-        serde_json::from_slice(&json).map_err(|e| bad(format!("{MANIFEST_NAME}: {e}")))?;
-    manifest.validate().map_err(bad)?;
-    Ok(manifest)
+    std::fs::read(&path).map_err(|e| Error::io(&path, e))
 }
 
 /// Checks an unpacked archive: every listed file present as a regular file (no links) with the
 /// listed size and sha256, and nothing else in the directory.
 pub fn verify_dir(dir: &Path) -> Result<Manifest> {
-    let manifest = read_dir_manifest(dir)?;
+    verify_dir_signed(dir).map(|v| v.manifest)
+}
+
+/// [`verify_dir`], also returning the manifest's bytes and the signer.
+pub fn verify_dir_signed(dir: &Path) -> Result<Verified> {
+    let verified = read_dir_signed(dir)?;
+    let manifest = &verified.manifest;
+    let signed = verified.signer.is_some();
     for file in &manifest.files {
         let path = dir.join(&file.path);
         let meta = match path.symlink_metadata() {
@@ -85,14 +123,14 @@ pub fn verify_dir(dir: &Path) -> Result<Manifest> {
     collect_files(dir, "", &mut extra, dir)?;
     if let Some(entry) = extra
         .into_iter()
-        .find(|p| p != MANIFEST_NAME && !listed.contains(p.as_str()))
+        .find(|p| p != MANIFEST_NAME && !(signed && p == SIGNATURE_NAME) && !listed.contains(p.as_str()))
     {
         return Err(Error::UnlistedEntry {
             archive: dir.into(),
             entry,
         });
     }
-    Ok(manifest)
+    Ok(verified)
 }
 
 fn collect_files(root: &Path, prefix: &str, out: &mut Vec<String>, archive: &Path) -> Result<()> {

@@ -150,6 +150,22 @@ pub enum Error {
         /// What it looks like, and what to do with it.
         what: String,
     },
+    /// The archive is signed, but its signature does not check out (tampered or corrupt).
+    #[error("{archive}: bad signature: {reason}")]
+    BadSignature {
+        /// The archive being read.
+        archive: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A key file could not be used.
+    #[error("{path}: bad key file: {reason}")]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A feature this build leaves out was needed.
     #[error("{path}: {what} not supported by this build")]
     Unsupported {

@@ -11,9 +11,10 @@ mod hashing;
 pub mod manifest;
 pub mod naming;
 pub mod reader;
+pub mod signing;
 pub mod writer;
 
-pub use dir::{read_dir_manifest, verify_dir};
+pub use dir::{read_dir_manifest, read_dir_signed, verify_dir, verify_dir_signed};
 pub use error::{Error, Result};
 pub use hashing::sha256_reader;
 pub use manifest::{
@@ -21,5 +22,9 @@ pub use manifest::{
     MANIFEST_NAME,
 };
 pub use naming::{archive_file_name, size_label};
-pub use reader::{read_manifest, scan, unpack, verify, MAX_ENTRIES, MAX_MANIFEST_BYTES};
-pub use writer::{write_archive, Compression, InputFile, PackageSpec, ALIGNMENT};
+pub use reader::{
+    read_manifest, read_signed_manifest, scan, scan_signed, unpack, verify, verify_signed, Verified,
+    MAX_ENTRIES, MAX_MANIFEST_BYTES,
+};
+pub use signing::{PublicKey, SecretKey, Signer, SIGNATURE_NAME, SIGNED_FORMAT_VERSION};
+pub use writer::{sign_archive, write_archive, Compression, InputFile, PackageSpec, ALIGNMENT};

@@ -9,7 +9,8 @@ use std::str::FromStr;
 use ava_core::Target;
 use serde::{Deserialize, Serialize};
 
-/// The archive format version this crate writes and reads.
+/// The archive format version of unsigned archives (signed ones have
+/// [`crate::SIGNED_FORMAT_VERSION`]).
 pub const FORMAT_VERSION: u32 = 1;
 /// Name of the manifest entry, always the first entry of the tar stream.
 pub const MANIFEST_NAME: &str = "manifest.json";
@@ -21,7 +22,7 @@ pub const MAX_PATH_BYTES: usize = 100;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
-    /// Always [`FORMAT_VERSION`].
+    /// [`FORMAT_VERSION`], or [`crate::SIGNED_FORMAT_VERSION`] for a signed archive.
     pub format_version: u32,
     /// Package name, e.g. `gemma3-270m`.
     pub name: String,
@@ -190,10 +191,14 @@ impl Manifest {
     ///
     /// Returns a human-readable reason on failure.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.format_version != FORMAT_VERSION {
+        if self.format_version != FORMAT_VERSION
+            && self.format_version != crate::signing::SIGNED_FORMAT_VERSION
+        {
             return Err(format!(
-                "format_version {} is not supported (this tool reads version {FORMAT_VERSION})",
-                self.format_version
+                "format_version {} is not supported (this tool reads versions {FORMAT_VERSION} \
+                 and {})",
+                self.format_version,
+                crate::signing::SIGNED_FORMAT_VERSION
             ));
         }
         for (key, value) in [
@@ -209,8 +214,8 @@ impl Manifest {
         let mut seen = BTreeSet::new();
         for file in &self.files {
             check_entry_path(&file.path)?;
-            if file.path == MANIFEST_NAME {
-                return Err(format!("`files` lists {MANIFEST_NAME} itself"));
+            if file.path == MANIFEST_NAME || file.path == crate::signing::SIGNATURE_NAME {
+                return Err(format!("`files` lists the reserved name {:?}", file.path));
             }
             if !seen.insert(file.path.as_str()) {
                 return Err(format!("`files` lists {:?} twice", file.path));

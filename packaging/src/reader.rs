@@ -16,6 +16,9 @@ use tar::EntryType;
 use crate::error::{Error, Result};
 use crate::hashing::HashingReader;
 use crate::manifest::{check_entry_path, FileEntry, Manifest, MANIFEST_NAME};
+use crate::signing::{
+    check_signature, Signer, MAX_SIGNATURE_BYTES, SIGNATURE_NAME, SIGNED_FORMAT_VERSION,
+};
 use crate::writer::ALIGNMENT;
 
 /// Most entries an archive may hold, the manifest included.
@@ -31,6 +34,24 @@ pub const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 const ENTRY_OVERHEAD: u64 = 3 * 512 + ALIGNMENT;
 /// End-of-archive marker plus the padding of the last record (tar writes in 10 KiB records).
 const END_OVERHEAD: u64 = 20 * 512;
+
+/// Bytes of the end-of-archive marker required after the last entry (two zero blocks; the
+/// first is consumed by the tar reader, the second must follow).
+const END_MARKER_REST: u64 = 512;
+
+/// What a verified read returns: the manifest, its exact bytes (what a signature covers) and
+/// the signer when the archive is signed (a signature that does not check out is an error).
+#[derive(Clone, Debug)]
+pub struct Verified {
+    /// The parsed manifest.
+    pub manifest: Manifest,
+    /// `manifest.json` as stored.
+    pub manifest_bytes: Vec<u8>,
+    /// The signature entry as stored (signed archives).
+    pub signature_bytes: Option<Vec<u8>>,
+    /// Who signed the archive; `None` for an unsigned one.
+    pub signer: Option<Signer>,
+}
 
 /// Called for each entry with its manifest record, the offset of its data in the uncompressed
 /// stream, and a reader over its bytes (hashed by [`scan`] as they are read).
@@ -70,20 +91,31 @@ fn refuse_foreign(path: &Path) -> Result<()> {
 
 /// Reads and checks only the manifest of the archive at `path` (fast; for `inspect`).
 pub fn read_manifest(path: &Path) -> Result<Manifest> {
+    read_signed_manifest(path).map(|v| v.manifest)
+}
+
+/// Reads and checks the manifest and, in a signed archive, its signature (not the entries).
+pub fn read_signed_manifest(path: &Path) -> Result<Verified> {
     let (stream, declared) = open_stream(path)?;
-    let mut budget = Budgeted::new(stream, MAX_MANIFEST_BYTES + 4 * 512);
+    let head = MAX_MANIFEST_BYTES + MAX_SIGNATURE_BYTES + 8 * 512;
+    let mut budget = Budgeted::new(stream, head);
     let guard = budget.guard.clone();
     let mut archive = tar::Archive::new(&mut budget);
     let mut entries = archive.entries().map_err(|e| guard.error(path, e))?;
-    let manifest = first_manifest(path, &mut entries, &guard)?;
-    check_declared(path, &manifest, declared)?;
-    Ok(manifest)
+    let verified = first_manifest(path, &mut entries, &guard)?;
+    check_declared(path, &verified.manifest, declared)?;
+    Ok(verified)
 }
 
 /// Reads the whole archive at `path`, checking every rule and every sha256.
 pub fn verify(path: &Path) -> Result<Manifest> {
+    verify_signed(path).map(|v| v.manifest)
+}
+
+/// [`verify`], also returning the manifest's bytes and the signer.
+pub fn verify_signed(path: &Path) -> Result<Verified> {
     let (stream, declared) = open_stream(path)?;
-    scan(path, stream, declared, &mut |_, _, _| Ok(()))
+    scan_signed(path, stream, declared, &mut |_, _, _| Ok(()))
 }
 
 /// Verifies `path` and extracts it to `dest`, which must not exist.
@@ -107,7 +139,7 @@ pub fn unpack(path: &Path, dest: &Path) -> Result<Manifest> {
         .map_err(|e| Error::io(&parent, e))?;
     let root = tmp.path().to_path_buf();
     let (stream, declared) = open_stream(path)?;
-    let manifest = scan(path, stream, declared, &mut |entry, _, data| {
+    let verified = scan_signed(path, stream, declared, &mut |entry, _, data| {
         let target = root.join(&entry.path);
         if let Some(dir) = target.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -120,17 +152,21 @@ pub fn unpack(path: &Path, dest: &Path) -> Result<Manifest> {
         io::copy(data, &mut out).map_err(|e| Error::io(&target, e))?;
         Ok(())
     })?;
+    // The manifest as stored, byte for byte: a signature covers exactly these bytes.
     let manifest_path = root.join(MANIFEST_NAME);
-    let json =
-        crate::writer::manifest_bytes(&manifest).map_err(|e| Error::io(&manifest_path, e))?;
-    std::fs::write(&manifest_path, json).map_err(|e| Error::io(&manifest_path, e))?;
+    std::fs::write(&manifest_path, &verified.manifest_bytes)
+        .map_err(|e| Error::io(&manifest_path, e))?;
+    if let Some(sig) = &verified.signature_bytes {
+        let sig_path = root.join(SIGNATURE_NAME);
+        std::fs::write(&sig_path, sig).map_err(|e| Error::io(&sig_path, e))?;
+    }
     crate::writer::set_mode(&root, crate::writer::OUTPUT_DIR_MODE)?;
     let kept = tmp.keep();
     std::fs::rename(&kept, dest).map_err(|e| {
         let _ = std::fs::remove_dir_all(&kept);
         Error::io(dest, e)
     })?;
-    Ok(manifest)
+    Ok(verified.manifest)
 }
 
 /// Opens the archive at `path`, decompressing when it is zstd. Also returns the content size
@@ -176,13 +212,26 @@ pub fn scan(
     declared: Option<u64>,
     visit: Visitor<'_>,
 ) -> Result<Manifest> {
-    let mut budget = Budgeted::new(stream, MAX_MANIFEST_BYTES + 4 * 512);
+    scan_signed(archive, stream, declared, visit).map(|v| v.manifest)
+}
+
+/// [`scan`], also returning the manifest's bytes and the signer of a signed archive (whose
+/// signature is checked before any other entry is read).
+pub fn scan_signed(
+    archive: &Path,
+    stream: impl Read,
+    declared: Option<u64>,
+    visit: Visitor<'_>,
+) -> Result<Verified> {
+    let head = MAX_MANIFEST_BYTES + MAX_SIGNATURE_BYTES + 8 * 512;
+    let mut budget = Budgeted::new(stream, head);
     let guard = budget.guard.clone();
     let mut tar = tar::Archive::new(&mut budget);
     let mut entries = tar.entries().map_err(|e| guard.error(archive, e))?;
-    let manifest = first_manifest(archive, &mut entries, &guard)?;
-    check_declared(archive, &manifest, declared)?;
-    guard.limit.set(stream_bound(&manifest));
+    let verified = first_manifest(archive, &mut entries, &guard)?;
+    let manifest = &verified.manifest;
+    check_declared(archive, manifest, declared)?;
+    guard.limit.set(stream_bound(manifest));
 
     let mut seen = BTreeSet::new();
     let mut count = 1usize;
@@ -246,7 +295,7 @@ pub fn scan(
         });
     }
     check_trailer(archive, tar.into_inner())?;
-    Ok(manifest)
+    Ok(verified)
 }
 
 fn check_entry(archive: &Path, file: &FileEntry, n: u64, sha256: String) -> Result<()> {
@@ -270,12 +319,13 @@ fn check_entry(archive: &Path, file: &FileEntry, n: u64, sha256: String) -> Resu
     Ok(())
 }
 
-/// Reads the first entry, which must be the manifest, and validates it.
+/// Reads the first entry, which must be the manifest, and validates it; in a signed archive
+/// also the second, the signature, and checks it.
 fn first_manifest<R: Read>(
     archive: &Path,
     entries: &mut tar::Entries<'_, R>,
     guard: &Guard,
-) -> Result<Manifest> {
+) -> Result<Verified> {
     let bad = |reason: String| Error::Manifest {
         archive: archive.into(),
         reason,
@@ -313,7 +363,50 @@ fn first_manifest<R: Read>(
             MAX_ENTRIES as u64,
         ));
     }
-    Ok(manifest)
+    let (signature_bytes, signer) = if manifest.format_version == SIGNED_FORMAT_VERSION {
+        let (bytes, signer) = signature_entry(archive, entries, guard, &json)?;
+        (Some(bytes), Some(signer))
+    } else {
+        (None, None)
+    };
+    Ok(Verified {
+        manifest,
+        manifest_bytes: json,
+        signature_bytes,
+        signer,
+    })
+}
+
+/// Reads the signature entry that must follow the manifest of a signed archive and checks it.
+fn signature_entry<R: Read>(
+    archive: &Path,
+    entries: &mut tar::Entries<'_, R>,
+    guard: &Guard,
+    manifest: &[u8],
+) -> Result<(Vec<u8>, Signer)> {
+    let bad = |reason: String| Error::BadSignature {
+        archive: archive.into(),
+        reason,
+    };
+    let mut entry = match entries.next() {
+        None => return Err(bad(format!("format_version {SIGNED_FORMAT_VERSION} without {SIGNATURE_NAME}"))),
+        Some(e) => e.map_err(|e| guard.error(archive, e))?,
+    };
+    let name = entry_name(archive, &entry)?;
+    if name != SIGNATURE_NAME {
+        return Err(bad(format!(
+            "the second entry of a signed archive is {name:?}, not {SIGNATURE_NAME}"
+        )));
+    }
+    if entry.size() > MAX_SIGNATURE_BYTES {
+        return Err(limit_error(archive, "signature size", MAX_SIGNATURE_BYTES));
+    }
+    let mut bytes = Vec::with_capacity(entry.size() as usize);
+    entry
+        .read_to_end(&mut bytes)
+        .map_err(|e| guard.entry_error(archive, SIGNATURE_NAME, e))?;
+    let signer = check_signature(manifest, &bytes).map_err(bad)?;
+    Ok((bytes, signer))
 }
 
 /// The entry's path, after checking it is a safe regular-file entry.
@@ -354,12 +447,12 @@ fn kind_name(kind: EntryType) -> String {
 
 /// Most bytes a well-formed stream with this manifest can have.
 fn stream_bound(manifest: &Manifest) -> u64 {
-    let entries = manifest.files.len() as u64 + 1;
+    let entries = manifest.files.len() as u64 + 2;
     let data = manifest
         .files
         .iter()
         .fold(0u64, |acc, f| acc.saturating_add(f.size));
-    data.saturating_add(MAX_MANIFEST_BYTES)
+    data.saturating_add(MAX_MANIFEST_BYTES + MAX_SIGNATURE_BYTES)
         .saturating_add(entries.saturating_mul(ENTRY_OVERHEAD))
         .saturating_add(END_OVERHEAD)
 }
@@ -376,11 +469,19 @@ fn check_declared(archive: &Path, manifest: &Manifest, declared: Option<u64>) ->
     }
 }
 
-/// After the end-of-archive marker only zero padding may follow.
+/// The end-of-archive marker must be there (the tar reader also stops at the end of the
+/// stream), and after it only zero padding may follow.
 fn check_trailer(archive: &Path, budget: &mut Budgeted<impl Read>) -> Result<()> {
     let mut buf = [0u8; 8192];
+    let mut zeros = 0u64;
     loop {
         let n = match budget.read(&mut buf) {
+            Ok(0) if zeros < END_MARKER_REST => {
+                return Err(Error::Truncated {
+                    archive: archive.into(),
+                    reason: "no end-of-archive marker after the last entry".into(),
+                })
+            }
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -391,6 +492,7 @@ fn check_trailer(archive: &Path, budget: &mut Budgeted<impl Read>) -> Result<()>
                 archive: archive.into(),
             });
         }
+        zeros += n as u64;
     }
 }
 

@@ -18,6 +18,7 @@ use crate::manifest::{
     check_entry_path, CreatedBy, FileEntry, Manifest, PackageTarget, Role, Source, FORMAT_VERSION,
     MANIFEST_NAME,
 };
+use crate::signing::{SecretKey, SIGNATURE_NAME, SIGNED_FORMAT_VERSION};
 
 /// Alignment of weight and library data inside an uncompressed archive.
 pub const ALIGNMENT: u64 = 4096;
@@ -64,6 +65,8 @@ pub struct PackageSpec {
     pub source: Source,
     /// Stage metadata.
     pub stages: BTreeMap<String, serde_json::Value>,
+    /// Sign the archive with this key (format version 2, `manifest.sig` entry).
+    pub sign_with: Option<SecretKey>,
 }
 
 /// Compression of the written archive.
@@ -103,7 +106,8 @@ pub fn write_archive(
         .map_err(|e| Error::io(tmp.path(), e))?;
     let sink = BufWriter::new(file);
     let written = match compression {
-        Compression::None => write_tar(sink, &manifest, inputs, progress).and_then(finish_buf),
+        Compression::None => write_tar(sink, &manifest, inputs, spec.sign_with.as_ref(), progress)
+            .and_then(finish_buf),
         #[cfg(not(feature = "zstd"))]
         Compression::Zstd => {
             return Err(Error::Unsupported {
@@ -115,7 +119,7 @@ pub fn write_archive(
         Compression::Zstd => {
             let mut enc = zstd::Encoder::new(sink, ZSTD_LEVEL).map_err(|e| Error::io(out, e))?;
             enc.include_checksum(true).map_err(|e| Error::io(out, e))?;
-            write_tar(enc, &manifest, inputs, progress)
+            write_tar(enc, &manifest, inputs, spec.sign_with.as_ref(), progress)
                 .and_then(|enc| enc.finish())
                 .and_then(finish_buf)
         }
@@ -127,6 +131,50 @@ pub fn write_archive(
     set_mode(tmp.path(), OUTPUT_FILE_MODE)?;
     tmp.persist(out).map_err(|e| Error::io(out, e.error))?;
     Ok(manifest)
+}
+
+/// Signs the archive at `path` with `key`, replacing it (a signature it had is replaced too).
+///
+/// The archive is verified, unpacked into a temporary directory beside it, and written again
+/// with the same manifest (format version 2) and the signature entry; compression is kept.
+pub fn sign_archive(path: &Path, key: &SecretKey) -> Result<Manifest> {
+    let compression = if crate::reader::is_zstd(path)? {
+        Compression::Zstd
+    } else {
+        Compression::None
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let work = tempfile::Builder::new()
+        .prefix(".ava-sign-")
+        .suffix(".partial")
+        .tempdir_in(&dir)
+        .map_err(|e| Error::io(&dir, e))?;
+    let unpacked = work.path().join("archive");
+    let manifest = crate::reader::unpack(path, &unpacked)?;
+    let inputs: Vec<InputFile> = manifest
+        .files
+        .iter()
+        .map(|f| InputFile {
+            source: unpacked.join(&f.path),
+            path: f.path.clone(),
+            role: f.role,
+        })
+        .collect();
+    let spec = PackageSpec {
+        name: manifest.name.clone(),
+        version: manifest.version.clone(),
+        family: manifest.family.clone(),
+        quantization: manifest.quantization.clone(),
+        target: manifest.target,
+        created_by: manifest.created_by.clone(),
+        source: manifest.source.clone(),
+        stages: manifest.stages.clone(),
+        sign_with: Some(key.clone()),
+    };
+    write_archive(&spec, &inputs, path, compression, &mut |_| {})
 }
 
 /// Temporary files are created private (0600); outputs get ordinary permissions.
@@ -160,7 +208,9 @@ fn build_manifest(
             path: input.source.clone(),
             reason: format!("archive path {:?}: {reason}", input.path),
         })?;
-        if input.path == MANIFEST_NAME || !seen.insert(input.path.as_str()) {
+        if input.path == MANIFEST_NAME
+            || input.path == SIGNATURE_NAME
+            || !seen.insert(input.path.as_str()) {
             return Err(Error::Input {
                 path: input.source.clone(),
                 reason: format!("archive path {:?} is reserved or used twice", input.path),
@@ -187,7 +237,11 @@ fn build_manifest(
             .collect();
     }
     let manifest = Manifest {
-        format_version: FORMAT_VERSION,
+        format_version: if spec.sign_with.is_some() {
+            SIGNED_FORMAT_VERSION
+        } else {
+            FORMAT_VERSION
+        },
         name: spec.name.clone(),
         version: spec.version.clone(),
         family: spec.family.clone(),
@@ -222,6 +276,7 @@ fn write_tar<W: Write>(
     sink: W,
     manifest: &Manifest,
     inputs: &[InputFile],
+    key: Option<&SecretKey>,
     progress: Progress<'_>,
 ) -> io::Result<W> {
     let by_path: BTreeMap<&str, &InputFile> = inputs.iter().map(|i| (i.path.as_str(), i)).collect();
@@ -234,6 +289,13 @@ fn write_tar<W: Write>(
         &file_header(MANIFEST_NAME, json.len() as u64)?,
         json.as_slice(),
     )?;
+    if let Some(key) = key {
+        let signature = key.sign_manifest(&json);
+        builder.append(
+            &file_header(SIGNATURE_NAME, signature.len() as u64)?,
+            signature.as_slice(),
+        )?;
+    }
     for entry in &manifest.files {
         let input = by_path
             .get(entry.path.as_str())

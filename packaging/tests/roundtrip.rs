@@ -56,6 +56,7 @@ fn spec() -> PackageSpec {
             files: BTreeMap::new(),
         },
         stages: BTreeMap::from([("quantize".to_string(), serde_json::json!({"method": "rtn"}))]),
+        sign_with: None,
     }
 }
 

@@ -53,6 +53,9 @@ pub enum Error {
     /// Bad generation request (empty prompt, token id out of range, ...).
     #[error("{0}")]
     Request(String),
+    /// The native-code policy refuses the model's kernel library (docs/security.md).
+    #[error("tvm: kernels not loaded: {0}")]
+    KernelsRefused(String),
     /// Two weight files define the same tensor.
     #[error("tensor {name:?} is defined by both {first} and {second}")]
     DuplicateTensor {

@@ -9,6 +9,7 @@ use ava_core::Gemma3Config;
 use crate::error::{Error, Result};
 use crate::gemma3::{Gemma3, KvCache};
 use crate::sampling::{Sampler, SamplingParams};
+use crate::policy::KernelPolicy;
 use crate::source::ModelSource;
 use crate::tokenizer::{Tokenizer, END_OF_TURN};
 use crate::tvm::{Backend, Gemma3Tvm};
@@ -23,6 +24,8 @@ pub struct Engine {
     tvm: Option<Gemma3Tvm>,
     tokenizer: Tokenizer,
     load_time: Duration,
+    /// Why `Auto` did not take the archive's kernel library (the policy refused it).
+    kernel_note: Option<String>,
 }
 
 impl Engine {
@@ -33,10 +36,18 @@ impl Engine {
     }
 
     /// Like [`Engine::open`], with the backend chosen: `Auto` takes the archive's TVM kernel
-    /// library for this machine when it has one, `Tvm` requires it.
+    /// library for this machine when it has one, `Tvm` requires it. Under the default policy
+    /// no library is loaded (see [`Engine::open_with_policy`]).
     pub fn open_with(path: &Path, backend: Backend) -> Result<Self> {
+        Self::open_with_policy(path, backend, &KernelPolicy::default())
+    }
+
+    /// [`Engine::open_with`], loading a kernel library only when `policy` allows it
+    /// (docs/security.md): `Auto` otherwise runs native and says why in
+    /// [`Engine::kernel_note`], `Tvm` fails with the reason.
+    pub fn open_with_policy(path: &Path, backend: Backend, policy: &KernelPolicy) -> Result<Self> {
         let start = Instant::now();
-        let source = ModelSource::open(path)?;
+        let source = ModelSource::open_with_policy(path, policy)?;
         let config_path = source.label("config.json");
         let config = Gemma3Config::from_json(&config_path, &source.config_json()?)?;
         let tokenizer_path = source.label("tokenizer.json");
@@ -45,9 +56,15 @@ impl Engine {
         })?;
         let tokenizer = Tokenizer::from_bytes(&bytes, &tokenizer_path)?;
         let model = Gemma3::load(&source, config)?;
+        let available = Gemma3Tvm::available(&source);
+        let permission = source.kernel_permission();
+        let kernel_note = match (&permission, backend) {
+            (Err(why), Backend::Auto) if available => Some(why.clone()),
+            _ => None,
+        };
         let use_tvm = match backend {
             Backend::Tvm => true,
-            Backend::Auto => Gemma3Tvm::available(&source),
+            Backend::Auto => available && permission.is_ok(),
             _ => false,
         };
         let tvm = if use_tvm {
@@ -60,7 +77,13 @@ impl Engine {
             tvm,
             tokenizer,
             load_time: start.elapsed(),
+            kernel_note,
         })
+    }
+
+    /// Why the archive's kernel library was not loaded under `Auto`, when the policy refused it.
+    pub fn kernel_note(&self) -> Option<&str> {
+        self.kernel_note.as_deref()
     }
 
     /// The model.

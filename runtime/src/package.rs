@@ -8,12 +8,13 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use ava_core::{SafetensorsFile, TensorInfo, TensorView};
-use ava_packaging::{reader, Manifest, Role};
+use ava_packaging::{reader, Manifest, Role, Signer};
 use std::sync::Arc;
 
 use memmap2::Mmap;
 
 use crate::error::{Error, Result};
+use crate::policy::{KernelPolicy, Permission};
 
 /// Where an archive's bytes live.
 enum Storage {
@@ -37,24 +38,36 @@ pub struct Package {
     storage: Storage,
     entries: BTreeMap<String, Range<usize>>,
     tensors: BTreeMap<String, TensorSlot>,
+    signer: Option<Signer>,
+    kernels: Permission,
 }
 
 impl Package {
     /// Opens and verifies an archive (`.tar`) or an unpacked archive directory.
     ///
-    /// Every entry's sha256 is checked against the manifest before this returns.
+    /// Every entry's sha256 is checked against the manifest before this returns, and the
+    /// signature of a signed archive too. Its kernel library may be loaded only when the
+    /// default policy allows it (never: see [`Package::open_with_policy`]).
     pub fn open(path: &Path) -> Result<Self> {
-        let (manifest, storage, entries) = if path.is_dir() {
+        Self::open_with_policy(path, &KernelPolicy::default())
+    }
+
+    /// [`Package::open`], judging the archive's kernel library by `policy`.
+    pub fn open_with_policy(path: &Path, policy: &KernelPolicy) -> Result<Self> {
+        let (verified, storage, entries) = if path.is_dir() {
             open_dir(path)?
         } else {
             open_tar(path)?
         };
+        let kernels = policy.judge(verified.signer.as_ref());
         let mut package = Package {
             path: path.to_path_buf(),
-            manifest,
+            manifest: verified.manifest,
             storage,
             entries,
             tensors: BTreeMap::new(),
+            signer: verified.signer,
+            kernels,
         };
         package.index_tensors()?;
         Ok(package)
@@ -68,6 +81,32 @@ impl Package {
     /// The archive's manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// Who signed the archive (its signature checked out), `None` when unsigned.
+    pub fn signer(&self) -> Option<&Signer> {
+        self.signer.as_ref()
+    }
+
+    /// Whether the policy the archive was opened with lets its kernel library load.
+    pub fn kernel_permission(&self) -> &Permission {
+        &self.kernels
+    }
+
+    /// A kernel library entry to load: its bytes and recorded sha256, if the policy allows.
+    pub(crate) fn library_entry(&self, path: &str) -> Result<crate::tvm::LibraryEntry<'_>> {
+        self.kernels.clone().map_err(Error::KernelsRefused)?;
+        let file = self.manifest.file(path).ok_or_else(|| Error::MissingFile {
+            path: self.path.join(path),
+        })?;
+        let bytes = self.entry(path).ok_or_else(|| Error::MissingFile {
+            path: self.path.join(path),
+        })?;
+        Ok(crate::tvm::LibraryEntry {
+            label: self.path.join(path),
+            bytes,
+            sha256: &file.sha256,
+        })
     }
 
     /// The bytes of an entry, borrowed from the mapping.
@@ -156,7 +195,7 @@ impl Package {
     }
 }
 
-type Opened = (Manifest, Storage, BTreeMap<String, Range<usize>>);
+type Opened = (reader::Verified, Storage, BTreeMap<String, Range<usize>>);
 
 fn open_tar(path: &Path) -> Result<Opened> {
     if reader::is_zstd(path)? {
@@ -175,18 +214,18 @@ fn open_tar(path: &Path) -> Result<Opened> {
         source: e,
     })?;
     let mut entries = BTreeMap::new();
-    let manifest = reader::scan(path, Cursor::new(&map[..]), None, &mut |file, offset, _| {
+    let verified = reader::scan_signed(path, Cursor::new(&map[..]), None, &mut |file, offset, _| {
         let start = offset as usize;
         entries.insert(file.path.clone(), start..start + file.size as usize);
         Ok(())
     })?;
-    Ok((manifest, Storage::Tar(Arc::new(map)), entries))
+    Ok((verified, Storage::Tar(Arc::new(map)), entries))
 }
 
 fn open_dir(dir: &Path) -> Result<Opened> {
-    let manifest = ava_packaging::verify_dir(dir)?;
+    let verified = ava_packaging::verify_dir_signed(dir)?;
     let mut maps = BTreeMap::new();
-    for file in &manifest.files {
+    for file in &verified.manifest.files {
         let path = dir.join(&file.path);
         let handle = File::open(&path).map_err(|e| Error::Io {
             path: path.clone(),
@@ -199,5 +238,5 @@ fn open_dir(dir: &Path) -> Result<Opened> {
         })?;
         maps.insert(file.path.clone(), Arc::new(map));
     }
-    Ok((manifest, Storage::Dir(maps), BTreeMap::new()))
+    Ok((verified, Storage::Dir(maps), BTreeMap::new()))
 }

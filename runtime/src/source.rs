@@ -9,6 +9,7 @@ use ava_packaging::MANIFEST_NAME;
 
 use crate::error::{Error, Result};
 use crate::package::Package;
+use crate::policy::{checkpoint_permission, KernelPolicy, Permission};
 
 /// An opened model: tensors by name plus side files (`config.json`, `tokenizer.json`).
 pub enum ModelSource {
@@ -20,8 +21,13 @@ pub enum ModelSource {
 
 impl ModelSource {
     /// Opens `path`: an archive file, an unpacked archive (a directory with `manifest.json`),
-    /// or a checkpoint directory.
+    /// or a checkpoint directory. No kernel library of it will be loaded (the default policy).
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with_policy(path, &KernelPolicy::default())
+    }
+
+    /// [`ModelSource::open`], judging an archive's kernel library by `policy`.
+    pub fn open_with_policy(path: &Path, policy: &KernelPolicy) -> Result<Self> {
         if path.is_dir() && !path.join(MANIFEST_NAME).is_file() {
             return Ok(ModelSource::Checkpoint(Checkpoint::open(path)?));
         }
@@ -34,7 +40,27 @@ impl ModelSource {
                 ),
             });
         }
-        Ok(ModelSource::Package(Box::new(Package::open(path)?)))
+        Ok(ModelSource::Package(Box::new(Package::open_with_policy(
+            path, policy,
+        )?)))
+    }
+
+    /// Whether the model's kernel library may be loaded, and why (not).
+    pub fn kernel_permission(&self) -> Permission {
+        match self {
+            ModelSource::Package(p) => p.kernel_permission().clone(),
+            ModelSource::Checkpoint(_) => checkpoint_permission(),
+        }
+    }
+
+    /// A kernel library entry to load, if the policy allows.
+    pub(crate) fn library_entry(&self, path: &str) -> Result<crate::tvm::LibraryEntry<'_>> {
+        match self {
+            ModelSource::Package(p) => p.library_entry(path),
+            ModelSource::Checkpoint(_) => Err(Error::KernelsRefused(
+                checkpoint_permission().unwrap_err(),
+            )),
+        }
     }
 
     /// A tensor by full name.

@@ -92,6 +92,7 @@ fn archives_generate_the_same_as_checkpoints() {
             ..Source::default()
         },
         stages: Default::default(),
+        sign_with: None,
     };
     let tmp = tempfile::tempdir().unwrap();
     let archive = tmp.path().join("m.tar");

@@ -62,6 +62,7 @@ fn archive(dir: &Path) -> PathBuf {
             files: BTreeMap::new(),
         },
         stages: BTreeMap::new(),
+        sign_with: None,
     };
     let out = dir.join("t.tar");
     write_archive(&spec, &inputs, &out, Compression::None, &mut |_| {}).unwrap();

@@ -95,6 +95,8 @@ pub struct ClassifyArgs {
     /// native ones, or the TVM library (an error without one).
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,
+    #[command(flatten)]
+    pub trust: super::TrustArgs,
 }
 
 /// `aon eval PKG|DIR|MODEL.onnx --data FILE`.
@@ -121,6 +123,8 @@ pub struct EvalArgs {
     /// Kernels, as `aon classify --backend`.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,
+    #[command(flatten)]
+    pub trust: super::TrustArgs,
 }
 
 /// Weight format `aon compile` produces.
@@ -206,4 +210,6 @@ pub struct CompileArgs {
     /// name in the output directory).
     #[arg(long = "package-version", value_name = "N|auto", default_value = "1")]
     pub package_version: crate::commands::archive_identity::PackageVersion,
+    #[command(flatten)]
+    pub sign: super::SignKeyArgs,
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use ava_packaging::PackageTarget;
 use clap::{Args, Subcommand};
 
-use super::{DownloadArgs, HubArgs};
+use super::{DownloadArgs, HubArgs, KeygenArgs, SignArgs, SignKeyArgs};
 
 /// Verbs both binaries share (one implementation), flattened into their command lists.
 #[derive(Subcommand, Clone, Debug)]
@@ -21,6 +21,10 @@ pub enum CommonCommand {
     Verify(VerifyArgs),
     /// Verify an archive and extract it into a new directory.
     Unpack(UnpackArgs),
+    /// Create an ed25519 key pair for signing archives.
+    Keygen(KeygenArgs),
+    /// Sign an archive (replacing it), so that tools trusting the key load its kernels.
+    Sign(SignArgs),
 }
 
 /// `package DIR -o OUT`.
@@ -66,6 +70,8 @@ pub struct PackageArgs {
     #[arg(long, value_name = "REV")]
     pub source_revision: Option<String>,
     #[command(flatten)]
+    pub sign: SignKeyArgs,
+    #[command(flatten)]
     pub hub: HubArgs,
     /// Stage records added to the manifest (`alc compile`'s memory estimate).
     #[arg(skip)]
@@ -84,6 +90,9 @@ pub struct InspectArgs {
 pub struct VerifyArgs {
     /// An archive (`.tar`, `.tar.zst`) or an unpacked archive directory.
     pub package: PathBuf,
+    /// Also trust this public key when saying whether the signer is trusted (repeatable).
+    #[arg(long = "trusted-key", value_name = "PUB")]
+    pub trusted_keys: Vec<std::path::PathBuf>,
 }
 
 /// `unpack PKG -o DIR`.

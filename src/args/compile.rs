@@ -89,5 +89,7 @@ pub struct CompileArgs {
     #[arg(long)]
     pub force: bool,
     #[command(flatten)]
+    pub sign: super::SignKeyArgs,
+    #[command(flatten)]
     pub hub: HubArgs,
 }

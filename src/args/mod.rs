@@ -8,9 +8,11 @@ mod convert;
 mod download;
 mod quantize;
 pub mod run;
+mod trust;
 
 pub use aon::{AonConvertArgs, ExportArgs, OptimizeArgs};
 pub use archive::{CommonCommand, InspectArgs, PackageArgs, UnpackArgs, VerifyArgs};
+pub use trust::{KeygenArgs, SignArgs, SignKeyArgs, TrustArgs};
 pub use convert::{ConvertArgs, ConvertDtype};
 pub use download::{DownloadArgs, HubArgs};
 pub use quantize::{MethodArg, PerplexityArgs, QuantArg, QuantizeArgs};

@@ -79,5 +79,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE.npy")]
     pub logits_out: Option<PathBuf>,
     #[command(flatten)]
+    pub trust: super::TrustArgs,
+    #[command(flatten)]
     pub hub: super::HubArgs,
 }

@@ -71,6 +71,8 @@ pub struct ValidateArgs {
     /// 0.001, or 0.25 for q4bf16 archives, whose int8 activations amplify float rounding).
     #[arg(long, value_name = "X", value_parser = tolerance)]
     pub tolerance: Option<f32>,
+    #[command(flatten)]
+    pub trust: super::TrustArgs,
     /// Runner options.
     #[command(flatten)]
     pub runner: RunnerArgs,
@@ -117,6 +119,8 @@ pub struct AonValidateArgs {
     /// Utterances classified, evenly spaced over the split (or the labels).
     #[arg(long, default_value_t = DEFAULT_MAX_UTTERANCES, value_name = "N")]
     pub max_utterances: usize,
+    #[command(flatten)]
+    pub trust: super::TrustArgs,
     /// Runner options.
     #[command(flatten)]
     pub runner: RunnerArgs,

@@ -70,9 +70,22 @@ pub struct Prediction {
 impl Classifier {
     /// Loads an archive, a model directory or an `.onnx` file: `ava-runtime` when it recognises
     /// the graph, the reference evaluator otherwise (never for archives).
-    pub fn open(model: &Path, backend: RunBackend) -> anyhow::Result<Self> {
-        let runtime_err = match ava_runtime::albert::Classifier::open_with(model, backend.into()) {
+    /// An archive's kernel library loads only when `trust` allows it (docs/security.md); a
+    /// refused one is reported on stderr and the classifier runs native.
+    pub fn open(
+        model: &Path,
+        backend: RunBackend,
+        trust: &crate::args::TrustArgs,
+        ui: &Ui,
+    ) -> anyhow::Result<Self> {
+        let policy = trust.policy(true)?;
+        let opened =
+            ava_runtime::albert::Classifier::open_with_policy(model, backend.into(), &policy);
+        let runtime_err = match opened {
             Ok(c) => {
+                if let Some(note) = c.kernel_note() {
+                    ui.info(format!("note: running on the native backend: {note}"));
+                }
                 return Ok(Classifier {
                     labels: c.labels().to_vec(),
                     path: c.model_path().to_path_buf(),
@@ -192,7 +205,7 @@ fn softmax(v: &[f32]) -> Vec<f32> {
 
 /// Runs `aon classify`.
 pub fn run_classify(args: &ClassifyArgs, ui: &Ui) -> anyhow::Result<()> {
-    let c = Classifier::open(&args.model, args.backend)?;
+    let c = Classifier::open(&args.model, args.backend, &args.trust, ui)?;
     let threshold = args.threshold.or(c.oos_threshold);
     let p = c.classify(&args.text, args.top.max(1), threshold)?;
     ui.result(&p, || {
@@ -258,7 +271,7 @@ struct Dump<'a> {
 
 /// Runs `aon eval`.
 pub fn run_eval(args: &EvalArgs, ui: &Ui) -> anyhow::Result<()> {
-    let c = Classifier::open(&args.model, args.backend)?;
+    let c = Classifier::open(&args.model, args.backend, &args.trust, ui)?;
     let threshold = args.threshold.or(c.oos_threshold);
     let index: HashMap<&str, usize> = c
         .labels

@@ -293,6 +293,7 @@ pub fn run(args: &CompileArgs, ui: &Ui) -> anyhow::Result<()> {
         &[target],
     )
     .to_string();
+    pkg_args.sign = args.sign.clone();
     let packaged = package(&pkg_args, ui)?;
     report.archive = packaged.path;
     report.archive_bytes = packaged.archive_size;
@@ -436,6 +437,7 @@ fn package_args(stage: &Path, output: &Path) -> PackageArgs {
         quantization: None,
         source_repo: None,
         source_revision: None,
+        sign: Default::default(),
         hub: HubArgs::default(),
         extra_stages: Default::default(),
     }

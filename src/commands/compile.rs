@@ -426,6 +426,8 @@ impl<'a> Pipeline<'a> {
             "{} v{} {} {:?}",
             id.name, id.version, id.source.repository, id.source.revision
         ));
+        let key = crate::trust::signing_key(a.sign.sign_key.as_deref(), &|m| self.ui.info(m))?;
+        h.text(&format!("signed by {}", key.public().key_id()));
         let (dir, inner) = (input.dir.clone(), self.inner.clone());
         let (name, version) = (id.name.clone(), id.version.to_string());
         let (repo, revision) = (id.source.repository.clone(), id.source.revision.clone());
@@ -444,6 +446,7 @@ impl<'a> Pipeline<'a> {
                 quantization: None,
                 source_repo: Some(repo),
                 source_revision: revision,
+                sign: a.sign.clone(),
                 hub: HubArgs::default(),
                 extra_stages: [(MEMORY_STAGE.to_string(), memory)].into(),
             };

@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
-use ava_packaging::{read_dir_manifest, read_manifest, reader::is_zstd, Manifest};
+use ava_packaging::{read_dir_signed, read_signed_manifest, reader::is_zstd, Manifest};
+
+use crate::ui::escape;
 use serde::Serialize;
 
 use crate::args::InspectArgs;
@@ -18,17 +20,21 @@ struct InspectReport<'a> {
     compressed: bool,
     archive_size: u64,
     total_size: u64,
+    /// The signing key's id (its signature checked out), `null` when unsigned.
+    signed_by: Option<String>,
     manifest: &'a Manifest,
 }
 
 /// Runs `inspect`.
 pub fn run(args: &InspectArgs, ui: &Ui) -> anyhow::Result<()> {
     let path = &args.package;
-    let (manifest, compressed) = if path.is_dir() {
-        (read_dir_manifest(path)?, false)
+    let (verified, compressed) = if path.is_dir() {
+        (read_dir_signed(path)?, false)
     } else {
-        (read_manifest(path)?, is_zstd(path)?)
+        (read_signed_manifest(path)?, is_zstd(path)?)
     };
+    let manifest = verified.manifest;
+    let signed_by = verified.signer.map(|s| s.key_id());
     let archive_size = std::fs::metadata(path)
         .with_context(|| path.display().to_string())?
         .len();
@@ -37,40 +43,48 @@ pub fn run(args: &InspectArgs, ui: &Ui) -> anyhow::Result<()> {
         compressed,
         archive_size,
         total_size: manifest.total_size(),
+        signed_by: signed_by.clone(),
         manifest: &manifest,
     };
-    ui.result(&report, || describe(&manifest, compressed))
+    ui.result(&report, || describe(&manifest, compressed, signed_by.as_deref()))
 }
 
 /// The human-readable summary of a manifest.
-fn describe(m: &Manifest, compressed: bool) -> String {
+fn describe(m: &Manifest, compressed: bool, signed_by: Option<&str>) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
         "{} {} (format v{}{})",
-        m.name,
-        m.version,
+        escape(&m.name),
+        escape(&m.version),
         m.format_version,
         if compressed { ", zstd" } else { "" }
     );
-    let _ = writeln!(s, "  family        {}", m.family);
-    let _ = writeln!(s, "  quantization  {}", m.quantization);
+    let _ = writeln!(s, "  family        {}", escape(&m.family));
+    let _ = writeln!(s, "  quantization  {}", escape(&m.quantization));
     let _ = writeln!(s, "  target        {}", m.target);
     let _ = writeln!(
         s,
-        "  created by    {} {} (git {})",
-        m.created_by.tool, m.created_by.version, m.created_by.git_commit
+        "  signed by     {}",
+        signed_by.map_or("unsigned".to_string(), |id| format!("key {id}"))
     );
-    let rev = m.source.revision.as_deref().unwrap_or("-");
+    let _ = writeln!(
+        s,
+        "  created by    {} {} (git {})",
+        escape(&m.created_by.tool),
+        escape(&m.created_by.version),
+        escape(&m.created_by.git_commit)
+    );
+    let rev = escape(m.source.revision.as_deref().unwrap_or("-"));
     let _ = writeln!(
         s,
         "  source        {} @ {} ({} input files)",
-        m.source.repository,
+        escape(&m.source.repository),
         rev,
         m.source.files.len()
     );
     if !m.stages.is_empty() {
-        let names: Vec<&str> = m.stages.keys().map(String::as_str).collect();
+        let names: Vec<String> = m.stages.keys().map(|k| escape(k)).collect();
         let _ = writeln!(s, "  stages        {}", names.join(", "));
     }
     if let Some(memory) = MemoryRecord::from_manifest(m) {

@@ -14,6 +14,7 @@ pub mod package;
 pub mod perplexity;
 pub mod quantize;
 pub mod run;
+pub mod sign;
 mod stage_key;
 pub mod unpack;
 pub mod verify;
@@ -29,6 +30,8 @@ pub fn run_common(command: &CommonCommand, ui: &Ui) -> anyhow::Result<()> {
         CommonCommand::Inspect(args) => inspect::run(args, ui),
         CommonCommand::Verify(args) => verify::run(args, ui),
         CommonCommand::Unpack(args) => unpack::run(args, ui),
+        CommonCommand::Keygen(args) => sign::keygen(args, ui),
+        CommonCommand::Sign(args) => sign::sign(args, ui),
     }
 }
 pub mod aon_classify;

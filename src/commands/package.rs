@@ -98,7 +98,10 @@ pub fn package(args: &PackageArgs, ui: &Ui) -> anyhow::Result<Packaged> {
     } else {
         None
     };
-    let spec = package_spec(args, dir, ui, stage, checkpoint.as_ref())?;
+    let mut spec = package_spec(args, dir, ui, stage, checkpoint.as_ref())?;
+    let key = crate::trust::signing_key(args.sign.sign_key.as_deref(), &|m| ui.info(m))?;
+    ui.detail(format!("signing with key {}", key.public().key_id()));
+    spec.sign_with = Some(key);
     let zstd = args.zstd || args.output.extension().is_some_and(|e| e == "zst");
     let total: u64 = inputs
         .iter()
@@ -280,6 +283,7 @@ fn package_spec(
             .into_iter()
             .chain(args.extra_stages.clone())
             .collect(),
+        sign_with: None,
     })
 }
 

@@ -36,9 +36,14 @@ struct TimingsReport {
 /// Runs `run`.
 pub fn run(args: &RunArgs, ui: &Ui) -> anyhow::Result<()> {
     let backend = ava_runtime::Backend::from(args.backend);
+    let local = Path::new(&args.model).exists();
     let model = resolve_checkpoint(&args.model, &args.hub.options(ui), ui)?;
-    let engine = Engine::open_with(&model, backend)
+    let policy = args.trust.policy(local)?;
+    let engine = Engine::open_with_policy(&model, backend, &policy)
         .with_context(|| format!("loading {}", model.display()))?;
+    if let Some(note) = engine.kernel_note() {
+        ui.info(format!("note: running on the native backend: {note}"));
+    }
     ui.detail(format!(
         "loaded in {:.0} ms ({} backend)",
         engine.load_time().as_secs_f64() * 1e3,

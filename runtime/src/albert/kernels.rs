@@ -19,7 +19,7 @@ use ava_core::Target;
 use crate::error::{Error, Result};
 use crate::package::Package;
 use crate::tvm::{library_on_disk, library_path, table_path, Arg, KernelTable, Library};
-use crate::tvm::{Backend, TempLibrary};
+use crate::tvm::Backend;
 
 /// DLPack type code of signed integers.
 const DL_INT: u8 = 0;
@@ -28,7 +28,6 @@ const DL_INT: u8 = 0;
 pub struct EncoderKernels {
     lib: Library,
     target: Target,
-    _temp: Option<TempLibrary>,
 }
 
 impl std::fmt::Debug for EncoderKernels {
@@ -78,16 +77,16 @@ impl EncoderKernels {
                 Ok(None)
             };
         }
-        let entry = library_path(target);
-        let (path, temp) = library_on_disk(archive.join(&entry), || {
-            pkg.entry(&entry).map(<[u8]>::to_vec)
-        })?;
+        let entry = match pkg.library_entry(&library_path(target)) {
+            Ok(entry) => entry,
+            Err(Error::KernelsRefused(_)) if !strict => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let (path, temp) = library_on_disk(entry)?;
         let lib = Library::open(&path, &table)?;
-        Ok(Some(EncoderKernels {
-            lib,
-            target,
-            _temp: temp,
-        }))
+        // Loaded: a fallback file is not needed any more.
+        drop(temp);
+        Ok(Some(EncoderKernels { lib, target }))
     }
 
     /// The target the library was built for.
@@ -102,6 +101,13 @@ impl EncoderKernels {
     pub(super) fn call(&self, name: &str, args: &[Arg]) -> Result<()> {
         self.lib.call(name, args)
     }
+}
+
+/// Why the kernel library `pkg` has for this machine is refused, if it has one and it is.
+pub(super) fn refused_note(pkg: &Package) -> Option<String> {
+    let target = Target::host()?;
+    pkg.entry(&table_path(target))?;
+    pkg.kernel_permission().clone().err()
 }
 
 /// An int8 tensor argument.

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::package::Package;
+use crate::policy::KernelPolicy;
 use crate::tokenizer::Tokenizer;
 use crate::tvm::Backend;
 
@@ -40,6 +41,7 @@ pub struct Classifier {
     labels: Vec<String>,
     model: PathBuf,
     oos_threshold: Option<f32>,
+    kernel_note: Option<String>,
 }
 
 /// One utterance's result.
@@ -74,8 +76,16 @@ impl Classifier {
     }
 
     /// [`Classifier::open`] on the given backend: `Tvm` fails unless `path` is an archive with
-    /// a kernel library for this machine (`aon compile --target`).
+    /// a kernel library for this machine (`aon compile --target`). No kernel library is loaded
+    /// under the default policy (see [`Classifier::open_with_policy`]).
     pub fn open_with(path: &Path, backend: Backend) -> Result<Self> {
+        Self::open_with_policy(path, backend, &KernelPolicy::default())
+    }
+
+    /// [`Classifier::open_with`], loading an archive's kernel library only when `policy`
+    /// allows it (docs/security.md). `Auto` then falls back to native and says why in
+    /// [`Classifier::kernel_note`]; `Tvm` fails with the reason.
+    pub fn open_with_policy(path: &Path, backend: Backend, policy: &KernelPolicy) -> Result<Self> {
         let is_archive_dir = path.is_dir() && path.join(ava_packaging::MANIFEST_NAME).is_file();
         if path.is_file() && path.extension().is_some_and(|e| e == "onnx") {
             let dir = path.parent().unwrap_or(Path::new("."));
@@ -95,9 +105,9 @@ impl Classifier {
                 .ok_or_else(|| Error::MissingFile {
                     path: path.join(MODEL_FILES[1]),
                 })?;
-            return Self::open_with(&model, backend);
+            return Self::open_with_policy(&model, backend, policy);
         }
-        let pkg = Package::open(path)?;
+        let pkg = Package::open_with_policy(path, policy)?;
         let entry = |name: &str| {
             pkg.entry(name).ok_or_else(|| Error::MissingFile {
                 path: path.join(name),
@@ -130,8 +140,10 @@ impl Classifier {
             .and_then(|s| s.get("threshold"))
             .and_then(serde_json::Value::as_f64)
             .map(|t| t as f32);
-        if let Some(kernels) = EncoderKernels::load(&pkg, path, backend)? {
-            c.encoder.use_kernels(kernels)?;
+        match EncoderKernels::load(&pkg, path, backend)? {
+            Some(kernels) => c.encoder.use_kernels(kernels)?,
+            None if backend == Backend::Auto => c.kernel_note = kernels::refused_note(&pkg),
+            None => {}
         }
         Ok(c)
     }
@@ -157,6 +169,7 @@ impl Classifier {
             labels,
             model: model.to_path_buf(),
             oos_threshold: None,
+            kernel_note: None,
         })
     }
 
@@ -175,6 +188,12 @@ impl Classifier {
     /// directories, `.onnx` files and archives compiled without one.
     pub fn oos_threshold(&self) -> Option<f32> {
         self.oos_threshold
+    }
+
+    /// Why the archive's kernel library for this machine was not loaded, when the policy
+    /// refused it (the classifier then runs on the native backend).
+    pub fn kernel_note(&self) -> Option<&str> {
+        self.kernel_note.as_deref()
     }
 
     /// The encoder.

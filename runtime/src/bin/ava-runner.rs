@@ -6,6 +6,7 @@
 //! ```text
 //! ava-runner ARCHIVE --prompts FILE [--backend auto|native|tvm] [--max-new-tokens N] [--context N]
 //!            [--force FILE] [--top K]
+//!            [--trusted-key FILE]... [--allow-unsigned-kernels]
 //! ava-runner ARCHIVE --classify FILE [--backend auto|native|tvm]
 //! ava-runner --facts
 //! ```
@@ -23,7 +24,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use ava_runtime::albert::Classifier;
-use ava_runtime::{stepwise, Backend, Engine, GenerateOptions, SamplingParams};
+use ava_packaging::PublicKey;
+use ava_runtime::{stepwise, Backend, Engine, GenerateOptions, KernelPolicy, SamplingParams};
 use serde_json::{json, Value};
 
 /// Version of the report's layout, checked by `alc validate`.
@@ -42,6 +44,8 @@ struct Options {
     context: usize,
     force: Option<PathBuf>,
     top: usize,
+    /// Which kernel libraries may load (`--trusted-key FILE`, `--allow-unsigned-kernels`).
+    policy: KernelPolicy,
 }
 
 /// Logits reported per step with `--force` when `--top` is not given.
@@ -53,7 +57,7 @@ fn main() -> ExitCode {
         Ok(json!({ "report_version": REPORT_VERSION, "device": device_facts() }))
     } else {
         parse_args(&args).and_then(|o| match &o.classify {
-            Some(utterances) => classify(&o.archive, utterances, o.backend),
+            Some(utterances) => classify(&o.archive, utterances, o.backend, &o.policy),
             None => run(&o),
         })
     };
@@ -79,6 +83,7 @@ fn parse_args(args: &[String]) -> Result<Options> {
     let mut context = ava_runtime::generate::DEFAULT_CONTEXT;
     let mut force = None;
     let mut top = DEFAULT_TOP;
+    let mut policy = KernelPolicy::default();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = || {
@@ -101,6 +106,11 @@ fn parse_args(args: &[String]) -> Result<Options> {
             "--context" => context = parse_count(arg, &value()?)?,
             "--force" => force = Some(PathBuf::from(value()?)),
             "--top" => top = parse_count(arg, &value()?)?,
+            "--trusted-key" => {
+                let path = PathBuf::from(value()?);
+                policy.trusted.push(PublicKey::read(&path).map_err(|e| e.to_string())?);
+            }
+            "--allow-unsigned-kernels" => policy.allow_unsigned = true,
             a if a.starts_with('-') => return Err(format!("unknown option `{a}`").into()),
             a if archive.is_none() => archive = Some(PathBuf::from(a)),
             a => return Err(format!("unexpected argument `{a}`").into()),
@@ -118,6 +128,7 @@ fn parse_args(args: &[String]) -> Result<Options> {
         context,
         force,
         top,
+        policy,
     })
 }
 
@@ -150,7 +161,7 @@ fn read_prompts(path: &std::path::Path) -> Result<Vec<Vec<u32>>> {
 
 fn run(o: &Options) -> Result<Value> {
     let prompts = read_prompts(o.prompts.as_deref().ok_or("--prompts FILE is required")?)?;
-    let engine = Engine::open_with(&o.archive, o.backend)
+    let engine = Engine::open_with_policy(&o.archive, o.backend, &o.policy)
         .map_err(|e| format!("loading {}: {e}", o.archive.display()))?;
     let options = GenerateOptions {
         max_tokens: o.max_new_tokens,
@@ -226,11 +237,16 @@ fn forced_prompt(engine: &Engine, prompt: &[u32], forced: &[u32], o: &Options) -
 }
 
 /// Classifies every non-empty line of `utterances` with the archive's mALBERT classifier.
-fn classify(archive: &Path, utterances: &Path, backend: Backend) -> Result<Value> {
+fn classify(
+    archive: &Path,
+    utterances: &Path,
+    backend: Backend,
+    policy: &KernelPolicy,
+) -> Result<Value> {
     let text = std::fs::read_to_string(utterances)
         .map_err(|e| format!("reading {}: {e}", utterances.display()))?;
     let t0 = Instant::now();
-    let c = Classifier::open_with(archive, backend)
+    let c = Classifier::open_with_policy(archive, backend, policy)
         .map_err(|e| format!("loading {}: {e}", archive.display()))?;
     let load = t0.elapsed();
     let mut results = Vec::new();

@@ -556,13 +556,8 @@ fn rope_tables(inv_freq: &[f32], start: usize, n: usize) -> (Vec<f32>, Vec<f32>)
     (cos, sin)
 }
 
-/// A path `dlopen` can use: the file itself for directories, a temporary copy for a `.tar`.
+/// A path `dlopen` can use for the kernel library, when the native-code policy allows it
+/// (`docs/security.md`).
 fn library_file(source: &ModelSource, target: Target) -> Result<(PathBuf, Option<TempLibrary>)> {
-    let entry = library_path(target);
-    if let ModelSource::Checkpoint(c) = source {
-        return Ok((c.dir().join(&entry), None));
-    }
-    library_on_disk(source.label(&entry), || {
-        source.file(&entry).map(|b| b.into_owned())
-    })
+    library_on_disk(source.library_entry(&library_path(target))?)
 }

@@ -349,33 +349,136 @@ fn dl_error() -> String {
     }
 }
 
-/// A path `dlopen` can use for the library entry at `label`: `label` itself when it is a file
-/// (an unpacked archive), else a temporary copy of `bytes()` (an entry inside a `.tar`).
-pub(crate) fn library_on_disk(
-    label: PathBuf,
-    bytes: impl FnOnce() -> Option<Vec<u8>>,
-) -> Result<(PathBuf, Option<TempLibrary>)> {
-    if label.is_file() {
-        return Ok((label, None));
-    }
-    let bytes = bytes().ok_or_else(|| Error::MissingFile {
-        path: label.clone(),
-    })?;
-    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path = std::env::temp_dir().join(format!("ava-libmodel-{}-{n}.so", std::process::id()));
-    std::fs::write(&path, &bytes).map_err(|e| Error::Io {
-        path: path.clone(),
-        source: e,
-    })?;
-    Ok((path.clone(), Some(TempLibrary(path))))
+/// A kernel library entry of a verified archive that the native-code policy allows to load.
+pub(crate) struct LibraryEntry<'a> {
+    /// Names the entry in messages.
+    pub(crate) label: PathBuf,
+    /// Its bytes (in the archive's mapping).
+    pub(crate) bytes: &'a [u8],
+    /// The sha256 the manifest records for it.
+    pub(crate) sha256: &'a str,
 }
 
-/// A file the library was written to (archives keep it inside the `.tar`); removed on drop.
+/// A path `dlopen` can use for `entry`, holding exactly the bytes the manifest's sha256 names:
+/// a sealed anonymous memory file (`/proc/self/fd/N`) on Linux and Android, else a file created
+/// exclusively in a new private (0700) directory with an unguessable name. Nothing is written
+/// under a predictable name; see `docs/security.md`.
+pub(crate) fn library_on_disk(entry: LibraryEntry<'_>) -> Result<(PathBuf, Option<TempLibrary>)> {
+    // A private copy: the mapping of an unpacked directory could change under us.
+    let bytes = entry.bytes.to_vec();
+    let (_, sha256) = ava_packaging::sha256_reader(bytes.as_slice()).map_err(|e| Error::Io {
+        path: entry.label.clone(),
+        source: e,
+    })?;
+    if sha256 != entry.sha256 {
+        return Err(Error::Model(format!(
+            "{}: changed since the archive was verified",
+            entry.label.display()
+        )));
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Some(path) = memfd::sealed(&bytes) {
+        return Ok((path, None));
+    }
+    private_file(&entry.label, &bytes)
+}
+
+/// The fallback: `bytes` in a new 0700 directory of the temporary directory, both with random
+/// names, the file created with `O_EXCL | O_NOFOLLOW`. Removed when the guard drops.
+fn private_file(label: &Path, bytes: &[u8]) -> Result<(PathBuf, Option<TempLibrary>)> {
+    use std::io::Write;
+    let io = |path: &Path, e| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let base = std::env::temp_dir();
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, PRIVATE_DIR_MODE);
+    let mut attempt = 0;
+    let dir = loop {
+        let dir = base.join(format!("ava-kernels-{:016x}", random_u64()));
+        match builder.create(&dir) {
+            Ok(()) => break dir,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 8 => attempt += 1,
+            Err(e) => return Err(io(&dir, e)),
+        }
+    };
+    let guard = TempLibrary(dir.clone());
+    let path = dir.join("libmodel.so");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+    let mut file = options.open(&path).map_err(|e| io(&path, e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| io(label, e))?;
+    Ok((path, Some(guard)))
+}
+
+/// Permissions of the private directory of the fallback.
+#[cfg(unix)]
+const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// 64 random bits from the standard library's randomly seeded hasher.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod memfd {
+    //! Anonymous, sealed memory files for `dlopen`.
+    use std::ffi::CString;
+    use std::io::Write;
+    use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+    use std::path::PathBuf;
+
+    /// `bytes` in a sealed memory file; its `/proc/self/fd/N` path, or `None` when the kernel
+    /// or the sandbox offers no memory files (the caller falls back to a private file).
+    ///
+    /// The descriptor is never closed: libraries are never unloaded, and a closed descriptor's
+    /// number, reused for the next library, would make the dynamic loader return the library
+    /// already loaded under the same `/proc/self/fd/N` name.
+    pub(super) fn sealed(bytes: &[u8]) -> Option<PathBuf> {
+        let name = CString::new("ava-kernels").ok()?;
+        let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+        // SAFETY: memfd_create with a valid C string; the result is checked.
+        let fd = unsafe { libc::syscall(libc::SYS_memfd_create, name.as_ptr(), flags) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: a new descriptor that nothing else owns.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let mut file = std::fs::File::from(owned);
+        file.write_all(bytes).ok()?;
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+        // SAFETY: fcntl on a descriptor we own.
+        if unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&file), libc::F_ADD_SEALS, seals) } != 0 {
+            return None;
+        }
+        let path = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file)));
+        if !path.exists() {
+            return None;
+        }
+        // Kept open on purpose (see above).
+        let _ = file.into_raw_fd();
+        Some(path)
+    }
+}
+
+/// The private directory of the fallback; removed on drop.
 pub(crate) struct TempLibrary(pub(crate) PathBuf);
 
 impl Drop for TempLibrary {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -10,7 +10,7 @@ mod library;
 mod pool;
 
 pub use gemma3::Gemma3Tvm;
-pub(crate) use library::{library_on_disk, TempLibrary};
+pub(crate) use library::{library_on_disk, LibraryEntry};
 pub use library::{Arg, KernelTable, Library};
 pub use pool::{threads, THREADS_ENV};
 

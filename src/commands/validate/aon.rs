@@ -239,11 +239,12 @@ pub(super) fn validate(args: &AonValidateArgs, ui: &Ui) -> anyhow::Result<AonRep
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         ui.info(format!("running on {}", report.device));
-        let argv = [
+        let mut argv = vec![
             device.archive_arg(),
             "--classify".into(),
             UTTERANCES_FILE.into(),
         ];
+        argv.extend(super::kernel_flag(&args.archive, &args.trust)?);
         let out = device.exec(&argv);
         drop(device);
         read_run(&mut report, out?, &expected, &utterances, host.labels());

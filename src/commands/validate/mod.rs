@@ -299,7 +299,9 @@ fn validate(args: &ValidateArgs, ui: &Ui) -> anyhow::Result<Report> {
     report.checks.push(fits);
     if fits_ok {
         ui.info(format!("running on {}", report.device));
-        let out = device.exec(&runner_argv(&device.archive_arg(), args));
+        let mut argv = runner_argv(&device.archive_arg(), args);
+        argv.extend(kernel_flag(&args.archive, &args.trust)?);
+        let out = device.exec(&argv);
         drop(device);
         if let Some(run) = read_run(&mut report, out?) {
             let n = args.max_new_tokens;
@@ -313,6 +315,21 @@ fn validate(args: &ValidateArgs, ui: &Ui) -> anyhow::Result<Report> {
     }
     report.ok = report.checks.iter().all(|c| c.ok);
     Ok(report)
+}
+
+/// `--allow-unsigned-kernels` for the runner when the host's policy allows the archive's
+/// kernels (the device runs the very archive checked here; it has no trust store of its own).
+pub(crate) fn kernel_flag(
+    archive: &std::path::Path,
+    trust: &crate::args::TrustArgs,
+) -> anyhow::Result<Option<String>> {
+    let verified = ava_packaging::read_signed_manifest(archive)
+        .with_context(|| format!("reading {}", archive.display()))?;
+    let policy = trust.policy(true)?;
+    Ok(policy
+        .judge(verified.signer.as_ref())
+        .is_ok()
+        .then(|| "--allow-unsigned-kernels".to_string()))
 }
 
 /// The runner's command line for the prompts of `alc validate`.
