@@ -43,6 +43,19 @@ pub const EXIT_FAILURE: i32 = 1;
 /// Exit code for a usage error.
 pub const EXIT_USAGE: i32 = 2;
 
+/// A usage error found after the arguments were parsed (a value out of the model's range):
+/// exits 2 like clap's.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
 /// Turns a command's result into the process exit code, printing the error chain on stderr
 /// (and, with `--json`, an error object on stdout). A closed stdout pipe is not an error.
 pub fn finish(ui: &ui::Ui, result: anyhow::Result<()>) -> std::process::ExitCode {
@@ -68,5 +81,6 @@ pub fn finish(ui: &ui::Ui, result: anyhow::Result<()>) -> std::process::ExitCode
         // Not println!: it panics when stdout is a closed pipe (`| head`).
         let _ = std::io::Write::write_fmt(&mut std::io::stdout(), format_args!("{value}\n"));
     }
-    std::process::ExitCode::from(EXIT_FAILURE as u8)
+    let usage = err.chain().any(|e| e.is::<UsageError>());
+    std::process::ExitCode::from(if usage { EXIT_USAGE } else { EXIT_FAILURE } as u8)
 }

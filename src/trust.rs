@@ -59,7 +59,10 @@ pub fn write_key_pair(
 ) -> anyhow::Result<()> {
     for path in [secret, public] {
         if !force && path.symlink_metadata().is_ok() {
-            bail!("{}: already exists (pass --force to replace it)", path.display());
+            bail!(
+                "{}: already exists (pass --force to replace it)",
+                path.display()
+            );
         }
     }
     write_private(secret, key.to_file_text().as_bytes(), force)?;
@@ -87,7 +90,10 @@ fn write_private(path: &Path, bytes: &[u8], replace: bool) -> anyhow::Result<()>
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(PRIVATE_FILE_MODE))?;
+        std::fs::set_permissions(
+            tmp.path(),
+            std::fs::Permissions::from_mode(PRIVATE_FILE_MODE),
+        )?;
     }
     if replace {
         tmp.persist(path).map(drop).map_err(|e| e.error)

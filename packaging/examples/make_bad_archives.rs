@@ -202,16 +202,44 @@ fn main() {
             false,
         ),
     ));
-    let v2 = String::from_utf8(m.clone())
-        .expect("utf8")
-        .replace("\"format_version\": 1", "\"format_version\": 2");
+    let version = |v: u32| {
+        String::from_utf8(m.clone())
+            .expect("utf8")
+            .replace("\"format_version\": 1", &format!("\"format_version\": {v}"))
+    };
+    let v99 = version(99);
     out.push((
-        "format-version-2.tar",
+        "format-version-99.tar",
+        tar(&[
+            entry("manifest.json", v99.as_bytes()),
+            entry("hello.txt", hello),
+        ]),
+    ));
+    // Signed (version 2) without the signature entry.
+    let v2 = version(2);
+    out.push((
+        "signature-missing.tar",
         tar(&[
             entry("manifest.json", v2.as_bytes()),
             entry("hello.txt", hello),
         ]),
     ));
+    // A signature over another manifest.
+    let key = ava_packaging::SecretKey::from_seed(&[42; 32]);
+    let other = version(2).replace("\"bad\"", "\"good\"");
+    let forged = key.sign_manifest(other.as_bytes());
+    out.push((
+        "signature-mismatch.tar",
+        tar(&[
+            entry("manifest.json", v2.as_bytes()),
+            entry("manifest.sig", &forged),
+            entry("hello.txt", hello),
+        ]),
+    ));
+    // Every entry intact, but the end-of-archive marker is missing.
+    let mut cut = good(vec![entry("hello.txt", hello)]);
+    cut.truncate(cut.len() - 2 * BLOCK);
+    out.push(("end-marker-missing.tar", cut));
     for (name, bytes) in out {
         fs::write(dir.join(name), bytes).expect("write corpus file");
     }

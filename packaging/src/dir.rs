@@ -121,10 +121,9 @@ pub fn verify_dir_signed(dir: &Path) -> Result<Verified> {
     let listed: BTreeSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
     let mut extra = Vec::new();
     collect_files(dir, "", &mut extra, dir)?;
-    if let Some(entry) = extra
-        .into_iter()
-        .find(|p| p != MANIFEST_NAME && !(signed && p == SIGNATURE_NAME) && !listed.contains(p.as_str()))
-    {
+    if let Some(entry) = extra.into_iter().find(|p| {
+        p != MANIFEST_NAME && !(signed && p == SIGNATURE_NAME) && !listed.contains(p.as_str())
+    }) {
         return Err(Error::UnlistedEntry {
             archive: dir.into(),
             entry,

@@ -23,8 +23,8 @@ pub use manifest::{
 };
 pub use naming::{archive_file_name, size_label};
 pub use reader::{
-    read_manifest, read_signed_manifest, scan, scan_signed, unpack, verify, verify_signed, Verified,
-    MAX_ENTRIES, MAX_MANIFEST_BYTES,
+    read_manifest, read_signed_manifest, scan, scan_signed, unpack, verify, verify_signed,
+    Verified, MAX_ENTRIES, MAX_MANIFEST_BYTES,
 };
 pub use signing::{PublicKey, SecretKey, Signer, SIGNATURE_NAME, SIGNED_FORMAT_VERSION};
 pub use writer::{sign_archive, write_archive, Compression, InputFile, PackageSpec, ALIGNMENT};

@@ -389,7 +389,11 @@ fn signature_entry<R: Read>(
         reason,
     };
     let mut entry = match entries.next() {
-        None => return Err(bad(format!("format_version {SIGNED_FORMAT_VERSION} without {SIGNATURE_NAME}"))),
+        None => {
+            return Err(bad(format!(
+                "format_version {SIGNED_FORMAT_VERSION} without {SIGNATURE_NAME}"
+            )))
+        }
         Some(e) => e.map_err(|e| guard.error(archive, e))?,
     };
     let name = entry_name(archive, &entry)?;

@@ -121,7 +121,9 @@ impl PublicKey {
     /// Checks `entry` as the signature of `manifest` by this key.
     fn verify(&self, manifest: &[u8], signature: &[u8; SIGNATURE_BYTES]) -> bool {
         let sig = ed25519_dalek::Signature::from_bytes(signature);
-        self.0.verify_strict(&signed_message(manifest), &sig).is_ok()
+        self.0
+            .verify_strict(&signed_message(manifest), &sig)
+            .is_ok()
     }
 }
 

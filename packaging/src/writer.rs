@@ -210,7 +210,8 @@ fn build_manifest(
         })?;
         if input.path == MANIFEST_NAME
             || input.path == SIGNATURE_NAME
-            || !seen.insert(input.path.as_str()) {
+            || !seen.insert(input.path.as_str())
+        {
             return Err(Error::Input {
                 path: input.source.clone(),
                 reason: format!("archive path {:?} is reserved or used twice", input.path),

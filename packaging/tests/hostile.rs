@@ -106,9 +106,24 @@ const CASES: &[Case] = &[
         "manifest size exceeds the limit of 16777216",
     ),
     (
-        "format-version-2.tar",
+        "format-version-99.tar",
         |e| matches!(e, Error::Manifest { .. }),
-        "format_version 2 is not supported",
+        "format_version 99 is not supported",
+    ),
+    (
+        "signature-missing.tar",
+        |e| matches!(e, Error::BadSignature { .. }),
+        "not manifest.sig",
+    ),
+    (
+        "signature-mismatch.tar",
+        |e| matches!(e, Error::BadSignature { .. }),
+        "does not match the manifest",
+    ),
+    (
+        "end-marker-missing.tar",
+        |e| matches!(e, Error::Truncated { .. }),
+        "no end-of-archive marker",
     ),
 ];
 
@@ -162,7 +177,9 @@ fn inspect_reads_the_manifest_only_but_still_checks_it() {
     // Entry-level problems are found by verify; the manifest itself is checked by inspect.
     assert!(read_manifest(&corpus().join("checksum.tar")).is_ok());
     assert!(read_manifest(&corpus().join("huge-manifest.tar.zst")).is_err());
-    assert!(read_manifest(&corpus().join("format-version-2.tar")).is_err());
+    assert!(read_manifest(&corpus().join("format-version-99.tar")).is_err());
+    assert!(read_manifest(&corpus().join("signature-missing.tar")).is_err());
+    assert!(read_manifest(&corpus().join("signature-mismatch.tar")).is_err());
     assert!(read_manifest(&corpus().join("manifest-not-first.tar")).is_err());
 }
 

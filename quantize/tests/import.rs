@@ -287,6 +287,20 @@ fn errors_name_the_tensor_or_key() {
         "{e}"
     );
 
+    // Hostile sizes are refused by name before anything is sized by them.
+    for (key, value) in [
+        ("block_count", u32::MAX),
+        ("attention.head_count", 1 << 20),
+        ("embedding_length", u32::MAX),
+        ("feed_forward_length", u32::MAX),
+        ("context_length", u32::MAX),
+    ] {
+        let mut b = Builder::gemma3(1);
+        b.set_u32(&format!("gemma3.{key}"), value);
+        let e = b.plan_err();
+        assert!(e.contains(key) && e.contains("limit"), "{key}: {e}");
+    }
+
     let mut b = Builder::gemma3(1);
     b.set_str("gemma3.block_count", "one");
     assert!(b

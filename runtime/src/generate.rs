@@ -8,8 +8,8 @@ use ava_core::Gemma3Config;
 
 use crate::error::{Error, Result};
 use crate::gemma3::{Gemma3, KvCache};
-use crate::sampling::{Sampler, SamplingParams};
 use crate::policy::KernelPolicy;
+use crate::sampling::{Sampler, SamplingParams};
 use crate::source::ModelSource;
 use crate::tokenizer::{Tokenizer, END_OF_TURN};
 use crate::tvm::{Backend, Gemma3Tvm};

@@ -214,11 +214,12 @@ fn open_tar(path: &Path) -> Result<Opened> {
         source: e,
     })?;
     let mut entries = BTreeMap::new();
-    let verified = reader::scan_signed(path, Cursor::new(&map[..]), None, &mut |file, offset, _| {
-        let start = offset as usize;
-        entries.insert(file.path.clone(), start..start + file.size as usize);
-        Ok(())
-    })?;
+    let verified =
+        reader::scan_signed(path, Cursor::new(&map[..]), None, &mut |file, offset, _| {
+            let start = offset as usize;
+            entries.insert(file.path.clone(), start..start + file.size as usize);
+            Ok(())
+        })?;
     Ok((verified, Storage::Tar(Arc::new(map)), entries))
 }
 

@@ -48,18 +48,22 @@ impl KernelPolicy {
             None if self.allow_unsigned => {
                 Ok("unsigned, loaded because unsigned kernels are allowed".into())
             }
-            None => Err("the archive is not signed, so its kernel library is not loaded \
+            None => Err(
+                "the archive is not signed, so its kernel library is not loaded \
                  (sign it with `alc sign`, or pass --allow-unsigned-kernels)"
-                .into()),
+                    .into(),
+            ),
         }
     }
 }
 
 /// The verdict for a checkpoint directory: never.
 pub fn checkpoint_permission() -> Permission {
-    Err("a checkpoint directory carries no signature: kernel libraries are loaded only from \
+    Err(
+        "a checkpoint directory carries no signature: kernel libraries are loaded only from \
          signed archives"
-        .into())
+            .into(),
+    )
 }
 
 #[cfg(test)]

@@ -57,9 +57,9 @@ impl ModelSource {
     pub(crate) fn library_entry(&self, path: &str) -> Result<crate::tvm::LibraryEntry<'_>> {
         match self {
             ModelSource::Package(p) => p.library_entry(path),
-            ModelSource::Checkpoint(_) => Err(Error::KernelsRefused(
-                checkpoint_permission().unwrap_err(),
-            )),
+            ModelSource::Checkpoint(_) => {
+                Err(Error::KernelsRefused(checkpoint_permission().unwrap_err()))
+            }
         }
     }
 

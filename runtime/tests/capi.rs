@@ -386,3 +386,46 @@ fn classifier_errors_come_back_as_codes_and_messages() {
         ava_classifier_free(ptr::null_mut());
     }
 }
+
+#[test]
+fn open_with_a_policy_checks_the_trusted_keys() {
+    let model = c_path(&fixture("fixtures/models/gemma3-tiny"));
+    let mut engine = ptr::null_mut();
+    // NULL options trust nothing; the model still opens (native backend).
+    // SAFETY: valid string and out pointer.
+    let status = unsafe { ava_engine_open_with(model.as_ptr(), ptr::null(), &mut engine) };
+    assert_eq!(status, AvaStatus::Ok, "{}", last_error());
+    // SAFETY: opened above.
+    unsafe { ava_engine_free(engine) };
+
+    let good = CString::new("ava-ed25519-public-key ".to_string() + &"0".repeat(63) + "1").unwrap();
+    let bad = CString::new("not a key").unwrap();
+    for (key, ok) in [(&good, true), (&bad, false)] {
+        let keys = [key.as_ptr()];
+        let options = AvaOpenOptions {
+            trusted_keys: keys.as_ptr(),
+            n_trusted_keys: 1,
+            allow_unsigned_kernels: false,
+        };
+        let mut engine = ptr::null_mut();
+        // SAFETY: valid strings, options and out pointer.
+        let status = unsafe { ava_engine_open_with(model.as_ptr(), &options, &mut engine) };
+        if ok {
+            assert_eq!(status, AvaStatus::Ok, "{}", last_error());
+            // SAFETY: opened above.
+            unsafe { ava_engine_free(engine) };
+        } else {
+            assert_eq!(status, AvaStatus::InvalidArgument);
+            assert!(last_error().contains("trusted key"), "{}", last_error());
+            assert!(engine.is_null());
+        }
+    }
+    let options = AvaOpenOptions {
+        trusted_keys: ptr::null(),
+        n_trusted_keys: 3,
+        allow_unsigned_kernels: true,
+    };
+    // SAFETY: the NULL key list is rejected before it is read.
+    let status = unsafe { ava_engine_open_with(model.as_ptr(), &options, &mut engine) };
+    assert_eq!(status, AvaStatus::InvalidArgument);
+}

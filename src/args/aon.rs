@@ -28,7 +28,7 @@ pub struct AonConvertArgs {
     #[arg(long)]
     pub prune_vocab: bool,
     /// Longest input in tokens ([CLS] and [SEP] included); position embeddings are cut to it.
-    #[arg(long, default_value_t = DEFAULT_MAX_SEQ_LEN, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_MAX_SEQ_LEN, value_name = "N", value_parser = crate::args::bounds::positive)]
     pub max_seq_len: usize,
     /// L2 penalty of the fitted head.
     #[arg(long, default_value_t = 1e-4, value_name = "L2")]

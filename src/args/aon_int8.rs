@@ -50,7 +50,7 @@ pub struct QuantizeOnnxArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
     /// Calibration utterances used (the first N).
-    #[arg(long, default_value_t = DEFAULT_CALIB_SAMPLES, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_CALIB_SAMPLES, value_name = "N", value_parser = crate::args::bounds::positive)]
     pub samples: usize,
     /// How activation ranges are chosen.
     #[arg(long, value_enum, default_value_t = CalibMethod::Minmax)]
@@ -69,7 +69,7 @@ pub struct QuantizeOnnxArgs {
     #[arg(long, value_name = "P")]
     pub max_accuracy_drop: Option<f64>,
     /// Labelled utterances the accuracy gate uses (the first N of the validation split).
-    #[arg(long, default_value_t = DEFAULT_GATE_SAMPLES, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_GATE_SAMPLES, value_name = "N", value_parser = crate::args::bounds::positive)]
     pub gate_samples: usize,
     /// tokenizer.json (default: next to the input model).
     #[arg(long, value_name = "FILE")]
@@ -86,7 +86,7 @@ pub struct ClassifyArgs {
     #[arg(long)]
     pub text: String,
     /// How many intents to list.
-    #[arg(long, default_value_t = 3, value_name = "K")]
+    #[arg(long, default_value_t = 3, value_name = "K", value_parser = crate::args::bounds::positive)]
     pub top: usize,
     /// Out-of-scope threshold: below it the intent is `oos` (default: the archive's).
     #[arg(long, value_name = "T")]
@@ -111,7 +111,7 @@ pub struct EvalArgs {
     #[arg(long, default_value = "test")]
     pub split: String,
     /// Score only the first N utterances.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::args::bounds::positive)]
     pub limit: Option<usize>,
     /// Write token ids, gold and predicted labels as JSON (for comparisons with onnxruntime).
     #[arg(long, value_name = "FILE")]
@@ -174,13 +174,13 @@ pub struct CompileArgs {
     #[arg(long)]
     pub keep_head: bool,
     /// Sequence cap (position embeddings cut to N).
-    #[arg(long, default_value_t = 128, value_name = "N")]
+    #[arg(long, default_value_t = 128, value_name = "N", value_parser = crate::args::bounds::positive)]
     pub max_seq_len: usize,
     /// Calibration utterances (first N of the train split).
-    #[arg(long, default_value_t = DEFAULT_CALIB_SAMPLES, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_CALIB_SAMPLES, value_name = "N", value_parser = crate::args::bounds::positive)]
     pub samples: usize,
     /// Validation utterances (first N of the `val` split) scored in float and in the result.
-    #[arg(long, default_value_t = DEFAULT_GATE_SAMPLES, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_GATE_SAMPLES, value_name = "N", value_parser = crate::args::bounds::positive)]
     pub val_samples: usize,
     /// Fail if the result loses more than P accuracy points against float on validation.
     #[arg(long, value_name = "P")]

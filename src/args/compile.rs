@@ -58,7 +58,7 @@ pub struct CompileArgs {
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub gate_chunks: usize,
     /// Elements per quantization group (32, 64 or 128).
-    #[arg(long, default_value_t = ava_core::quant::DEFAULT_GROUP_SIZE)]
+    #[arg(long, default_value_t = ava_core::quant::DEFAULT_GROUP_SIZE, value_parser = crate::args::bounds::positive)]
     pub group_size: usize,
     /// tokenizer.json for a `.gguf` source (default: one beside the file).
     #[arg(long, value_name = "FILE")]

@@ -2,6 +2,7 @@
 
 mod aon;
 mod archive;
+pub mod bounds;
 pub mod build;
 pub mod compile;
 mod convert;
@@ -12,11 +13,11 @@ mod trust;
 
 pub use aon::{AonConvertArgs, ExportArgs, OptimizeArgs};
 pub use archive::{CommonCommand, InspectArgs, PackageArgs, UnpackArgs, VerifyArgs};
-pub use trust::{KeygenArgs, SignArgs, SignKeyArgs, TrustArgs};
 pub use convert::{ConvertArgs, ConvertDtype};
 pub use download::{DownloadArgs, HubArgs};
 pub use quantize::{MethodArg, PerplexityArgs, QuantArg, QuantizeArgs};
 pub use run::RunArgs;
+pub use trust::{KeygenArgs, SignArgs, SignKeyArgs, TrustArgs};
 
 use std::path::PathBuf;
 

@@ -58,7 +58,7 @@ pub struct QuantizeArgs {
     #[arg(long, value_enum, default_value_t = QuantArg::Q4bf16)]
     pub quant: QuantArg,
     /// Elements per group along the input dimension (32, 64 or 128).
-    #[arg(long, default_value_t = ava_core::quant::DEFAULT_GROUP_SIZE)]
+    #[arg(long, default_value_t = ava_core::quant::DEFAULT_GROUP_SIZE, value_parser = crate::args::bounds::positive)]
     pub group_size: usize,
     /// Rounding method (every one but rtn calibrates; ignored for float formats).
     #[arg(long, value_enum, default_value_t = MethodArg::DEFAULT)]
@@ -70,13 +70,13 @@ pub struct QuantizeArgs {
     #[arg(long, value_name = "FILE.txt")]
     pub calib: Option<PathBuf>,
     /// Calibration sequences.
-    #[arg(long, default_value_t = ava_quantize::calib::DEFAULT_SAMPLES)]
+    #[arg(long, default_value_t = ava_quantize::calib::DEFAULT_SAMPLES, value_parser = crate::args::bounds::positive)]
     pub calib_samples: usize,
     /// Tokens per calibration sequence.
-    #[arg(long, default_value_t = ava_quantize::calib::DEFAULT_SEQ_LEN)]
+    #[arg(long, default_value_t = ava_quantize::calib::DEFAULT_SEQ_LEN, value_parser = crate::args::bounds::positive)]
     pub calib_seq_len: usize,
     /// Exponents tried by the AWQ search (evenly spaced in [0, 1]).
-    #[arg(long, default_value_t = ava_quantize::awq::DEFAULT_GRID)]
+    #[arg(long, default_value_t = ava_quantize::awq::DEFAULT_GRID, value_parser = crate::args::bounds::positive)]
     pub awq_grid: usize,
     #[command(flatten)]
     pub hub: HubArgs,
@@ -92,13 +92,13 @@ pub struct PerplexityArgs {
     #[arg(long, value_name = "FILE")]
     pub text: PathBuf,
     /// Tokens per window.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = crate::args::bounds::positive)]
     pub ctx: usize,
     /// Tokens between window starts (default: --ctx).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::args::bounds::positive)]
     pub stride: Option<usize>,
     /// Most windows to run.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::args::bounds::positive)]
     pub max_chunks: Option<usize>,
     /// A reference model (e.g. the f32 checkpoint): adds the KL divergence of the token
     /// distributions from it (mean, median, p99, max) and top-1 agreement, same windows.

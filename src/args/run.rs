@@ -43,22 +43,22 @@ pub struct RunArgs {
     #[arg(long, requires = "prompt")]
     pub chat: bool,
     /// Most tokens to generate.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = crate::args::bounds::positive)]
     pub max_tokens: usize,
     /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = crate::args::bounds::non_negative)]
     pub temperature: f32,
     /// Keep only the K most likely tokens (0: off).
     #[arg(long, default_value_t = 0)]
     pub top_k: usize,
     /// Nucleus sampling threshold (1: off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = crate::args::bounds::open_unit)]
     pub top_p: f32,
     /// Drop tokens below P times the top probability (0: off).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = crate::args::bounds::unit)]
     pub min_p: f32,
     /// Repetition penalty over the last 64 tokens (1: off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = crate::args::bounds::positive_f32)]
     pub repeat_penalty: f32,
     /// Random seed for sampling.
     #[arg(long, default_value_t = 0)]
@@ -69,9 +69,10 @@ pub struct RunArgs {
     /// Generate past EOS and `<end_of_turn>` until --max-tokens.
     #[arg(long)]
     pub ignore_eos: bool,
-    /// Context length of the session (KV cache positions).
-    #[arg(long, default_value_t = ava_runtime::generate::DEFAULT_CONTEXT)]
-    pub context: usize,
+    /// Context length of the session (KV cache positions; default: 4096, or the model's
+    /// maximum when that is smaller). More than the model's maximum is a usage error.
+    #[arg(long, value_name = "N", value_parser = crate::args::bounds::positive)]
+    pub context: Option<usize>,
     /// Kernel backend.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,

@@ -58,10 +58,10 @@ pub struct ValidateArgs {
     #[arg(long, value_name = "FILE")]
     pub prompts: Option<PathBuf>,
     /// Tokens generated per prompt (greedy, EOS ignored).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = crate::args::bounds::positive)]
     pub max_new_tokens: usize,
     /// Context the KV cache is sized for (the memory estimate uses it).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 4096, value_parser = crate::args::bounds::positive)]
     pub context: usize,
     /// Which kernels the device runs (the host reference always runs `native`).
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
@@ -117,7 +117,7 @@ pub struct AonValidateArgs {
     #[arg(long, default_value = "test")]
     pub split: String,
     /// Utterances classified, evenly spaced over the split (or the labels).
-    #[arg(long, default_value_t = DEFAULT_MAX_UTTERANCES, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_MAX_UTTERANCES, value_name = "N", value_parser = crate::args::bounds::positive)]
     pub max_utterances: usize,
     #[command(flatten)]
     pub trust: super::TrustArgs,

@@ -91,7 +91,7 @@ impl Classifier {
                     path: c.model_path().to_path_buf(),
                     oos_threshold: c.oos_threshold(),
                     backend: Backend::Runtime(Box::new(c)),
-                })
+                });
             }
             Err(e) if backend == RunBackend::Tvm => {
                 return Err(e).with_context(|| format!("opening {}", model.display()))

@@ -46,7 +46,9 @@ pub fn run(args: &InspectArgs, ui: &Ui) -> anyhow::Result<()> {
         signed_by: signed_by.clone(),
         manifest: &manifest,
     };
-    ui.result(&report, || describe(&manifest, compressed, signed_by.as_deref()))
+    ui.result(&report, || {
+        describe(&manifest, compressed, signed_by.as_deref())
+    })
 }
 
 /// The human-readable summary of a manifest.

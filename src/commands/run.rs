@@ -44,6 +44,17 @@ pub fn run(args: &RunArgs, ui: &Ui) -> anyhow::Result<()> {
     if let Some(note) = engine.kernel_note() {
         ui.info(format!("note: running on the native backend: {note}"));
     }
+    let max_context = engine.model().config().max_position_embeddings;
+    let context = match args.context {
+        Some(n) if n > max_context => {
+            return Err(crate::UsageError(format!(
+                "--context {n}: the model handles at most {max_context} positions"
+            ))
+            .into())
+        }
+        Some(n) => n,
+        None => ava_runtime::generate::DEFAULT_CONTEXT.min(max_context),
+    };
     ui.detail(format!(
         "loaded in {:.0} ms ({} backend)",
         engine.load_time().as_secs_f64() * 1e3,
@@ -64,7 +75,7 @@ pub fn run(args: &RunArgs, ui: &Ui) -> anyhow::Result<()> {
         stop_strings: args.stop.clone(),
         ignore_eos: args.ignore_eos,
     };
-    let mut session = engine.session(args.context);
+    let mut session = engine.session(context);
     let stream = !ui.json;
     let mut stdout = std::io::stdout().lock();
     let mut write_error = None;

@@ -30,7 +30,10 @@ pub fn keygen(args: &KeygenArgs, ui: &Ui) -> anyhow::Result<()> {
         None => {
             let dir = trust::config_dir()?;
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            (dir.join(trust::USER_KEY_FILE), dir.join(trust::USER_PUB_FILE))
+            (
+                dir.join(trust::USER_KEY_FILE),
+                dir.join(trust::USER_PUB_FILE),
+            )
         }
     };
     let key = trust::generate_key()?;

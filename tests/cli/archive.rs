@@ -22,7 +22,9 @@ fn package_inspect_verify_unpack() {
 
     let inspect = alc(tmp.path(), &["--json", "inspect", &path]).ok().json();
     let manifest = &inspect["manifest"];
-    assert_eq!(manifest["format_version"], 1);
+    // Signed with the user's key (created on first use): format version 2.
+    assert_eq!(manifest["format_version"], 2);
+    assert_eq!(inspect["signed_by"].as_str().map(str::len), Some(16));
     assert_eq!(manifest["quantization"], "f32");
     assert_eq!(manifest["target"], "any");
     let roles: Vec<(&str, &str)> = manifest["files"]

@@ -15,6 +15,7 @@ mod hubserver;
 mod quantize;
 mod real;
 mod run;
+mod security;
 mod tvm;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,12 @@ pub fn fixtures() -> PathBuf {
 /// The bundled tiny Gemma 3 checkpoint (transformers-5 config keys).
 pub fn gemma3_tiny() -> PathBuf {
     fixtures().join("models/gemma3-tiny")
+}
+
+/// The configuration directory (signing key, trusted keys) every test run shares, so that an
+/// archive one run compiles is trusted by the next, as on a user's machine.
+pub fn config_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("ava-config")
 }
 
 /// A finished run of one of the binaries.
@@ -64,6 +71,7 @@ fn run_bin(bin: &str, dir: &Path, args: &[&str]) -> Run {
         .args(args)
         .current_dir(dir)
         .env_remove("AVA_CACHE_DIR")
+        .env("AVA_CONFIG_DIR", config_dir())
         .output()
         .expect("binary runs");
     Run {

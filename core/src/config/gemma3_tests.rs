@@ -367,3 +367,25 @@ fn from_file_reports_missing_and_bad_json() {
         assert!(err.to_string().contains("bad.json"));
     }
 }
+
+#[test]
+fn hostile_sizes_are_refused_before_anything_is_allocated() {
+    use crate::config::limits;
+    let cases = [
+        ("num_hidden_layers", 1u64 << 40),
+        ("num_attention_heads", (limits::MAX_HEADS + 1) as u64),
+        ("head_dim", u64::MAX),
+        ("vocab_size", (limits::MAX_VOCAB + 1) as u64),
+        ("hidden_size", 1 << 33),
+        ("intermediate_size", 1 << 40),
+        ("max_position_embeddings", 1 << 50),
+        ("sliding_window", 1 << 50),
+    ];
+    for (key, value) in cases {
+        let v = serde_json::json!({ "model_type": "gemma3_text", key: value });
+        let err = Gemma3Config::from_json(std::path::Path::new("config.json"), &v)
+            .expect_err(key)
+            .to_string();
+        assert!(err.contains(key), "{key}: {err}");
+    }
+}

@@ -248,9 +248,47 @@ impl<'a> Fields<'a> {
 /// Requires `value > 0` for a size read from `key`.
 pub(crate) fn positive(f: &Fields<'_>, key: &str, value: usize) -> Result<usize> {
     if value == 0 {
-        Err(f.err(key, "must be greater than 0"))
-    } else {
-        Ok(value)
+        return Err(f.err(key, "must be greater than 0"));
+    }
+    let max = limits::max_for(key);
+    if value > max {
+        return Err(f.err(
+            key,
+            format!("{value} is over this toolchain's limit of {max} (docs/security.md)"),
+        ));
+    }
+    Ok(value)
+}
+
+/// Upper bounds on config sizes, checked before anything is allocated from them: far above
+/// any released model, low enough that products of them fit in 64 bits and that a hostile
+/// config cannot ask for absurd amounts of memory. Listed in `docs/security.md`.
+pub mod limits {
+    /// Most layers (`num_hidden_layers`, ALBERT groups and inner groups).
+    pub const MAX_LAYERS: usize = 1024;
+    /// Most attention heads (query or key/value).
+    pub const MAX_HEADS: usize = 1024;
+    /// Largest hidden, embedding or head size.
+    pub const MAX_DIM: usize = 1 << 16;
+    /// Largest feed-forward (intermediate) size.
+    pub const MAX_INTERMEDIATE: usize = 1 << 20;
+    /// Largest vocabulary (and token type vocabulary).
+    pub const MAX_VOCAB: usize = 1 << 22;
+    /// Longest context (`max_position_embeddings`, `sliding_window`).
+    pub const MAX_CONTEXT: usize = 1 << 22;
+
+    /// The bound of a config key (the largest of all for keys not listed).
+    pub fn max_for(key: &str) -> usize {
+        match key {
+            "num_hidden_layers" | "num_hidden_groups" | "inner_group_num" => MAX_LAYERS,
+            "sliding_window_pattern" | "_sliding_window_pattern" => MAX_LAYERS,
+            "num_attention_heads" | "num_key_value_heads" => MAX_HEADS,
+            "hidden_size" | "embedding_size" | "head_dim" => MAX_DIM,
+            "intermediate_size" => MAX_INTERMEDIATE,
+            "vocab_size" | "type_vocab_size" => MAX_VOCAB,
+            "max_position_embeddings" | "sliding_window" => MAX_CONTEXT,
+            _ => MAX_VOCAB.max(MAX_CONTEXT).max(MAX_INTERMEDIATE),
+        }
     }
 }
 

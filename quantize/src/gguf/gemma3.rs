@@ -170,6 +170,14 @@ impl Keys<'_> {
         let key = Self::key(name);
         match self.opt_usize(name)? {
             Some(0) => Err(Error::metadata(self.path(), &key, "must be greater than 0")),
+            Some(n) if n > gguf_limit(name) => Err(Error::metadata(
+                self.path(),
+                &key,
+                format!(
+                    "{n} is over this toolchain's limit of {} (docs/security.md)",
+                    gguf_limit(name)
+                ),
+            )),
             Some(n) => Ok(n),
             None => Err(Error::metadata(self.path(), &key, "missing")),
         }
@@ -200,6 +208,20 @@ impl Keys<'_> {
                 ),
             )),
         }
+    }
+}
+
+/// The config bound (`ava_core::config::limits`) of a GGUF hyper-parameter, checked before
+/// anything is sized by it.
+fn gguf_limit(name: &str) -> usize {
+    use ava_core::config::limits;
+    match name {
+        "block_count" => limits::MAX_LAYERS,
+        "attention.head_count" | "attention.head_count_kv" => limits::MAX_HEADS,
+        "embedding_length" | "attention.key_length" | "attention.value_length" => limits::MAX_DIM,
+        "feed_forward_length" => limits::MAX_INTERMEDIATE,
+        "context_length" | "attention.sliding_window" => limits::MAX_CONTEXT,
+        _ => limits::max_for(name),
     }
 }
 
@@ -328,7 +350,7 @@ fn read_head_dim(k: &Keys<'_>, hidden: usize, heads: usize) -> Result<usize> {
         .opt_usize("attention.key_length")?
         .unwrap_or(hidden / heads);
     let value_len = k.opt_usize("attention.value_length")?.unwrap_or(key_len);
-    if key_len == 0 || key_len != value_len {
+    if key_len == 0 || key_len != value_len || key_len > gguf_limit("attention.key_length") {
         return Err(Error::metadata(
             k.path(),
             &Keys::key("attention.key_length"),

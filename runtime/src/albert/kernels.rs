@@ -18,8 +18,8 @@ use ava_core::Target;
 
 use crate::error::{Error, Result};
 use crate::package::Package;
-use crate::tvm::{library_on_disk, library_path, table_path, Arg, KernelTable, Library};
 use crate::tvm::Backend;
+use crate::tvm::{library_on_disk, library_path, table_path, Arg, KernelTable, Library};
 
 /// DLPack type code of signed integers.
 const DL_INT: u8 = 0;

@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use ava_runtime::albert::Classifier;
 use ava_packaging::PublicKey;
 use ava_runtime::{stepwise, Backend, Engine, GenerateOptions, KernelPolicy, SamplingParams};
 use serde_json::{json, Value};
@@ -108,7 +107,9 @@ fn parse_args(args: &[String]) -> Result<Options> {
             "--top" => top = parse_count(arg, &value()?)?,
             "--trusted-key" => {
                 let path = PathBuf::from(value()?);
-                policy.trusted.push(PublicKey::read(&path).map_err(|e| e.to_string())?);
+                policy
+                    .trusted
+                    .push(PublicKey::read(&path).map_err(|e| e.to_string())?);
             }
             "--allow-unsigned-kernels" => policy.allow_unsigned = true,
             a if a.starts_with('-') => return Err(format!("unknown option `{a}`").into()),

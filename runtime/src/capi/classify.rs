@@ -86,7 +86,15 @@ pub(crate) struct Ranking {
 impl AvaClassifier {
     /// Opens an archive (`.tar`, verified, or unpacked) of an mALBERT classifier.
     pub(crate) fn open(path: &Path) -> CapiResult<Self> {
-        let classifier = Classifier::open(path)?;
+        Self::open_with_policy(path, &crate::policy::KernelPolicy::default())
+    }
+
+    /// [`AvaClassifier::open`], loading a kernel library only when `policy` allows it.
+    pub(crate) fn open_with_policy(
+        path: &Path,
+        policy: &crate::policy::KernelPolicy,
+    ) -> CapiResult<Self> {
+        let classifier = Classifier::open_with_policy(path, crate::tvm::Backend::Auto, policy)?;
         let labels = classifier.labels().iter().map(|l| c_string(l)).collect();
         Ok(AvaClassifier { classifier, labels })
     }

@@ -13,7 +13,6 @@
 
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::Arc;
 
 use jni::objects::{
     JClass, JIntArray, JObject, JObjectArray, JString, JThrowable, JValue, JValueOwned,
@@ -26,7 +25,8 @@ use super::classify::AvaClassifier;
 use super::error::{panic_message, CapiError};
 use super::session::{AvaSession, Prompt};
 use super::{AvaGenerateResult, AvaStatus};
-use crate::generate::{Engine, GenerateOptions};
+use crate::generate::GenerateOptions;
+use crate::policy::KernelPolicy;
 use crate::sampling::SamplingParams;
 
 const EXCEPTION_CLASS: &str = "com/ava/runtime/AlcException";
@@ -249,19 +249,43 @@ fn result_values(r: &AvaGenerateResult) -> [f64; 9] {
     ]
 }
 
-/// `static native long nativeOpen(String path, int context)`.
+/// The native-code policy of a Java `open`: trusted keys (key lines or hex) and the opt-in.
+fn policy(
+    env: &mut JNIEnv<'_>,
+    keys: &JObjectArray<'_>,
+    allow_unsigned: jboolean,
+) -> JniResult<KernelPolicy> {
+    let mut trusted = Vec::new();
+    if !keys.is_null() {
+        for i in 0..env.get_array_length(keys)? {
+            let key = JString::from(env.get_object_array_element(keys, i)?);
+            let text = string(env, &key, "trusted key")?;
+            trusted.push(super::trust::parse_key(&text)?);
+        }
+    }
+    Ok(KernelPolicy {
+        trusted,
+        allow_unsigned: allow_unsigned != 0,
+    })
+}
+
+/// `static native long nativeOpen(String path, int context, String[] trustedKeys,
+/// boolean allowUnsignedKernels)`.
 #[no_mangle]
 pub extern "system" fn Java_com_ava_runtime_AlcEngine_nativeOpen<'l>(
     mut env: JNIEnv<'l>,
     _class: JClass<'l>,
     path: JString<'l>,
     context: jint,
+    trusted_keys: JObjectArray<'l>,
+    allow_unsigned: jboolean,
 ) -> jlong {
     run(&mut env, |env| {
         let path = string(env, &path, "path")?;
         let context = usize::try_from(context)
             .map_err(|_| CapiError::invalid("context length is negative"))?;
-        let engine = Arc::new(Engine::open(Path::new(&path))?);
+        let policy = policy(env, &trusted_keys, allow_unsigned)?;
+        let engine = super::trust::engine_with(Path::new(&path), &policy)?;
         let session = Box::new(AvaSession::new(engine, context));
         Ok(Box::into_raw(session) as jlong)
     })
@@ -392,16 +416,20 @@ fn classifier<'a>(handle: jlong) -> JniResult<&'a AvaClassifier> {
         .ok_or_else(|| CapiError::invalid("the classifier is closed").into())
 }
 
-/// `static native long nativeOpen(String path)` of `AonClassifier`.
+/// `static native long nativeOpen(String path, String[] trustedKeys, boolean
+/// allowUnsignedKernels)` of `AonClassifier`.
 #[no_mangle]
 pub extern "system" fn Java_com_ava_runtime_AonClassifier_nativeOpen<'l>(
     mut env: JNIEnv<'l>,
     _class: JClass<'l>,
     path: JString<'l>,
+    trusted_keys: JObjectArray<'l>,
+    allow_unsigned: jboolean,
 ) -> jlong {
     run(&mut env, |env| {
         let path = string(env, &path, "path")?;
-        let classifier = Box::new(AvaClassifier::open(Path::new(&path))?);
+        let policy = policy(env, &trusted_keys, allow_unsigned)?;
+        let classifier = Box::new(AvaClassifier::open_with_policy(Path::new(&path), &policy)?);
         Ok(Box::into_raw(classifier) as jlong)
     })
     .unwrap_or(0)

@@ -11,6 +11,7 @@ mod error;
 #[cfg(feature = "jni")]
 mod jni;
 mod session;
+mod trust;
 
 use std::ffi::{c_char, CString};
 use std::path::Path;
@@ -28,6 +29,10 @@ pub use error::{ava_last_error, AvaStatus};
 pub use session::{
     ava_session_cancel, ava_session_chat, ava_session_free, ava_session_generate,
     ava_session_last_result, ava_session_new, ava_session_reset, AvaPieceCallback, AvaSession,
+};
+
+pub use trust::{
+    ava_classifier_open_with, ava_engine_open_with, ava_open_options_default, AvaOpenOptions,
 };
 
 use error::{c_slice, c_str, guard, guard_void, handle, out_ptr, CapiError, CapiResult};

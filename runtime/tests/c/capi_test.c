@@ -181,6 +181,16 @@ int main(int argc, char **argv) {
   char *json = read_file(argv[2]);
   test_errors(argv[3]);
   AvaEngine *engine;
+  /* A policy with a malformed key is refused; a well-formed one opens (native backend). */
+  const char *bad_keys[] = {"ava-ed25519-public-key 12"};
+  AvaOpenOptions open_opts = ava_open_options_default();
+  open_opts.trusted_keys = bad_keys;
+  open_opts.n_trusted_keys = 1;
+  CHECK(ava_engine_open_with(argv[1], &open_opts, &engine) == AVA_STATUS_INVALID_ARGUMENT,
+        "a malformed trusted key is refused");
+  open_opts.n_trusted_keys = 0;
+  CHECK(ava_engine_open_with(argv[1], &open_opts, &engine) == AVA_STATUS_OK, "open_with");
+  ava_engine_free(engine);
   CHECK(ava_engine_open(argv[1], &engine) == AVA_STATUS_OK, "open %s", argv[1]);
   test_golden(engine, json);
   test_cancel(engine, json);

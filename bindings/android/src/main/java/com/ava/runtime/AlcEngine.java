@@ -82,9 +82,23 @@ public final class AlcEngine implements AutoCloseable {
         return open(path, 0);
     }
 
-    /** As {@link #open(String)} with a context of {@code contextLength} tokens (0: 4096). */
+    /**
+     * As {@link #open(String)} with a context of {@code contextLength} tokens (0: 4096). The
+     * archive's kernel library is never loaded: the model runs on the native backend.
+     */
     public static AlcEngine open(String path, int contextLength) throws AlcException {
-        return new AlcEngine(nativeOpen(path, contextLength));
+        return open(path, contextLength, null, false);
+    }
+
+    /**
+     * As {@link #open(String, int)}, loading the archive's kernel library for this device when
+     * the archive is signed by one of {@code trustedKeys} (each {@code ava-ed25519-public-key
+     * <hex>} or the 64 hex digits: pin your release key), or when {@code allowUnsignedKernels}.
+     */
+    public static AlcEngine open(
+            String path, int contextLength, String[] trustedKeys, boolean allowUnsignedKernels)
+            throws AlcException {
+        return new AlcEngine(nativeOpen(path, contextLength, trustedKeys, allowUnsignedKernels));
     }
 
     /** Continues the conversation with a user turn (chat template applied) and answers it. */
@@ -194,7 +208,9 @@ public final class AlcEngine implements AutoCloseable {
         }
     }
 
-    private static native long nativeOpen(String path, int context) throws AlcException;
+    private static native long nativeOpen(
+            String path, int context, String[] trustedKeys, boolean allowUnsignedKernels)
+            throws AlcException;
 
     private static native void nativeFree(long handle);
 

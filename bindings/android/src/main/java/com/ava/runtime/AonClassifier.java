@@ -97,9 +97,22 @@ public final class AonClassifier implements AutoCloseable {
         this.threshold = threshold;
     }
 
-    /** Opens an archive {@code .tar} (every sha256 verified) or an unpacked archive. */
+    /**
+     * Opens an archive {@code .tar} (every sha256 verified) or an unpacked archive. Its kernel
+     * library is never loaded: the classifier runs on the native backend.
+     */
     public static AonClassifier open(String path) throws AlcException {
-        long h = nativeOpen(path);
+        return open(path, null, false);
+    }
+
+    /**
+     * As {@link #open(String)}, loading the archive's kernel library for this device when the
+     * archive is signed by one of {@code trustedKeys} (each {@code ava-ed25519-public-key <hex>}
+     * or the 64 hex digits: pin your release key), or when {@code allowUnsignedKernels}.
+     */
+    public static AonClassifier open(
+            String path, String[] trustedKeys, boolean allowUnsignedKernels) throws AlcException {
+        long h = nativeOpen(path, trustedKeys, allowUnsignedKernels);
         try {
             return new AonClassifier(h, nativeLabels(h), nativeThreshold(h));
         } catch (Throwable t) {
@@ -173,7 +186,8 @@ public final class AonClassifier implements AutoCloseable {
         return h;
     }
 
-    private static native long nativeOpen(String path) throws AlcException;
+    private static native long nativeOpen(
+            String path, String[] trustedKeys, boolean allowUnsignedKernels) throws AlcException;
 
     private static native void nativeFree(long handle);
 

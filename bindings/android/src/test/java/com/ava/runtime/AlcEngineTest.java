@@ -115,6 +115,13 @@ public final class AlcEngineTest {
             }
         }
 
+        try {
+            AlcEngine.open(args[0], 16, new String[] {"not a key"}, false).close();
+            check(false, "a malformed trusted key is refused");
+        } catch (AlcException e) {
+            check(e.status() == AlcException.INVALID_ARGUMENT, "trusted key: " + e.getMessage());
+        }
+        AlcEngine.open(args[0], 16, new String[0], false).close();
         expectFailure("/nonexistent/model.tar", AlcException.IO, "/nonexistent/model.tar");
         expectFailure(args[2], AlcException.ARCHIVE, "");
         System.out.println("AlcEngineTest: ok");
