@@ -200,6 +200,18 @@ typedef struct {
   AvaTimings timings;
 } AvaGenerateResult;
 
+// How `ava_engine_open_with` and `ava_classifier_open_with` treat an archive's kernel
+// library (`lib/<target>/libmodel.so`, native code).
+typedef struct {
+  // Public keys whose valid signature lets an archive's kernel library load: each a
+  // NUL-terminated key file line (`ava-ed25519-public-key <64 hex>`) or the 64 hex digits.
+  const char *const *trusted_keys;
+  // Number of entries of `trusted_keys`.
+  size_t n_trusted_keys;
+  // Also load the kernels of archives that are unsigned or signed by an untrusted key.
+  bool allow_unsigned_kernels;
+} AvaOpenOptions;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -372,6 +384,25 @@ AvaStatus ava_session_reset(AvaSession *session);
 // # Safety
 // `session` is NULL or live; `out` points to an `AvaGenerateResult`.
 AvaStatus ava_session_last_result(const AvaSession *session, AvaGenerateResult *out);
+
+// Options that trust nothing: kernel libraries never load, models run on the native backend.
+AvaOpenOptions ava_open_options_default(void);
+
+// `ava_engine_open` with a native-code policy: the archive's kernel library for this machine
+// is used when `options` allow it, otherwise the native backend runs the model.
+//
+// # Safety
+// `path` is a NUL-terminated string; `options` is NULL or points to valid options;
+// `out` points to writable storage for a pointer.
+AvaStatus ava_engine_open_with(const char *path, const AvaOpenOptions *options, AvaEngine **out);
+
+// `ava_classifier_open` with a native-code policy, as `ava_engine_open_with`.
+//
+// # Safety
+// As `ava_engine_open_with`.
+AvaStatus ava_classifier_open_with(const char *path,
+                                   const AvaOpenOptions *options,
+                                   AvaClassifier **out);
 
 #ifdef __cplusplus
 }  // extern "C"
