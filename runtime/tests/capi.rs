@@ -398,7 +398,13 @@ fn open_with_a_policy_checks_the_trusted_keys() {
     // SAFETY: opened above.
     unsafe { ava_engine_free(engine) };
 
-    let good = CString::new("ava-ed25519-public-key ".to_string() + &"0".repeat(63) + "1").unwrap();
+    let good = CString::new(
+        ava_packaging::SecretKey::from_seed(&[5; 32])
+            .public()
+            .to_file_text()
+            .trim(),
+    )
+    .unwrap();
     let bad = CString::new("not a key").unwrap();
     for (key, ok) in [(&good, true), (&bad, false)] {
         let keys = [key.as_ptr()];
