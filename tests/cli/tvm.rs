@@ -32,6 +32,23 @@ fn tokens(dir: &std::path::Path, model: &str, backend: &str) -> (Vec<u64>, Strin
     (ids, j["backend"].as_str().unwrap().to_string())
 }
 
+/// Packages `built` (signed with the tests' user key, which the runs trust); a stage directory
+/// itself never has its library loaded (docs/security.md).
+fn signed_archive(dir: &std::path::Path) -> String {
+    let refused = alc(
+        dir,
+        &["run", "built", "--prompt-ids", "2", "--backend", "tvm"],
+    );
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains("checkpoint directory"),
+        "{}",
+        refused.stderr
+    );
+    alc(dir, &["package", "built", "-o", "built.tar"]).ok();
+    "built.tar".to_string()
+}
+
 #[test]
 fn tvm_backend_matches_native_on_the_tiny_fixture() {
     let tmp = tempfile::tempdir().unwrap();
@@ -56,9 +73,10 @@ fn tvm_backend_matches_native_on_the_tiny_fixture() {
         .path()
         .join("built/lib/linux-x86_64/kernels.json")
         .is_file());
-    let (native, b1) = tokens(tmp.path(), "built", "native");
-    let (tvm, b2) = tokens(tmp.path(), "built", "tvm");
-    let (auto, b3) = tokens(tmp.path(), "built", "auto");
+    let archive = signed_archive(tmp.path());
+    let (native, b1) = tokens(tmp.path(), &archive, "native");
+    let (tvm, b2) = tokens(tmp.path(), &archive, "tvm");
+    let (auto, b3) = tokens(tmp.path(), &archive, "auto");
     assert_eq!(
         (b1.as_str(), b2.as_str(), b3.as_str()),
         ("native", "tvm", "tvm")
@@ -129,8 +147,9 @@ fn tvm_backend_matches_native_on_the_q4bf16_fixture() {
         .collect();
     assert!(names.contains(&"gemv_q4i8g32_64x128"), "{names:?}");
     assert!(names.contains(&"embed_q8bf16g32_512x64"), "{names:?}");
-    let (native, _) = tokens(tmp.path(), "built", "native");
-    let (tvm, backend) = tokens(tmp.path(), "built", "tvm");
+    let archive = signed_archive(tmp.path());
+    let (native, _) = tokens(tmp.path(), &archive, "native");
+    let (tvm, backend) = tokens(tmp.path(), &archive, "tvm");
     assert_eq!(backend, "tvm");
     assert_eq!(native, tvm);
 }
