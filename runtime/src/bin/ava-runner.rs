@@ -24,6 +24,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use ava_packaging::PublicKey;
+use ava_runtime::albert::Classifier;
 use ava_runtime::{stepwise, Backend, Engine, GenerateOptions, KernelPolicy, SamplingParams};
 use serde_json::{json, Value};
 
