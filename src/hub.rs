@@ -23,13 +23,19 @@ impl Progress for Bar<'_> {
 }
 
 /// The checkpoint directory a pipeline command should read: `arg` itself when it exists on
-/// disk, else `arg` read as a hub repository id (`org/name` or `name`, optionally `@revision`),
-/// downloaded into the cache first (all files but [`ava_hub::CHECKPOINT_EXCLUDE`]); the result
-/// is then a `.../models--org--name/snapshots/{commit}` directory.
+/// disk; else, only when it is a well-formed `org/name[@revision]` that does not look like a
+/// file name ([`ava_hub::is_hub_argument`]), `arg` read as a hub repository id, downloaded
+/// into the cache first (all files but [`ava_hub::CHECKPOINT_EXCLUDE`]); the result is then a
+/// `.../models--org--name/snapshots/{commit}` directory. Anything else is "no such file".
 pub fn resolve_checkpoint(arg: &str, opts: &HubOptions, ui: &Ui) -> anyhow::Result<PathBuf> {
     let path = Path::new(arg);
-    if path.exists() {
+    if path.symlink_metadata().is_ok() {
         return Ok(path.to_path_buf());
+    }
+    if !ava_hub::is_hub_argument(arg) {
+        anyhow::bail!(
+            "{arg}: no such file or directory (a hub repository is given as org/name[@revision])"
+        );
     }
     let request = ava_hub::checkpoint_request(arg)
         .with_context(|| format!("{arg}: no such file or directory, nor a hub repository id"))?;

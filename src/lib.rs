@@ -5,6 +5,7 @@ pub mod args;
 pub mod commands;
 pub mod hub;
 pub mod malbert;
+pub mod output;
 pub mod partial_dir;
 pub mod trust;
 pub mod ui;
@@ -59,6 +60,7 @@ impl std::error::Error for UsageError {}
 /// Turns a command's result into the process exit code, printing the error chain on stderr
 /// (and, with `--json`, an error object on stdout). A closed stdout pipe is not an error.
 pub fn finish(ui: &ui::Ui, result: anyhow::Result<()>) -> std::process::ExitCode {
+    output::hold_if_terminating();
     let Err(err) = result else {
         return std::process::ExitCode::SUCCESS;
     };

@@ -11,6 +11,7 @@ pub mod config;
 pub mod dtype;
 pub mod error;
 pub mod footprint;
+pub mod partial;
 pub mod quant;
 pub mod safetensors_file;
 pub mod target;

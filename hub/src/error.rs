@@ -147,6 +147,37 @@ pub enum Error {
         /// The digest of the bytes received.
         actual: String,
     },
+    /// The server sent more bytes than the size it declared.
+    #[error(
+        "{file}: the server sent more than the declared {expected} bytes; the download was \
+         deleted"
+    )]
+    Oversized {
+        /// Path in the repository.
+        file: String,
+        /// The declared size.
+        expected: u64,
+    },
+    /// A file took longer than the per-file deadline, every attempt together.
+    #[error(
+        "{file}: not downloaded within {seconds} s (--file-deadline or AVA_HUB_FILE_DEADLINE \
+         sets the limit)"
+    )]
+    Deadline {
+        /// Path in the repository.
+        file: String,
+        /// The deadline.
+        seconds: u64,
+    },
+    /// The hub gives no way to check a file: no sha256, nor a size and git blob sha1.
+    #[error(
+        "{file}: the hub gives no checksum for it (no sha256, nor a size and git blob sha1), \
+         so its content cannot be checked; refusing it (pass --no-verify to accept it anyway)"
+    )]
+    Unverifiable {
+        /// Path in the repository.
+        file: String,
+    },
     /// Offline mode and something is not in the cache.
     #[error("offline mode (--offline or HF_HUB_OFFLINE): {0}")]
     Offline(String),

@@ -18,8 +18,6 @@ const MAX_REDIRECTS: usize = 10;
 const MAX_API_BYTES: u64 = 64 << 20;
 /// Time allowed to connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Time allowed between two reads before the connection counts as dropped.
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Which request failed, for error messages.
 #[derive(Clone, Copy, Debug)]
@@ -78,6 +76,10 @@ pub(crate) struct Body {
 
 /// A blocking client for one hub endpoint.
 pub(crate) struct Client {
+    /// Longest time one file may take ([`HubOptions::file_deadline`]).
+    pub file_deadline: Duration,
+    /// Whether files with no possible check are accepted ([`HubOptions::no_verify`]).
+    pub no_verify: bool,
     agent: ureq::Agent,
     endpoint: String,
     origin: url::Origin,
@@ -91,10 +93,12 @@ impl Client {
         let agent = ureq::AgentBuilder::new()
             .redirects(0)
             .timeout_connect(CONNECT_TIMEOUT)
-            .timeout_read(READ_TIMEOUT)
+            .timeout_read(opts.stall_timeout)
             .user_agent(concat!("ava/", env!("CARGO_PKG_VERSION")))
             .build();
         Ok(Client {
+            file_deadline: opts.file_deadline,
+            no_verify: opts.no_verify,
             agent,
             endpoint: opts.endpoint.clone(),
             origin: base.origin(),

@@ -22,7 +22,7 @@ pub mod verify;
 pub use error::{Error, Result};
 pub use options::{HubOptions, DEFAULT_ENDPOINT, DEFAULT_PARALLEL};
 pub use progress::{NoProgress, Progress};
-pub use repo::{split_revision, FileFilter, RepoId};
+pub use repo::{is_hub_argument, split_revision, FileFilter, RepoId};
 pub use snapshot::{download, DownloadRequest, FileReport, Snapshot};
 pub use transfer::{MAX_ATTEMPTS, MAX_RETRIES};
 

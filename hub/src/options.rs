@@ -3,11 +3,21 @@
 //! `HF_HUB_OFFLINE`).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// The public hub, used when `HF_ENDPOINT` is unset.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 /// Files downloaded at the same time.
 pub const DEFAULT_PARALLEL: usize = 4;
+/// Default longest wait for the next bytes of a download (`AVA_HUB_STALL_TIMEOUT`, seconds).
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default longest time for one file, every attempt together (`AVA_HUB_FILE_DEADLINE`,
+/// seconds): a 10 GB file at 1 MB/s fits.
+pub const DEFAULT_FILE_DEADLINE: Duration = Duration::from_secs(4 * 3600);
+/// Variable overriding [`DEFAULT_STALL_TIMEOUT`].
+pub const STALL_TIMEOUT_ENV: &str = "AVA_HUB_STALL_TIMEOUT";
+/// Variable overriding [`DEFAULT_FILE_DEADLINE`].
+pub const FILE_DEADLINE_ENV: &str = "AVA_HUB_FILE_DEADLINE";
 
 /// Settings of the hub client.
 #[derive(Clone, Debug)]
@@ -22,6 +32,12 @@ pub struct HubOptions {
     pub offline: bool,
     /// Files downloaded at the same time.
     pub parallel: usize,
+    /// Longest wait for the next bytes of a response before the attempt counts as stalled.
+    pub stall_timeout: Duration,
+    /// Longest time one file may take, every attempt and retry together.
+    pub file_deadline: Duration,
+    /// Accept files the hub gives no way to check (no sha256, nor a size and git blob sha1).
+    pub no_verify: bool,
 }
 
 impl HubOptions {
@@ -53,8 +69,17 @@ impl HubOptions {
             cache_dir,
             offline: offline || var("HF_HUB_OFFLINE").is_some_and(|v| is_true(&v)),
             parallel: DEFAULT_PARALLEL,
+            stall_timeout: seconds(var(STALL_TIMEOUT_ENV)).unwrap_or(DEFAULT_STALL_TIMEOUT),
+            file_deadline: seconds(var(FILE_DEADLINE_ENV)).unwrap_or(DEFAULT_FILE_DEADLINE),
+            no_verify: false,
         }
     }
+}
+
+/// A positive number of seconds (fractions allowed); anything else is ignored.
+fn seconds(value: Option<String>) -> Option<Duration> {
+    let s: f64 = value?.trim().parse().ok()?;
+    (s.is_finite() && s > 0.0 && s < 1e9).then(|| Duration::from_secs_f64(s))
 }
 
 /// `HF_HOME`, else `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`.
@@ -135,7 +160,22 @@ mod tests {
             None,
         );
         assert!(!o.offline);
+        assert_eq!(o.stall_timeout, DEFAULT_STALL_TIMEOUT);
         assert_eq!(o.endpoint, DEFAULT_ENDPOINT);
         assert_eq!(o.token, None);
+    }
+
+    #[test]
+    fn timeouts_from_the_environment() {
+        let o = opts(
+            &[(STALL_TIMEOUT_ENV, "1.5"), (FILE_DEADLINE_ENV, "30")],
+            None,
+        );
+        assert_eq!(o.stall_timeout, Duration::from_millis(1500));
+        assert_eq!(o.file_deadline, Duration::from_secs(30));
+        for bad in ["0", "-1", "nan", "x"] {
+            let o = opts(&[(STALL_TIMEOUT_ENV, bad)], None);
+            assert_eq!(o.stall_timeout, DEFAULT_STALL_TIMEOUT, "{bad}");
+        }
     }
 }

@@ -65,6 +65,46 @@ impl std::fmt::Display for RepoId {
     }
 }
 
+/// Extensions that make an argument a file name, never a repository id (`dist/model.tar`).
+const FILE_EXTENSIONS: [&str; 22] = [
+    "tar",
+    "zst",
+    "gz",
+    "zip",
+    "gguf",
+    "onnx",
+    "safetensors",
+    "json",
+    "jsonl",
+    "txt",
+    "bin",
+    "pt",
+    "pth",
+    "ckpt",
+    "pkl",
+    "h5",
+    "msgpack",
+    "npz",
+    "npy",
+    "so",
+    "model",
+    "ot",
+];
+
+/// Whether a command-line argument that names no local path is to be fetched from the hub: a
+/// well-formed `org/name[@revision]` whose name does not end in a file extension. Anything else
+/// (`model.tar`, `dist/model.tar`, `./org/name`, `a/b/c`, `name`) is a missing local path.
+pub fn is_hub_argument(arg: &str) -> bool {
+    let (id, rev) = split_revision(arg);
+    let Some((_, name)) = id.split_once('/') else {
+        return false;
+    };
+    let looks_like_file = name
+        .rsplit_once('.')
+        .is_some_and(|(_, ext)| FILE_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()));
+    RepoId::parse(id).is_ok() && !looks_like_file && rev.is_none_or(|r| check_revision(r).is_ok())
+}
+
 /// Splits `org/name@rev` into the id and the optional revision.
 pub fn split_revision(arg: &str) -> (&str, Option<&str>) {
     match arg.split_once('@') {
@@ -204,6 +244,33 @@ fn glob_set(patterns: &[String]) -> Result<GlobSet> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn hub_arguments() {
+        for yes in [
+            "google/gemma-3-270m",
+            "org/name@main",
+            "org/model.v2",
+            "a/b@refs/pr/1",
+        ] {
+            assert!(is_hub_argument(yes), "{yes}");
+        }
+        for no in [
+            "model.tar",
+            "dist/model.tar",
+            "dist/model.TAR.ZST",
+            "./org/name",
+            "/org/name",
+            "org/name/extra",
+            "gemma",
+            "org/name@",
+            "org/..",
+            "~/models",
+        ] {
+            assert!(!is_hub_argument(no), "{no}");
+        }
+    }
+
     use super::*;
 
     #[test]

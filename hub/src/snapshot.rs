@@ -236,6 +236,9 @@ impl Job<'_> {
         }
         let lfs_sha = sibling.lfs.as_ref().and_then(|l| l.sha256.as_deref());
         let expected = Expected::from_etag(path, &meta.etag, meta.size.or(sibling.size), lfs_sha);
+        if !expected.checkable() && !self.client.no_verify {
+            return Err(Error::Unverifiable { file: path.clone() });
+        }
         Ok((expected, meta))
     }
 

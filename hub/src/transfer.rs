@@ -5,7 +5,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use url::Url;
 
@@ -36,7 +36,9 @@ pub(crate) struct Transfer<'a> {
 }
 
 /// Downloads `t` into its `.incomplete` file and verifies it. On success the file holds exactly
-/// the expected bytes; a verification failure deletes it.
+/// the expected bytes; a verification failure, or a server sending more than the declared
+/// size, deletes it. The file never holds more than the declared size, and the whole transfer
+/// (every attempt) ends at the client's per-file deadline.
 pub(crate) fn fetch(client: &Client, t: &Transfer<'_>, progress: &dyn Progress) -> Result<Digests> {
     if let Some(parent) = t.incomplete.parent() {
         std::fs::create_dir_all(parent).map_err(io_err(parent))?;
@@ -44,13 +46,19 @@ pub(crate) fn fetch(client: &Client, t: &Transfer<'_>, progress: &dyn Progress) 
     if let Some(size) = t.expected.size {
         progress.add_total(size.saturating_sub(file_len(t.incomplete)?));
     }
+    let deadline = Instant::now() + client.file_deadline;
     let mut failures = 0;
     let mut attempts = 0;
     loop {
         attempts += 1;
         let before = file_len(t.incomplete)?;
-        match attempt(client, t, progress) {
+        check_deadline(client, t, deadline)?;
+        match attempt(client, t, progress, deadline) {
             Ok(()) => break,
+            Err(err @ Error::Oversized { .. }) => {
+                let _ = std::fs::remove_file(t.incomplete);
+                return Err(err);
+            }
             Err(err) if err.is_transient() => {
                 let gained = file_len(t.incomplete)? > before;
                 failures = if gained { 0 } else { failures + 1 };
@@ -61,12 +69,30 @@ pub(crate) fn fetch(client: &Client, t: &Transfer<'_>, progress: &dyn Progress) 
                         last: Box::new(err),
                     });
                 }
-                std::thread::sleep(backoff(failures));
+                let wait = backoff(failures);
+                if Instant::now() + wait > deadline {
+                    return Err(deadline_error(client, t));
+                }
+                std::thread::sleep(wait);
             }
             Err(err) => return Err(err),
         }
     }
     check_file(t.incomplete, t.expected)
+}
+
+fn check_deadline(client: &Client, t: &Transfer<'_>, deadline: Instant) -> Result<()> {
+    if Instant::now() > deadline {
+        return Err(deadline_error(client, t));
+    }
+    Ok(())
+}
+
+fn deadline_error(client: &Client, t: &Transfer<'_>) -> Error {
+    Error::Deadline {
+        file: t.expected.file.clone(),
+        seconds: client.file_deadline.as_secs(),
+    }
 }
 
 /// Runs `request` until it succeeds, fails for good, or has failed transiently [`MAX_RETRIES`]
@@ -92,7 +118,12 @@ pub(crate) fn with_retries<T>(what: &str, mut request: impl FnMut() -> Result<T>
 }
 
 /// One request: continue the `.incomplete` file from its current length.
-fn attempt(client: &Client, t: &Transfer<'_>, progress: &dyn Progress) -> Result<()> {
+fn attempt(
+    client: &Client,
+    t: &Transfer<'_>,
+    progress: &dyn Progress,
+    deadline: Instant,
+) -> Result<()> {
     let path = t.incomplete;
     let mut file = OpenOptions::new()
         .create(true)
@@ -131,7 +162,12 @@ fn attempt(client: &Client, t: &Transfer<'_>, progress: &dyn Progress) -> Result
             ),
         });
     }
-    let written = copy(body.reader, &mut file, t, progress)?;
+    let limits = Limits {
+        room: t.expected.size.map(|s| s.saturating_sub(have)),
+        deadline,
+        deadline_secs: client.file_deadline.as_secs(),
+    };
+    let written = copy(body.reader, &mut file, t, progress, &limits)?;
     file.sync_all().map_err(io_err(path))?;
     match t.expected.size {
         Some(size) if have + written < size => Err(Error::Truncated {
@@ -143,17 +179,35 @@ fn attempt(client: &Client, t: &Transfer<'_>, progress: &dyn Progress) -> Result
     }
 }
 
+/// What one body may add to the file.
+struct Limits {
+    /// Bytes left before the declared size (`None`: no size was declared, `--no-verify`).
+    room: Option<u64>,
+    /// When the file's time is up.
+    deadline: Instant,
+    deadline_secs: u64,
+}
+
 /// Appends the body to `file`; every byte received is written before an error is returned, so
-/// the next attempt continues from there.
+/// the next attempt continues from there. A byte beyond the declared size is never written:
+/// it ends the transfer ([`Error::Oversized`]).
 fn copy(
     mut reader: Box<dyn Read + Send + Sync>,
     file: &mut File,
     t: &Transfer<'_>,
     progress: &dyn Progress,
+    limits: &Limits,
 ) -> Result<u64> {
     let mut buf = vec![0u8; COPY_BUF];
     let mut written = 0u64;
     loop {
+        if Instant::now() > limits.deadline {
+            file.flush().map_err(io_err(t.incomplete))?;
+            return Err(Error::Deadline {
+                file: t.expected.file.clone(),
+                seconds: limits.deadline_secs,
+            });
+        }
         let n = match reader.read(&mut buf) {
             Ok(0) => return Ok(written),
             Ok(n) => n,
@@ -163,6 +217,14 @@ fn copy(
                 return Err(transport(t.url, &e));
             }
         };
+        if let Some(room) = limits.room {
+            if written + n as u64 > room {
+                return Err(Error::Oversized {
+                    file: t.expected.file.clone(),
+                    expected: t.expected.size.unwrap_or_default(),
+                });
+            }
+        }
         file.write_all(&buf[..n]).map_err(io_err(t.incomplete))?;
         written += n as u64;
         progress.advance(n as u64);

@@ -49,6 +49,14 @@ impl Expected {
     }
 }
 
+impl Expected {
+    /// Whether the content can be checked: a declared size (which also bounds the bytes
+    /// written) and a sha256 or git blob sha1.
+    pub fn checkable(&self) -> bool {
+        self.size.is_some() && (self.sha256.is_some() || self.git_sha1.is_some())
+    }
+}
+
 /// Digests of a file on disk.
 #[derive(Clone, Debug)]
 pub struct Digests {

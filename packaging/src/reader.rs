@@ -133,8 +133,7 @@ pub fn unpack(path: &Path, dest: &Path) -> Result<Manifest> {
         _ => PathBuf::from("."),
     };
     let tmp = tempfile::Builder::new()
-        .prefix(".ava-unpack-")
-        .suffix(".partial")
+        .prefix(&ava_core::partial::temp_prefix())
         .tempdir_in(&parent)
         .map_err(|e| Error::io(&parent, e))?;
     let root = tmp.path().to_path_buf();

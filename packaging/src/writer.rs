@@ -96,8 +96,7 @@ pub fn write_archive(
         _ => PathBuf::from("."),
     };
     let tmp = tempfile::Builder::new()
-        .prefix(".ava-package-")
-        .suffix(".partial")
+        .prefix(&ava_core::partial::temp_prefix())
         .tempfile_in(&dir)
         .map_err(|e| Error::io(&dir, e))?;
     let file = tmp
@@ -148,8 +147,7 @@ pub fn sign_archive(path: &Path, key: &SecretKey) -> Result<Manifest> {
         _ => PathBuf::from("."),
     };
     let work = tempfile::Builder::new()
-        .prefix(".ava-sign-")
-        .suffix(".partial")
+        .prefix(&ava_core::partial::temp_prefix())
         .tempdir_in(&dir)
         .map_err(|e| Error::io(&dir, e))?;
     let unpacked = work.path().join("archive");

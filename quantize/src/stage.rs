@@ -209,6 +209,44 @@ pub fn write_weights(
     Ok(stats)
 }
 
+/// Fails naming the first tensor of `plan` that holds a NaN or an infinity: no format
+/// represents them, and calibration would spread them. Checked before calibrating or writing,
+/// in blocks of rows (never a whole tensor as f32 in memory).
+pub fn check_finite(ck: &Checkpoint, plan: &[PlannedTensor]) -> Result<()> {
+    for t in plan {
+        let view = ck.tensor(&t.name)?;
+        if !view.dtype.is_float() {
+            continue;
+        }
+        let cols = t.shape.last().copied().unwrap_or(1).max(1);
+        let rows = view.numel() / cols;
+        let row_bytes = cols * view.dtype.size_in_bytes();
+        let block_rows = (BLOCK_ELEMENTS / cols).max(1);
+        for r0 in (0..rows).step_by(block_rows) {
+            let n = block_rows.min(rows - r0);
+            let shape = [n, cols];
+            let block = TensorView {
+                shape: &shape,
+                data: &view.data[r0 * row_bytes..(r0 + n) * row_bytes],
+                ..view
+            };
+            let values = block.to_f32_vec()?;
+            if let Some(i) = values.iter().position(|x| !x.is_finite()) {
+                return Err(Error::tensor(
+                    ck.dir(),
+                    &t.name,
+                    format!(
+                        "element {} is {}; refusing to quantize it",
+                        r0 * cols + i,
+                        values[i]
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Streams one tensor in blocks of rows: only a block's f32 values (and, for quantized
 /// schemes, the whole scales plane, 1/64 of the f32 size at G = 128) are in memory, and each
 /// block's input pages are handed to `release` once encoded.
@@ -242,6 +280,17 @@ fn write_tensor(
                 tr,
             ),
         };
+        if let Some(i) = values.iter().position(|x| !x.is_finite()) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "tensor `{}`: element {} is {}; refusing to quantize it",
+                    t.name,
+                    r0 * cols + i,
+                    values[i]
+                ),
+            ));
+        }
         match t.scheme.quant_format() {
             Some(format) if t.shape.len() == 2 => {
                 let layout = Layout {

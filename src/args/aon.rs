@@ -17,6 +17,10 @@ pub struct AonConvertArgs {
     /// Output directory (config.json, model.safetensors, tokenizer.json, labels.json).
     #[arg(short, long, value_name = "DIR")]
     pub output: PathBuf,
+    /// Replace an existing output that these tools did not write (another kind of file, a
+    /// symlink, a FIFO or a device).
+    #[arg(long)]
+    pub force: bool,
     /// Labelled utterances: CLINC150's JSON layout (`{"train": [[text, intent], ...], "val": ...}`)
     /// or JSONL of `{"text", "intent"}`. Fits a new logistic-regression head on the frozen encoder.
     #[arg(long, value_name = "FILE")]
@@ -46,6 +50,10 @@ pub struct ExportArgs {
     /// Output ONNX file.
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
+    /// Replace an existing output that these tools did not write (another kind of file, a
+    /// symlink, a FIFO or a device).
+    #[arg(long)]
+    pub force: bool,
     /// Pipeline (`none`, `standard`, `onnxruntime` alias `ort`) or comma-separated pass names.
     #[arg(long, default_value = "standard", value_name = "LIST")]
     pub passes: String,
@@ -59,6 +67,10 @@ pub struct OptimizeArgs {
     /// Output ONNX file.
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
+    /// Replace an existing output that these tools did not write (another kind of file, a
+    /// symlink, a FIFO or a device).
+    #[arg(long)]
+    pub force: bool,
     /// Pipeline (`none`, `standard`, `onnxruntime` alias `ort`) or comma-separated pass names.
     #[arg(long, default_value = "standard", value_name = "LIST")]
     pub passes: String,

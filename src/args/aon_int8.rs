@@ -49,6 +49,10 @@ pub struct QuantizeOnnxArgs {
     /// Output ONNX file.
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
+    /// Replace an existing output that these tools did not write (another kind of file, a
+    /// symlink, a FIFO or a device).
+    #[arg(long)]
+    pub force: bool,
     /// Calibration utterances used (the first N).
     #[arg(long, default_value_t = DEFAULT_CALIB_SAMPLES, value_name = "N", value_parser = crate::args::bounds::positive)]
     pub samples: usize,
@@ -212,4 +216,8 @@ pub struct CompileArgs {
     pub package_version: crate::commands::archive_identity::PackageVersion,
     #[command(flatten)]
     pub sign: super::SignKeyArgs,
+    /// Replace an existing output that these tools did not write (another kind of file, a
+    /// symlink, a FIFO or a device).
+    #[arg(long)]
+    pub force: bool,
 }

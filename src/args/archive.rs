@@ -71,6 +71,10 @@ pub struct PackageArgs {
     pub source_revision: Option<String>,
     #[command(flatten)]
     pub sign: SignKeyArgs,
+    /// Replace an existing output that these tools did not write (another kind of file, a
+    /// symlink, a FIFO or a device).
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub hub: HubArgs,
     /// Stage records added to the manifest (`alc compile`'s memory estimate).

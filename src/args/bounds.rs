@@ -53,6 +53,19 @@ pub fn open_unit(s: &str) -> Result<f32, String> {
     }
 }
 
+/// Longest duration a flag accepts, in seconds (about 30 years).
+const MAX_SECONDS: f64 = 1e9;
+
+/// A duration in seconds, more than 0 and at most [`MAX_SECONDS`] (`--stall-timeout`).
+pub fn positive_seconds(s: &str) -> Result<f64, String> {
+    match finite(s)? {
+        v if v > 0.0 && f64::from(v) <= MAX_SECONDS => Ok(f64::from(v)),
+        _ => Err(format!(
+            "must be more than 0 and at most {MAX_SECONDS} seconds"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,4 +19,8 @@ pub struct BuildArgs {
     /// Output directory: the checkpoint's files plus lib/<target>/{libmodel.so,kernels.json}.
     #[arg(short, long, value_name = "OUT")]
     pub output: PathBuf,
+    /// Replace an existing output that is not a stage directory (or is a symlink, FIFO or
+    /// device).
+    #[arg(long)]
+    pub force: bool,
 }

@@ -1,6 +1,7 @@
 //! Arguments of `download`, and the hub options every verb that takes a checkpoint flattens in.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 
@@ -43,12 +44,31 @@ pub struct HubArgs {
     /// something is missing.
     #[arg(long)]
     pub offline: bool,
+    /// Give up on a download attempt after SECS without a byte (also AVA_HUB_STALL_TIMEOUT)
+    /// [default: 60].
+    #[arg(long, value_name = "SECS", value_parser = crate::args::bounds::positive_seconds)]
+    pub stall_timeout: Option<f64>,
+    /// Give up on a file after SECS in all, every retry included (also
+    /// AVA_HUB_FILE_DEADLINE) [default: 14400].
+    #[arg(long, value_name = "SECS", value_parser = crate::args::bounds::positive_seconds)]
+    pub file_deadline: Option<f64>,
+    /// Accept files the hub gives no checksum for (no sha256, nor a size and git blob sha1).
+    #[arg(long)]
+    pub no_verify: bool,
 }
 
 impl HubArgs {
-    /// The client options: these flags and the global `--cache-dir` over the `HF_*`
-    /// environment.
+    /// The client options: these flags and the global `--cache-dir` over the `HF_*` and
+    /// `AVA_HUB_*` environment.
     pub fn options(&self, ui: &Ui) -> HubOptions {
-        HubOptions::from_env(ui.cache_dir.as_deref(), self.offline)
+        let mut o = HubOptions::from_env(ui.cache_dir.as_deref(), self.offline);
+        if let Some(s) = self.stall_timeout {
+            o.stall_timeout = Duration::from_secs_f64(s);
+        }
+        if let Some(s) = self.file_deadline {
+            o.file_deadline = Duration::from_secs_f64(s);
+        }
+        o.no_verify = self.no_verify;
+        o
     }
 }

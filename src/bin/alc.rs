@@ -38,6 +38,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    ava::output::install_signal_handlers();
     let cli = Cli::parse();
     let ui = Ui::new(Tool::Alc, &cli.global);
     let result = match &cli.command {
@@ -48,7 +49,11 @@ fn main() -> ExitCode {
         Command::Perplexity(args) => commands::perplexity::run(args, &ui),
         Command::Build(args) => commands::build::run(args, &ui),
         Command::Compile(args) => commands::compile::run(args, &ui),
-        Command::Validate(args) => return commands::validate::run(args, &ui),
+        Command::Validate(args) => {
+            let code = commands::validate::run(args, &ui);
+            ava::output::hold_if_terminating();
+            return code;
+        }
     };
     finish(&ui, result)
 }

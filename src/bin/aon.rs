@@ -41,6 +41,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    ava::output::install_signal_handlers();
     let cli = Cli::parse();
     let ui = Ui::new(Tool::Aon, &cli.global);
     let result = match &cli.command {
@@ -52,7 +53,11 @@ fn main() -> ExitCode {
         Command::Compile(args) => commands::aon_compile::run(args, &ui),
         Command::Classify(args) => commands::aon_classify::run_classify(args, &ui),
         Command::Eval(args) => commands::aon_classify::run_eval(args, &ui),
-        Command::Validate(args) => return commands::validate::run_aon(args, &ui),
+        Command::Validate(args) => {
+            let code = commands::validate::run_aon(args, &ui);
+            ava::output::hold_if_terminating();
+            return code;
+        }
     };
     finish(&ui, result)
 }

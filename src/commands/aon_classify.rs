@@ -339,8 +339,7 @@ pub fn run_eval(args: &EvalArgs, ui: &Ui) -> anyhow::Result<()> {
         oos: threshold.map(|t| oos::metrics(&scored, t)),
     };
     if let Some(p) = &args.predictions {
-        std::fs::write(p, serde_json::to_vec(&dump)?)
-            .with_context(|| format!("writing {}", p.display()))?;
+        crate::output::write_file(p, &serde_json::to_vec(&dump)?)?;
     }
     ui.result(&report, || {
         let mut s = format!(

@@ -294,6 +294,7 @@ pub fn run(args: &CompileArgs, ui: &Ui) -> anyhow::Result<()> {
     )
     .to_string();
     pkg_args.sign = args.sign.clone();
+    pkg_args.force = args.force;
     let packaged = package(&pkg_args, ui)?;
     report.archive = packaged.path;
     report.archive_bytes = packaged.archive_size;
@@ -438,6 +439,7 @@ fn package_args(stage: &Path, output: &Path) -> PackageArgs {
         source_repo: None,
         source_revision: None,
         sign: Default::default(),
+        force: false,
         hub: HubArgs::default(),
         extra_stages: Default::default(),
     }

@@ -4,6 +4,7 @@
 use crate::args::AonConvertArgs;
 use crate::hub::resolve_checkpoint;
 use crate::malbert::{convert, Options};
+use crate::partial_dir::PartialDir;
 use crate::ui::{human_bytes, Ui};
 
 /// Runs `aon convert`.
@@ -17,7 +18,15 @@ pub fn run(args: &AonConvertArgs, ui: &Ui) -> anyhow::Result<()> {
         l2: args.l2,
         progress: ui.count_progress("encoding"),
     };
-    let r = convert(&src, &args.output, &opts)?;
+    if args.output.symlink_metadata().is_ok() && !args.force {
+        anyhow::bail!(
+            "{}: already exists (convert writes a new directory; --force replaces it)",
+            args.output.display()
+        );
+    }
+    let temp = PartialDir::beside(&args.output)?;
+    let r = convert(&src, temp.path(), &opts)?;
+    temp.persist(&args.output)?;
     ui.result(&r, || {
         let mut s = format!(
             "wrote {}: vocabulary {} -> {}, positions {} -> {}, weights {} -> {} (saved {})\nhead: {} ({} labels)\n",

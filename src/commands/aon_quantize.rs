@@ -83,6 +83,7 @@ pub fn quantize_graph_as(
     s: &Settings<'_>,
     format: Format,
 ) -> anyhow::Result<QuantizeReport> {
+    quant::check_weights(g)?;
     let enc = Encoder::new(s.tokenizer, g)?;
     let calib: Vec<HashMap<String, Tensor>> = data::read_split(s.calib, "train")?
         .iter()
@@ -234,6 +235,7 @@ fn accuracy_gate(
 
 /// Runs `aon quantize`.
 pub fn run(args: &QuantizeOnnxArgs, ui: &Ui) -> anyhow::Result<()> {
+    crate::output::claim(&args.output, crate::output::Expect::Onnx, args.force)?;
     let mut g =
         onnx::load(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
     let tokenizer = args
@@ -259,7 +261,7 @@ pub fn run(args: &QuantizeOnnxArgs, ui: &Ui) -> anyhow::Result<()> {
         QuantFormat::Qoperator => Format::QOperator,
     };
     let report = quantize_graph_as(&mut g, &settings, format)?;
-    onnx::save(&g, &args.output).with_context(|| format!("writing {}", args.output.display()))?;
+    crate::output::write_file(&args.output, &onnx::to_bytes(&g))?;
     ui.result(&report, || {
         let q = &report.quant;
         let mut s = format!(

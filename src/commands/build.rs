@@ -1,6 +1,6 @@
 //! `alc build`: generate, compile and link the TVM kernels of a checkpoint for each target.
 //!
-//! The output is a stage directory: the input's files (hard-linked when possible), one
+//! The output is a stage directory: copies of the input's files, one
 //! `lib/<target>/` per target, and `ava-stage.json` recording the build for the manifest.
 
 use std::path::Path;
@@ -11,6 +11,8 @@ use serde_json::json;
 
 use crate::args::build::BuildArgs;
 use crate::commands::package::STAGE_FILE;
+use crate::output::Expect;
+use crate::partial_dir::PartialDir;
 use crate::ui::Ui;
 
 /// Runs `build`.
@@ -20,6 +22,7 @@ pub fn run(args: &BuildArgs, ui: &Ui) -> anyhow::Result<()> {
         .iter()
         .map(|t| TargetSpec::new(*t, args.cpu.as_deref()))
         .collect::<Result<Vec<_>, _>>()?;
+    crate::output::claim(&args.output, Expect::StageDir, args.force)?;
     let reports = build_dir(&args.dir, &specs, &args.output, ui)?;
     for r in &reports {
         ui.detail(format!(
@@ -50,22 +53,12 @@ pub fn build_dir(
         );
     }
     ui.detail(format!("building kernels for {} target(s)", specs.len()));
-    let tmp_parent = out.parent().filter(|p| !p.as_os_str().is_empty());
-    let tmp_parent = tmp_parent.unwrap_or(Path::new("."));
-    std::fs::create_dir_all(tmp_parent)
-        .with_context(|| format!("creating {}", tmp_parent.display()))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".alc-build-")
-        .tempdir_in(tmp_parent)
-        .with_context(|| format!("creating a directory in {}", tmp_parent.display()))?;
-    link_files(dir, tmp.path())?;
+    let tmp = PartialDir::beside(out)?;
+    copy_files(dir, tmp.path())?;
     let reports = ava_targets::build(dir, specs, tmp.path(), &BuildOptions::default())?;
     write_stage(dir, tmp.path(), specs, &reports)?;
-    if out.exists() {
-        std::fs::remove_dir_all(out).with_context(|| format!("replacing {}", out.display()))?;
-    }
-    let kept = tmp.keep();
-    std::fs::rename(&kept, out).with_context(|| format!("writing {}", out.display()))?;
+    let kept = tmp.path().to_path_buf();
+    tmp.persist(out)?;
     Ok(reports
         .into_iter()
         .map(|mut r| {
@@ -77,18 +70,17 @@ pub fn build_dir(
         .collect())
 }
 
-/// Hard-links (or copies) the checkpoint's top-level files, except earlier builds' `lib/`.
-fn link_files(from: &Path, to: &Path) -> anyhow::Result<()> {
+/// Copies the checkpoint's top-level files, except earlier builds' `lib/` (never hard links: the
+/// input may be a stage cache entry, which an edited output must not change).
+fn copy_files(from: &Path, to: &Path) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
         let entry = entry?;
         if !entry.file_type()?.is_file() || entry.file_name() == STAGE_FILE {
             continue;
         }
         let target = to.join(entry.file_name());
-        if std::fs::hard_link(entry.path(), &target).is_err() {
-            std::fs::copy(entry.path(), &target)
-                .with_context(|| format!("copying {}", entry.path().display()))?;
-        }
+        std::fs::copy(entry.path(), &target)
+            .with_context(|| format!("copying {}", entry.path().display()))?;
     }
     Ok(())
 }

@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use super::archive_identity::{check_replace, resolve_version, source_name};
 use super::memory::{self, MemoryRecord, MEMORY_STAGE, MIB};
-use super::stage_key::{fill_stage, hash_dir, Hasher};
+use super::stage_key::{fill_stage, hash_dir, reusable, Hasher, DIGEST_FILE};
 use crate::args::compile::CompileArgs;
 use crate::args::{GlobalArgs, HubArgs, MethodArg, PackageArgs, QuantizeArgs};
 use crate::commands::package::hub_source;
@@ -408,7 +408,7 @@ impl<'a> Pipeline<'a> {
     }
 
     /// Packages one target's build with its memory estimate in the manifest; the archive is
-    /// linked (or copied) into `-o`.
+    /// copied into `-o` (never linked: editing the output must not change the cache).
     fn package(
         &mut self,
         input: &Artifact,
@@ -447,6 +447,7 @@ impl<'a> Pipeline<'a> {
                 source_repo: Some(repo),
                 source_revision: revision,
                 sign: a.sign.clone(),
+                force: false,
                 hub: HubArgs::default(),
                 extra_stages: [(MEMORY_STAGE.to_string(), memory)].into(),
             };
@@ -455,12 +456,9 @@ impl<'a> Pipeline<'a> {
         let archive = only_file(&staged.dir)?;
         let name = archive.file_name().context("archive name")?;
         let dest = a.output.join(name);
+        crate::output::claim(&dest, crate::output::Expect::Archive, a.force)?;
         check_replace(&dest, &source, a.force)?;
-        let _ = std::fs::remove_file(&dest);
-        if std::fs::hard_link(&archive, &dest).is_err() {
-            std::fs::copy(&archive, &dest)
-                .with_context(|| format!("writing {}", dest.display()))?;
-        }
+        crate::output::copy_file(&archive, &dest)?;
         let size = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
         Ok((dest, size))
     }
@@ -477,7 +475,7 @@ impl<'a> Pipeline<'a> {
         let folder = name.split(' ').next().unwrap_or(name);
         let dir = self.cache.join(folder).join(&key[..KEY_CHARS]);
         let t = Instant::now();
-        if dir.is_dir() {
+        if reusable(&dir, &|m| self.ui.info(m)) {
             self.finish(name, &key, true, t.elapsed(), &dir);
             return Ok(Artifact { key, dir });
         }
@@ -539,6 +537,7 @@ fn only_file(dir: &Path) -> anyhow::Result<PathBuf> {
     let mut files = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok())
+        .filter(|e| e.file_name() != DIGEST_FILE)
         .map(|e| e.path())
         .filter(|p| p.is_file());
     match (files.next(), files.next()) {

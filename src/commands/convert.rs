@@ -61,7 +61,7 @@ struct ConfigSummary {
 /// Runs `convert`.
 pub fn run(args: &ConvertArgs, ui: &Ui) -> anyhow::Result<()> {
     let started = Instant::now();
-    if args.output.exists() {
+    if args.output.symlink_metadata().is_ok() {
         bail!(
             "{}: already exists (convert writes a new directory)",
             args.output.display()

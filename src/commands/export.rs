@@ -22,13 +22,13 @@ struct ExportReport<'a> {
 
 /// Runs `export`.
 pub fn run(args: &ExportArgs, ui: &Ui) -> anyhow::Result<()> {
+    crate::output::claim(&args.output, crate::output::Expect::Onnx, args.force)?;
     let ckpt = Checkpoint::open(&args.dir)
         .with_context(|| format!("reading checkpoint {}", args.dir.display()))?;
     let pipeline = Pipeline::parse(&args.passes)?;
     let mut graph = albert::build(&ckpt).context("building the ALBERT graph")?;
     let optimize = pipeline.run(&mut graph).context("optimizing the graph")?;
-    onnx::save(&graph, &args.output)
-        .with_context(|| format!("writing {}", args.output.display()))?;
+    crate::output::write_file(&args.output, &onnx::to_bytes(&graph))?;
     let file_bytes = std::fs::metadata(&args.output)?.len();
     let report = ExportReport {
         path: &args.output,

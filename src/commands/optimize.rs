@@ -10,11 +10,11 @@ use crate::ui::Ui;
 /// Runs `optimize`.
 pub fn run(args: &OptimizeArgs, ui: &Ui) -> anyhow::Result<()> {
     let pipeline = Pipeline::parse(&args.passes)?;
+    crate::output::claim(&args.output, crate::output::Expect::Onnx, args.force)?;
     let mut graph =
         onnx::load(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
     let report = pipeline.run(&mut graph).context("optimizing the graph")?;
-    onnx::save(&graph, &args.output)
-        .with_context(|| format!("writing {}", args.output.display()))?;
+    crate::output::write_file(&args.output, &onnx::to_bytes(&graph))?;
     ui.result(&report, || {
         let changed: Vec<String> = report
             .changed

@@ -109,6 +109,7 @@ pub fn package(args: &PackageArgs, ui: &Ui) -> anyhow::Result<Packaged> {
         .sum();
     let bar = ui.bytes_progress(2 * total, "packaging");
     let out = output_path(&args.output, &spec, zstd);
+    crate::output::claim(&out, crate::output::Expect::Archive, args.force)?;
     ui.detail(format!(
         "packaging {} files ({}) into {}",
         inputs.len(),

@@ -68,7 +68,7 @@ pub fn run(args: &QuantizeArgs, ui: &Ui) -> anyhow::Result<()> {
 /// Quantizes `args.input` into `args.output` (the work of `quantize`, without printing the
 /// result; `alc compile` calls it).
 pub fn quantize(args: &QuantizeArgs, ui: &Ui) -> anyhow::Result<QuantizeReport> {
-    if args.output.exists() {
+    if args.output.symlink_metadata().is_ok() {
         bail!(
             "{}: already exists (quantize writes a new directory)",
             args.output.display()
@@ -90,6 +90,7 @@ pub fn quantize(args: &QuantizeArgs, ui: &Ui) -> anyhow::Result<QuantizeReport> 
         .gemma3()
         .with_context(|| format!("{}: not a Gemma 3 checkpoint", dir.display()))?;
     let spec = stage_spec(args)?;
+    ava_quantize::stage::check_finite(&ck, &plan(&ck, &spec)).context("checking the weights")?;
     let started = Instant::now();
     let (mut transform, mut awq, mut gptq, mut calib) =
         (Transform::default(), vec![], vec![], None);

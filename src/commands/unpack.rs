@@ -17,6 +17,7 @@ struct UnpackReport<'a> {
 
 /// Runs `unpack`.
 pub fn run(args: &UnpackArgs, ui: &Ui) -> anyhow::Result<()> {
+    crate::output::prepare(&args.output);
     let manifest = unpack(&args.package, &args.output)?;
     let report = UnpackReport {
         path: &args.package,

@@ -30,7 +30,9 @@ pub fn driver_fingerprint() -> String {
         .collect()
 }
 /// Environment variable naming the Python interpreter that has `apache-tvm` installed.
-pub const PYTHON_ENV: &str = "AVA_TVM_PYTHON";
+pub const PYTHON_ENV: &str = "AVA_PYTHON";
+/// The former name of [`PYTHON_ENV`], still read when it is unset.
+pub const LEGACY_PYTHON_ENV: &str = "AVA_TVM_PYTHON";
 /// Environment variable naming a directory where compiled kernel objects are cached by content.
 pub const CACHE_ENV: &str = "AVA_KERNEL_CACHE";
 /// Prefix of the driver's last stderr line on failure.
@@ -47,18 +49,15 @@ pub struct DriverOutput {
     pub cached: bool,
 }
 
-/// The interpreter to run the driver with: `$AVA_TVM_PYTHON`, else `.venv/bin/python` in the
-/// current directory or an ancestor, else the repository's `.venv` this crate was built in.
+/// The interpreter to run the driver with: `$AVA_PYTHON` (or the older `$AVA_TVM_PYTHON`),
+/// else the `.venv` of the checkout the tools were built from (`make setup` creates it). Never a
+/// `.venv` found from the current directory: a directory a user merely works in must not choose
+/// the code that runs.
 pub fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os(PYTHON_ENV) {
-        return PathBuf::from(p);
-    }
-    if let Ok(cwd) = std::env::current_dir() {
-        for dir in cwd.ancestors() {
-            let p = dir.join(".venv/bin/python");
-            if p.is_file() {
-                return p;
-            }
+    for var in [PYTHON_ENV, LEGACY_PYTHON_ENV] {
+        match std::env::var_os(var) {
+            Some(p) if !p.is_empty() => return PathBuf::from(p),
+            _ => {}
         }
     }
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python")

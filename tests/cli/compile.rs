@@ -1,6 +1,7 @@
 //! `alc compile`: the whole pipeline on the tiny fixtures, its stage cache (a re-run skips every
 //! stage; a changed option redoes only the stages after it), and the archive it names.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::{alc, fixtures, gemma3_tiny};
@@ -66,6 +67,25 @@ fn compile_caches_stages_and_redoes_only_what_an_option_changes() {
 
     let again = compile(tmp.path(), &fixture, &["--quant", "f32"]);
     assert_eq!(cached(&again), [false, true, true, true]);
+    // The archive in -o is a copy, never a link into the cache; a damaged cache entry is
+    // noticed (its files' sha256 are recorded) and rebuilt.
+    let out_archive = tmp.path().join(archive);
+    assert_eq!(std::fs::metadata(&out_archive).unwrap().nlink(), 1);
+    let entry = tmp
+        .path()
+        .join(again["stages"][3]["output"].as_str().unwrap());
+    let cached_archive = std::fs::read_dir(&entry)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "tar"))
+        .unwrap();
+    let mut bytes = std::fs::read(&cached_archive).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&cached_archive, bytes).unwrap();
+    let repaired = compile(tmp.path(), &fixture, &["--quant", "f32"]);
+    assert_eq!(cached(&repaired), [false, true, true, false]);
+    alc(tmp.path(), &["verify", archive]).ok();
     // Packaging options redo only the package stage.
     let zstd = compile(tmp.path(), &fixture, &["--quant", "f32", "--zstd"]);
     assert_eq!(cached(&zstd), [false, true, true, false]);

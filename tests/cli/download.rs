@@ -708,3 +708,86 @@ fn compile_names_archives_by_source_records_the_commit_and_never_replaces_anothe
     assert_eq!(source_of(v1), (GEMMA.to_string(), MAIN.to_string()));
     compile(GEMMA, &[]).ok();
 }
+
+#[test]
+fn a_missing_local_path_is_never_fetched() {
+    let server = start();
+    let home = Home::new();
+    for arg in [
+        "model.tar",
+        "dist/model.tar",
+        "ava-test/gemma3-tiny.gguf",
+        "./ava-test/gemma3-tiny",
+        "ava-test/gemma3-tiny/extra",
+        "gemma3-tiny",
+    ] {
+        let r = home.alc(&server, &[], &["package", arg, "-o", "x.tar"]);
+        assert_eq!(r.code, 1, "{arg}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("no such file or directory"),
+            "{arg}: {}",
+            r.stderr
+        );
+    }
+    assert!(server.seen().is_empty(), "{:?}", server.seen());
+    // A well-formed id with no such path is fetched.
+    home.alc(&server, &[], &["package", GEMMA, "-o", "x.tar"])
+        .ok();
+    assert!(!server.seen().is_empty());
+}
+
+#[test]
+fn a_body_longer_than_its_declared_size_is_never_kept() {
+    let server = start();
+    let home = Home::new();
+    server.faults(|f| f.oversize = Some((WEIGHTS.into(), 1)));
+    let r = home.alc(&server, &[], &["download", GEMMA]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("more than the declared"), "{}", r.stderr);
+    assert!(incomplete_files(&home.repo_dir(GEMMA)).is_empty());
+    assert!(!home.snapshot(GEMMA, MAIN).join(WEIGHTS).exists());
+}
+
+#[test]
+fn stalled_and_slow_downloads_end() {
+    let server = start();
+    let home = Home::new();
+    // Headers, then silence for longer than any test waits: the stall timeout ends each
+    // attempt, and the retries give up.
+    server.faults(|f| f.stall = Some((WEIGHTS.into(), Duration::from_secs(3600))));
+    let r = home.alc(&server, &[], &["download", GEMMA, "--stall-timeout", "0.3"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains(WEIGHTS), "{}", r.stderr);
+    // Bytes that keep coming, too slowly: the per-file deadline (here from the environment).
+    server.faults(|f| {
+        f.stall = None;
+        f.throttle = Some((1000, Duration::from_millis(100)));
+    });
+    let r = home.alc(
+        &server,
+        &[("AVA_HUB_FILE_DEADLINE", "1")],
+        &["download", GEMMA],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("not downloaded within 1 s"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_file_with_no_possible_check_is_refused_unless_no_verify() {
+    let server = start();
+    let home = Home::new();
+    server.faults(|f| f.opaque = vec!["config.json".into()]);
+    let r = home.alc(&server, &[], &["download", GEMMA]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("config.json") && r.stderr.contains("--no-verify"),
+        "{}",
+        r.stderr
+    );
+    home.alc(&server, &[], &["download", GEMMA, "--no-verify"])
+        .ok();
+}

@@ -121,6 +121,12 @@ pub struct Faults {
     pub throttle: Option<(usize, Duration)>,
     /// Only this bearer token may read this repository (others get 401 GatedRepo).
     pub gated: Option<(String, String)>,
+    /// GET bodies of the file carry this many bytes more than its declared size.
+    pub oversize: Option<(String, usize)>,
+    /// GETs of the file send their headers, then nothing for this long.
+    pub stall: Option<(String, Duration)>,
+    /// These (non-LFS) files get an etag that is no digest: no way to check them.
+    pub opaque: Vec<String>,
 }
 
 /// A request as the server saw it.
@@ -248,6 +254,8 @@ struct Reply {
     /// Send only this many body bytes, then close.
     cut: Option<usize>,
     throttle: Option<(usize, Duration)>,
+    /// Wait this long after the headers before the body.
+    stall: Option<Duration>,
 }
 
 impl Reply {
@@ -258,6 +266,7 @@ impl Reply {
             body: Vec::new(),
             cut: None,
             throttle: None,
+            stall: None,
         }
     }
 
@@ -310,6 +319,10 @@ fn send(mut stream: TcpStream, method: &str, reply: Reply) -> std::io::Result<()
     head.push_str("Connection: close\r\n\r\n");
     stream.write_all(head.as_bytes())?;
     if method != "HEAD" {
+        stream.flush()?;
+        if let Some(pause) = reply.stall {
+            std::thread::sleep(pause);
+        }
         let body = &reply.body[..reply.cut.unwrap_or(reply.body.len()).min(reply.body.len())];
         match reply.throttle {
             Some((chunk, pause)) => {
@@ -432,7 +445,12 @@ fn locate(
             return Err(reply);
         }
     }
-    headers.push(("ETag".into(), format!("\"{}\"", file.etag())));
+    let etag = if state.faults.opaque.contains(&file.path) {
+        "opaque-etag".to_string()
+    } else {
+        file.etag()
+    };
+    headers.push(("ETag".into(), format!("\"{etag}\"")));
     Ok((file.clone(), headers))
 }
 
@@ -484,6 +502,18 @@ fn serve_bytes(
         }
     }
     reply.throttle = state.faults.throttle;
+    if req.method == "GET" {
+        match &state.faults.oversize {
+            Some((path, extra)) if *path == file.path => {
+                reply.body.extend(std::iter::repeat_n(b'x', *extra));
+            }
+            _ => {}
+        }
+        match &state.faults.stall {
+            Some((path, pause)) if *path == file.path => reply.stall = Some(*pause),
+            _ => {}
+        }
+    }
     reply
 }
 

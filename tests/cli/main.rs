@@ -12,6 +12,7 @@ mod checkpoint;
 mod convert;
 mod download;
 mod hubserver;
+mod outputs;
 mod quantize;
 mod real;
 mod run;

@@ -316,3 +316,80 @@ fn a_config_with_2_40_layers_fails_cleanly_in_2_gb() {
         assert!(stderr.contains("num_hidden_layers"), "{verb}: {stderr}");
     }
 }
+
+/// Sets the first element of tensor `name` in a safetensors file to NaN.
+fn plant_nan(path: &Path, name: &str) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let t = &header[name];
+    let at = 8 + n + t["data_offsets"][0].as_u64().unwrap() as usize;
+    let nan: &[u8] = match t["dtype"].as_str().unwrap() {
+        "F32" => &f32::NAN.to_le_bytes(),
+        "BF16" => &[0xc0, 0x7f],
+        other => panic!("{other}"),
+    };
+    bytes[at..at + nan.len()].copy_from_slice(nan);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn nan_weights_are_refused_by_quantize_naming_the_tensor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("nan");
+    super::copy_dir(&gemma3_tiny(), &dir);
+    let tensor = "model.layers.0.mlp.down_proj.weight";
+    plant_nan(&dir.join("model.safetensors"), tensor);
+    for quant in ["q4bf16", "bf16"] {
+        let r = alc(
+            tmp.path(),
+            &["quantize", "nan", "--quant", quant, "-o", "q"],
+        );
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        assert!(
+            r.stderr.contains(tensor) && r.stderr.contains("NaN"),
+            "{}",
+            r.stderr
+        );
+        assert!(!tmp.path().join("q").exists());
+    }
+
+    // The ONNX quantizer: a NaN in a linear weight of an exported graph.
+    let albert = super::fixtures().join("models/albert-tiny-cls");
+    let onnx = tmp.path().join("model.onnx");
+    super::aon(
+        tmp.path(),
+        &["export", albert.to_str().unwrap(), "-o", "model.onnx"],
+    )
+    .ok();
+    std::fs::copy(
+        albert.join("tokenizer.json"),
+        tmp.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let mut graph = ava_passes::onnx::load(&onnx).unwrap();
+    let weight = ava_passes::quant::linear_nodes(&graph)[0].weight.clone();
+    if let Some(ava_passes::ir::TensorData::F32(v)) =
+        graph.initializers.get_mut(&weight).map(|t| &mut t.data)
+    {
+        v[3] = f32::INFINITY;
+    }
+    ava_passes::onnx::save(&graph, &onnx).unwrap();
+    let calib = super::fixtures().join("gen/data/clinc150.json");
+    let r = super::aon(
+        tmp.path(),
+        &[
+            "quantize",
+            "model.onnx",
+            "--calib",
+            calib.to_str().unwrap(),
+            "--samples",
+            "4",
+            "-o",
+            "int8.onnx",
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains(&weight), "{}", r.stderr);
+    assert!(!tmp.path().join("int8.onnx").exists());
+}

@@ -49,6 +49,17 @@ pub fn save(graph: &Graph, path: &Path) -> Result<()> {
     })
 }
 
+/// The `producer_name` of ONNX model bytes; `None` when they do not decode as a model.
+pub fn producer(bytes: &[u8]) -> Option<String> {
+    /// The one field of `ModelProto` read here (the others are skipped undecoded).
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Producer {
+        #[prost(string, tag = "2")]
+        producer_name: String,
+    }
+    Producer::decode(bytes).ok().map(|m| m.producer_name)
+}
+
 /// Reads an `.onnx` file.
 pub fn load(path: &Path) -> Result<Graph> {
     let bytes = std::fs::read(path).map_err(|source| Error::Io {
@@ -213,15 +224,33 @@ fn tensor_from_proto(p: &proto::TensorProto) -> Result<Tensor> {
             p.name
         )));
     }
+    let bad = |reason: String| Error::Invalid(format!("tensor `{}`: {reason}", p.name));
     let dims: Vec<usize> = p
         .dims
         .iter()
         .map(|&d| usize::try_from(d))
         .collect::<Result<_, _>>()
-        .map_err(|_| Error::Unsupported(format!("negative dimension in tensor {}", p.name)))?;
-    let n: usize = dims.iter().product();
+        .map_err(|_| bad(format!("negative dimension in {:?}", p.dims)))?;
+    let n = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| bad(format!("dimensions {:?} overflow", p.dims)))?;
     let raw = &p.raw_data;
-    let data = match dtype_from_code(p.data_type)? {
+    let dtype = dtype_from_code(p.data_type)?;
+    // Raw data holds exactly the elements the dimensions declare (checked before decoding).
+    let width = match dtype {
+        DType::F32 | DType::I32 => 4,
+        DType::I64 => 8,
+        DType::Bool | DType::I8 => 1,
+    };
+    if !raw.is_empty() && n.checked_mul(width) != Some(raw.len()) {
+        return Err(bad(format!(
+            "{} bytes of data for dimensions {:?} ({n} elements of {width} bytes)",
+            raw.len(),
+            p.dims
+        )));
+    }
+    let data = match dtype {
         DType::F32 if raw.is_empty() => TensorData::F32(p.float_data.clone()),
         DType::F32 => TensorData::F32(
             raw.chunks_exact(4)
@@ -259,10 +288,7 @@ fn tensor_from_proto(p: &proto::TensorProto) -> Result<Tensor> {
         TensorData::I8(v) => v.len(),
     };
     if len != n {
-        return Err(Error::Unsupported(format!(
-            "tensor {}: {len} values for {n} elements",
-            p.name
-        )));
+        return Err(bad(format!("{len} values for {n} elements")));
     }
     Ok(t)
 }
@@ -305,12 +331,17 @@ fn value_info_from_proto(p: &proto::ValueInfoProto) -> Result<ValueInfo> {
             s.dim
                 .iter()
                 .map(|d| match &d.value {
-                    Some(proto::DimValue::DimValue(n)) => Dim::Fixed(*n as usize),
-                    Some(proto::DimValue::DimParam(s)) => Dim::Param(s.clone()),
-                    None => Dim::Param(String::new()),
+                    Some(proto::DimValue::DimValue(n)) => {
+                        usize::try_from(*n).map(Dim::Fixed).map_err(|_| {
+                            Error::Invalid(format!("value `{}`: negative dimension {n}", p.name))
+                        })
+                    }
+                    Some(proto::DimValue::DimParam(s)) => Ok(Dim::Param(s.clone())),
+                    None => Ok(Dim::Param(String::new())),
                 })
-                .collect()
+                .collect::<Result<Vec<_>>>()
         })
+        .transpose()?
         .unwrap_or_default();
     Ok(ValueInfo {
         name: p.name.clone(),
@@ -322,6 +353,45 @@ fn value_info_from_proto(p: &proto::ValueInfoProto) -> Result<ValueInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn model_with(t: proto::TensorProto) -> Vec<u8> {
+        proto::ModelProto {
+            graph: Some(proto::GraphProto {
+                initializer: vec![t],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn hostile_initializer_dims_are_rejected_by_name() {
+        let tensor = |dims: Vec<i64>, raw: Vec<u8>| proto::TensorProto {
+            name: "evil".into(),
+            dims,
+            data_type: dt::FLOAT,
+            raw_data: raw,
+            ..Default::default()
+        };
+        let cases = [
+            (vec![-1, 4], vec![0; 16], "negative"),
+            // 2^32 * 2^32 wraps to 0 in 64-bit arithmetic: an empty tensor with huge dims.
+            (vec![1 << 32, 1 << 32], vec![], "overflow"),
+            (vec![1 << 62, 4], vec![0; 4], "overflow"),
+            (vec![2, 3], vec![0; 25], "bytes of data"),
+            (vec![2, 3], vec![0; 20], "bytes of data"),
+        ];
+        for (dims, raw, what) in cases {
+            let err = from_bytes(&model_with(tensor(dims.clone(), raw))).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                msg.contains("`evil`") && msg.contains(what),
+                "{dims:?}: {msg}"
+            );
+        }
+        assert!(from_bytes(&model_with(tensor(vec![2, 3], vec![0; 24]))).is_ok());
+    }
 
     #[test]
     fn round_trip_keeps_graph() {

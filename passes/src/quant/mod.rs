@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ir::{Attr, Graph, Node, Tensor, TensorData};
 use crate::passes::{DeadCode, Pass};
 
@@ -116,6 +116,27 @@ pub fn linear_nodes(g: &Graph) -> Vec<Linear> {
         .collect()
 }
 
+/// Refuses weights no quantization can represent, naming the initializer: a NaN in any f32
+/// initializer, or an infinite value in a linear node's weight (an infinite mask constant
+/// elsewhere is legitimate).
+pub fn check_weights(g: &Graph) -> Result<()> {
+    let linear: HashSet<String> = linear_nodes(g).into_iter().map(|l| l.weight).collect();
+    for (name, t) in &g.initializers {
+        let Some(v) = t.as_f32() else { continue };
+        let weight = linear.contains(name);
+        if let Some(i) = v
+            .iter()
+            .position(|x| x.is_nan() || (weight && x.is_infinite()))
+        {
+            return Err(Error::Invalid(format!(
+                "weight `{name}`: element {i} is {}; refusing to quantize it",
+                v[i]
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Activation values that calibration must observe for these nodes.
 pub fn activations(g: &Graph, exclude: &BTreeSet<String>) -> HashSet<String> {
     linear_nodes(g)
@@ -158,6 +179,7 @@ pub fn activation_params(lo: f32, hi: f32) -> (f32, i8) {
 /// Rewrites `g` into QDQ or QOperator form ([`Format`]) using calibrated `ranges`, then drops
 /// the float weights no node reads any more.
 pub fn quantize(g: &mut Graph, ranges: &Ranges, opts: &Options) -> Result<Report> {
+    check_weights(g)?;
     let mut report = Report {
         weight_bytes_before: g.weight_bytes(),
         ..Default::default()

@@ -223,7 +223,7 @@ impl OnnxGraph {
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect()
         };
-        checked(name, dims(t), v)
+        checked(name, dims(name, t)?, v)
     }
 
     /// An int8 initializer.
@@ -237,7 +237,7 @@ impl OnnxGraph {
         } else {
             t.raw_data.iter().map(|&b| b as i8).collect()
         };
-        checked(name, dims(t), v)
+        checked(name, dims(name, t)?, v)
     }
 
     /// An int64 initializer's values.
@@ -333,12 +333,19 @@ pub fn attr_f(n: &NodeProto, name: &str) -> Option<f32> {
     n.attribute.iter().find(|a| a.name == name).map(|a| a.f)
 }
 
-fn dims(t: &TensorProto) -> Vec<usize> {
-    t.dims.iter().map(|&d| d.max(0) as usize).collect()
+/// An initializer's dimensions; a negative one is an error naming the tensor.
+fn dims(name: &str, t: &TensorProto) -> Result<Vec<usize>> {
+    t.dims
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| bad(format!("{name}: negative dimension {d}"))))
+        .collect()
 }
 
+/// The values, when they are exactly as many as the dimensions say (product checked: dims
+/// whose product overflows never match).
 fn checked<T>(name: &str, d: Vec<usize>, v: Vec<T>) -> Result<(Vec<usize>, Vec<T>)> {
-    if d.iter().product::<usize>() != v.len() {
+    let n = d.iter().try_fold(1usize, |acc, &x| acc.checked_mul(x));
+    if n != Some(v.len()) {
         return Err(bad(format!("{name}: {} values for dims {d:?}", v.len())));
     }
     Ok((d, v))
@@ -354,6 +361,21 @@ fn two_d(name: &str, d: &[usize]) -> Result<[usize; 2]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_initializer_dims_are_refused_by_name() {
+        let t = |d: Vec<i64>| TensorProto {
+            dims: d,
+            ..Default::default()
+        };
+        let err = dims("w", &t(vec![-1, 4])).unwrap_err().to_string();
+        assert!(err.contains("w: negative"), "{err}");
+        // 2^32 * 2^32 wraps to 0: an empty tensor must not pass for it.
+        let d = dims("w", &t(vec![1 << 32, 1 << 32])).unwrap();
+        let err = checked("w", d, Vec::<f32>::new()).unwrap_err().to_string();
+        assert!(err.contains("w: 0 values"), "{err}");
+        assert!(checked("w", vec![2, 3], vec![0f32; 6]).is_ok());
+    }
 
     #[test]
     fn qoperator_graphs_are_refused_clearly() {

@@ -13,7 +13,7 @@ use ava_core::Checkpoint;
 use ava_passes::{albert, onnx, Pipeline};
 use ava_runtime::albert::{LABELS_FILE, TOKENIZER_FILE};
 
-use crate::commands::stage_key::{fill_stage, hash_dir, Hasher};
+use crate::commands::stage_key::{fill_stage, hash_dir, reusable, Hasher};
 use serde::Serialize;
 
 use crate::args::aon_int8::CompileArgs;
@@ -214,7 +214,7 @@ impl<'a> Stages<'a> {
         let key = hasher.finish();
         let dir = self.cache.join(stage).join(&key[..KEY_CHARS]);
         let t = Instant::now();
-        let cached = dir.is_dir();
+        let cached = reusable(&dir, &|m| self.ui.info(m));
         self.ui.info(if cached {
             format!("{stage}: cached")
         } else {
