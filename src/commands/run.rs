@@ -98,6 +98,12 @@ pub fn run(args: &RunArgs, ui: &Ui) -> anyhow::Result<()> {
         writeln!(stdout)?;
     }
     drop(stdout);
+    if out.prompt_logits.iter().any(|x| !x.is_finite()) {
+        ui.info(
+            "warning: the model computes NaN or infinite logits (its weights hold NaN or \
+             infinity?); the output is meaningless",
+        );
+    }
     if let Some(path) = &args.logits_out {
         write_npy(path, &out.prompt_logits)?;
     }

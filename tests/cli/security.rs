@@ -353,6 +353,18 @@ fn nan_weights_are_refused_by_quantize_naming_the_tensor() {
         );
         assert!(!tmp.path().join("q").exists());
     }
+    // Running it works, with one warning.
+    let r = alc(
+        tmp.path(),
+        &["run", "nan", "--prompt-ids", "2,10,11", "--max-tokens", "3"],
+    )
+    .ok();
+    assert_eq!(
+        r.stderr.matches("NaN or infinite logits").count(),
+        1,
+        "{}",
+        r.stderr
+    );
 
     // The ONNX quantizer: a NaN in a linear weight of an exported graph.
     let albert = super::fixtures().join("models/albert-tiny-cls");
