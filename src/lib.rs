@@ -4,7 +4,6 @@
 pub mod args;
 pub mod commands;
 pub mod hub;
-pub mod malbert;
 pub mod output;
 pub mod partial_dir;
 pub mod trust;

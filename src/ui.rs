@@ -107,6 +107,23 @@ impl Ui {
     }
 }
 
+/// A counting bar ([`Ui::count_progress`]) as the encoder conversion's progress sink.
+pub struct CountBar<'a>(pub &'a ProgressBar);
+
+impl ava_malbert::Progress for CountBar<'_> {
+    fn set_total(&self, count: u64) {
+        self.0.set_length(count);
+    }
+
+    fn advance(&self, count: u64) {
+        self.0.inc(count);
+    }
+
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
 /// `1234567` -> `1.2 MiB`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -1,17 +1,17 @@
 //! `aon classify` and `aon eval`: run an mALBERT intent classifier (ONNX, float or INT8 QDQ)
 //! on utterances and report intents, accuracy, macro-F1, latency and, with an out-of-scope
-//! threshold (the archive's or `--threshold`), out-of-scope recall ([`super::aon_oos`]).
+//! threshold (the archive's or `--threshold`), out-of-scope recall ([`ava_malbert::oos`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
+use ava_malbert::data::{self, Encoder};
+use ava_malbert::oos::{self, OosMetrics, Scored, OOS_LABEL};
 use ava_passes::{eval, onnx, Graph};
 use serde::Serialize;
 
-use super::aon_data::{self as data, Encoder};
-use super::aon_oos::{self as oos, OosMetrics, Scored, OOS_LABEL};
 use crate::args::aon_int8::{ClassifyArgs, EvalArgs};
 use crate::args::run::Backend as RunBackend;
 use crate::ui::Ui;

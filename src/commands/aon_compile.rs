@@ -13,6 +13,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use ava_core::Target;
+use ava_malbert::data::Example;
+use ava_malbert::oos::{self, OosMetrics, Scored, OOS_STAGE};
 use ava_packaging::PackageTarget;
 use ava_runtime::albert::{Classifier, LABELS_FILE, TOKENIZER_FILE};
 use ava_targets::kernels::KernelSpec;
@@ -21,8 +23,6 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::aon_data::Example;
-use super::aon_oos::{self as oos, OosMetrics, Scored, OOS_STAGE};
 use super::archive_identity::resolve_version;
 use super::package::{package, STAGE_FILE};
 use crate::args::aon_int8::{CompileArgs, CompileQuant, OosThreshold};

@@ -1,22 +1,24 @@
 //! `aon convert ALBERT_DIR|REPO -o DIR`: ALBERT -> mALBERT intent classifier (see
-//! [`crate::malbert`]).
+//! [`ava_malbert`]).
+
+use ava_malbert::{convert, Options};
 
 use crate::args::AonConvertArgs;
 use crate::hub::resolve_checkpoint;
-use crate::malbert::{convert, Options};
 use crate::partial_dir::PartialDir;
-use crate::ui::{human_bytes, Ui};
+use crate::ui::{human_bytes, CountBar, Ui};
 
 /// Runs `aon convert`.
 pub fn run(args: &AonConvertArgs, ui: &Ui) -> anyhow::Result<()> {
     let src = resolve_checkpoint(&args.checkpoint, &args.hub.options(ui), ui)?;
+    let progress = ui.count_progress("encoding");
     let opts = Options {
         intents: args.intents.as_deref(),
         corpus: args.corpus.as_deref(),
         prune_vocab: args.prune_vocab,
         max_seq_len: args.max_seq_len,
         l2: args.l2,
-        progress: ui.count_progress("encoding"),
+        progress: &CountBar(&progress),
     };
     if args.output.symlink_metadata().is_ok() && !args.force {
         anyhow::bail!(

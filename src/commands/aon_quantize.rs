@@ -6,11 +6,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use anyhow::{bail, Context};
+use ava_malbert::data::{self, Encoder};
 use ava_passes::quant::{self, Format, Method, Options, Report};
 use ava_passes::{onnx, Graph, Tensor};
 use serde::Serialize;
 
-use super::aon_data::{self as data, Encoder};
 use crate::args::aon_int8::{CalibMethod, QuantFormat, QuantizeOnnxArgs};
 use crate::ui::{human_bytes, Ui};
 
@@ -89,7 +89,7 @@ pub fn quantize_graph_as(
         .iter()
         .take(s.samples)
         .map(|(t, _)| enc.inputs(t))
-        .collect::<anyhow::Result<_>>()?;
+        .collect::<ava_malbert::Result<_>>()?;
     if calib.is_empty() {
         bail!("{}: no calibration utterances", s.calib.display());
     }
@@ -178,7 +178,7 @@ fn accuracy_gate(
         );
     }
     let predict = |g: &Graph, xs: &[HashMap<String, Tensor>]| -> anyhow::Result<Vec<Vec<f32>>> {
-        data::logits(g, xs)
+        Ok(data::logits(g, xs)?)
     };
     let acc = |l: &[Vec<f32>]| {
         data::accuracy(

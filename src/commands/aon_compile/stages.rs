@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use ava_core::Checkpoint;
+use ava_malbert::{self as malbert, Options};
 use ava_passes::{albert, onnx, Pipeline};
 use ava_runtime::albert::{LABELS_FILE, TOKENIZER_FILE};
 
@@ -18,8 +19,7 @@ use serde::Serialize;
 
 use crate::args::aon_int8::CompileArgs;
 use crate::commands::aon_quantize::{quantize_graph, Settings};
-use crate::malbert::{self, Options};
-use crate::ui::Ui;
+use crate::ui::{CountBar, Ui};
 
 /// Folder of the stage cache inside the cache directory.
 pub const CACHE_FOLDER: &str = "aon-compile";
@@ -114,7 +114,7 @@ impl<'a> Stages<'a> {
                 prune_vocab: false,
                 max_seq_len: args.max_seq_len,
                 l2: HEAD_L2,
-                progress,
+                progress: &CountBar(&progress),
             };
             let report = malbert::convert(&args.source, &out.join(CHECKPOINT_DIR), &opts)?;
             std::fs::write(

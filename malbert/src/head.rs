@@ -444,13 +444,13 @@ mod tests {
     /// utterances of the first `classes` intents of the fixture.
     fn clinc_features(classes: usize, per_class: usize) -> [(Vec<f32>, Vec<usize>); 2] {
         use std::path::Path;
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
         let model = root.join("models/albert-clinc");
         let ckpt = ava_core::Checkpoint::open(&model).unwrap();
-        let w = super::super::load_weights(&ckpt).unwrap();
-        let enc = super::super::encode::Encoder::new(&w, &ckpt.albert().unwrap()).unwrap();
+        let w = crate::convert::load_weights(&ckpt).unwrap();
+        let enc = crate::encode::Encoder::new(&w, &ckpt.albert().unwrap()).unwrap();
         let tok = tokenizers::Tokenizer::from_file(model.join("tokenizer.json")).unwrap();
-        let data = super::super::intents::read(&root.join("gen/data/clinc150.json")).unwrap();
+        let data = crate::intents::read(&root.join("gen/data/clinc150.json")).unwrap();
         let labels: Vec<String> = data.labels().into_iter().take(classes).collect();
         let split = |rows: &[(String, String)]| {
             let mut seen = vec![0; classes];
@@ -466,7 +466,7 @@ mod tests {
                 }
             }
             (
-                enc.pooled(&ids, &indicatif::ProgressBar::hidden()).unwrap(),
+                enc.pooled(&ids, &crate::NoProgress).unwrap(),
                 y,
             )
         };

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use anyhow::{bail, Context};
+use crate::error::{bail, tokenizer_err, Context};
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
@@ -21,7 +21,7 @@ pub struct Pruned {
 }
 
 /// Ids that must never be dropped: added tokens and single-character pieces.
-fn always_kept(json: &Value) -> anyhow::Result<BTreeSet<u32>> {
+fn always_kept(json: &Value) -> crate::Result<BTreeSet<u32>> {
     let mut keep = BTreeSet::new();
     for t in json["added_tokens"].as_array().into_iter().flatten() {
         keep.insert(t["id"].as_u64().context("added token without id")? as u32);
@@ -46,7 +46,7 @@ pub fn prune<'a>(
     json: &Value,
     tok: &Tokenizer,
     texts: impl Iterator<Item = &'a str>,
-) -> anyhow::Result<Pruned> {
+) -> crate::Result<Pruned> {
     if json["model"]["type"] != "Unigram" {
         bail!(
             "vocabulary pruning supports Unigram (SentencePiece) tokenizers, not {}",
@@ -54,16 +54,16 @@ pub fn prune<'a>(
         );
     }
     let texts: Vec<&str> = texts.collect();
-    let encode = |t: &Tokenizer, s: &str| -> anyhow::Result<Vec<u32>> {
+    let encode = |t: &Tokenizer, s: &str| -> crate::Result<Vec<u32>> {
         Ok(t.encode(s, true)
-            .map_err(|e| anyhow::anyhow!("tokenizing {s:?}: {e}"))?
+            .map_err(|e| crate::Error::Tokenizer(format!("tokenizing {s:?}: {e}")))?
             .get_ids()
             .to_vec())
     };
     let before: Vec<Vec<u32>> = texts
         .iter()
         .map(|s| encode(tok, s))
-        .collect::<anyhow::Result<_>>()?;
+        .collect::<crate::Result<_>>()?;
     let mut keep = always_kept(json)?;
     keep.extend(before.iter().flatten().copied());
     let kept: Vec<u32> = keep.into_iter().collect();
@@ -74,7 +74,7 @@ pub fn prune<'a>(
         .collect();
     let out = rewrite(json, &kept, &remap)?;
     let new_tok = Tokenizer::from_bytes(serde_json::to_vec(&out)?)
-        .map_err(|e| anyhow::anyhow!("rewritten tokenizer.json: {e}"))?;
+        .map_err(tokenizer_err("rewritten tokenizer.json"))?;
     for (s, old) in texts.iter().zip(&before) {
         let want: Vec<u32> = old.iter().map(|i| remap[i]).collect();
         if encode(&new_tok, s)? != want {
@@ -84,7 +84,7 @@ pub fn prune<'a>(
     Ok(Pruned { json: out, kept })
 }
 
-fn rewrite(json: &Value, kept: &[u32], remap: &HashMap<u32, u32>) -> anyhow::Result<Value> {
+fn rewrite(json: &Value, kept: &[u32], remap: &HashMap<u32, u32>) -> crate::Result<Value> {
     let mut out = json.clone();
     let vocab = json["model"]["vocab"]
         .as_array()

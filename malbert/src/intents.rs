@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context};
+use crate::error::{bail, Context};
 use serde_json::Value;
 
 /// JSONL files: every `HOLDOUT_EVERY`-th example (the last of each group) is validation.
@@ -33,7 +33,7 @@ impl Intents {
 }
 
 /// Reads CLINC150 JSON (`train` and `val` keys; out-of-scope splits ignored) or JSONL.
-pub fn read(path: &Path) -> anyhow::Result<Intents> {
+pub fn read(path: &Path) -> crate::Result<Intents> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let out = if text.trim_start().starts_with('{') && serde_json::from_str::<Value>(&text).is_ok()
@@ -56,7 +56,7 @@ pub fn read(path: &Path) -> anyhow::Result<Intents> {
     Ok(out)
 }
 
-fn pairs(v: &Value, path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+fn pairs(v: &Value, path: &Path) -> crate::Result<Vec<(String, String)>> {
     let Some(rows) = v.as_array() else {
         return Ok(vec![]);
     };
@@ -75,7 +75,7 @@ fn pairs(v: &Value, path: &Path) -> anyhow::Result<Vec<(String, String)>> {
         .collect()
 }
 
-fn jsonl(text: &str, path: &Path) -> anyhow::Result<Intents> {
+fn jsonl(text: &str, path: &Path) -> crate::Result<Intents> {
     let mut out = Intents::default();
     for (n, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
         let v: Value = serde_json::from_str(line)

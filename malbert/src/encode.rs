@@ -5,12 +5,11 @@
 //! (`matrixmultiply`), and batches run on all threads. The last layer is computed for the
 //! `[CLS]` rows only (the pooler reads nothing else).
 
-use anyhow::{bail, Context};
 use ava_core::AlbertConfig;
-use indicatif::ProgressBar;
 use rayon::prelude::*;
 
-use super::Weights;
+use crate::error::{bail, Context};
+use crate::{Progress, Weights};
 
 /// Tokens per batch: large enough for efficient products, small enough to stay in cache.
 const BATCH_TOKENS: usize = 2048;
@@ -29,7 +28,7 @@ struct Linear {
 
 impl Linear {
     /// Loads `prefix.weight` / `prefix.bias`, checking the shape `[n_out, n_in]`.
-    fn load(w: &Weights, prefix: &str, n_out: usize, n_in: usize) -> anyhow::Result<Self> {
+    fn load(w: &Weights, prefix: &str, n_out: usize, n_in: usize) -> crate::Result<Self> {
         let weight = tensor(w, &format!("{prefix}.weight"), &[n_out, n_in])?;
         let b = tensor(w, &format!("{prefix}.bias"), &[n_out])?;
         Ok(Linear {
@@ -81,7 +80,7 @@ struct LayerNorm {
 }
 
 impl LayerNorm {
-    fn load(w: &Weights, prefix: &str, width: usize, eps: f32) -> anyhow::Result<Self> {
+    fn load(w: &Weights, prefix: &str, width: usize, eps: f32) -> crate::Result<Self> {
         Ok(LayerNorm {
             gamma: tensor(w, &format!("{prefix}.weight"), &[width])?,
             beta: tensor(w, &format!("{prefix}.bias"), &[width])?,
@@ -114,7 +113,7 @@ enum Activation {
 }
 
 impl Activation {
-    fn parse(name: &str) -> anyhow::Result<Self> {
+    fn parse(name: &str) -> crate::Result<Self> {
         match name {
             "gelu_new" | "gelu_fast" | "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
             "relu" => Ok(Activation::Relu),
@@ -145,7 +144,7 @@ struct Layer {
 }
 
 impl Layer {
-    fn load(w: &Weights, p: &str, cfg: &AlbertConfig) -> anyhow::Result<Self> {
+    fn load(w: &Weights, p: &str, cfg: &AlbertConfig) -> crate::Result<Self> {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         let eps = cfg.layer_norm_eps as f32;
         Ok(Layer {
@@ -185,7 +184,7 @@ pub struct Encoder {
 impl Encoder {
     /// Builds the encoder from checkpoint tensors (encoder weights named with
     /// `cfg.weight_prefix`), checking every shape against `cfg`.
-    pub fn new(w: &Weights, cfg: &AlbertConfig) -> anyhow::Result<Self> {
+    pub fn new(w: &Weights, cfg: &AlbertConfig) -> crate::Result<Self> {
         let p = &cfg.weight_prefix;
         let (e, h) = (cfg.embedding_size, cfg.hidden_size);
         let words_name = format!("{p}embeddings.word_embeddings.weight");
@@ -203,7 +202,7 @@ impl Encoder {
                     })
                     .collect()
             })
-            .collect::<anyhow::Result<_>>()?;
+            .collect::<crate::Result<_>>()?;
         Ok(Encoder {
             words: tensor(w, &words_name, &[vocab, e])?,
             positions: tensor(w, &positions_name, &[positions, e])?,
@@ -237,9 +236,9 @@ impl Encoder {
     }
 
     /// Pooled output of every sequence (token ids with `[CLS]` first), `hidden` values a row,
-    /// in the order given. Sequences are batched by length and run on all threads; `bar`
+    /// in the order given. Sequences are batched by length and run on all threads; `progress`
     /// advances by one per sequence.
-    pub fn pooled(&self, seqs: &[Vec<u32>], bar: &ProgressBar) -> anyhow::Result<Vec<f32>> {
+    pub fn pooled(&self, seqs: &[Vec<u32>], progress: &dyn Progress) -> crate::Result<Vec<f32>> {
         let max = self.positions.len() / self.embedding.max(1);
         if let Some(s) = seqs.iter().find(|s| s.is_empty() || s.len() > max) {
             bail!(
@@ -272,7 +271,7 @@ impl Encoder {
             .map(|&batch| {
                 let refs: Vec<&[u32]> = batch.iter().map(|&i| seqs[i].as_slice()).collect();
                 let out = self.batch(&refs);
-                bar.inc(batch.len() as u64);
+                progress.advance(batch.len() as u64);
                 (batch, out)
             })
             .collect();
@@ -420,7 +419,7 @@ fn softmax(row: &mut [f32]) {
 }
 
 /// Tensor `name` of `w`, which must have shape `dims`.
-fn tensor(w: &Weights, name: &str, dims: &[usize]) -> anyhow::Result<Vec<f32>> {
+fn tensor(w: &Weights, name: &str, dims: &[usize]) -> crate::Result<Vec<f32>> {
     let (shape, data) = w
         .get(name)
         .with_context(|| format!("tensor {name} missing"))?;
@@ -434,19 +433,32 @@ fn tensor(w: &Weights, name: &str, dims: &[usize]) -> anyhow::Result<Vec<f32>> {
 mod tests {
     use std::path::Path;
 
+    use std::sync::atomic::{AtomicU64, Ordering};
+
     use ava_core::Checkpoint;
     use serde_json::Value;
 
     use super::*;
 
+    /// Counts what it is told, as a progress bar would.
+    #[derive(Default)]
+    struct Count(AtomicU64);
+
+    impl Progress for Count {
+        fn set_total(&self, _count: u64) {}
+        fn advance(&self, count: u64) {
+            self.0.fetch_add(count, Ordering::Relaxed);
+        }
+    }
+
     /// The pooled output of the bundled CLINC encoder matches transformers' (goldens.json),
     /// one utterance at a time and all in one call (packed into shared batches).
     #[test]
     fn pooled_output_matches_transformers() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/albert-clinc");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/models/albert-clinc");
         let ckpt = Checkpoint::open(&dir).unwrap();
         let cfg = ckpt.albert().unwrap();
-        let w = super::super::load_weights(&ckpt).unwrap();
+        let w = crate::convert::load_weights(&ckpt).unwrap();
         let enc = Encoder::new(&w, &cfg).unwrap();
         let goldens: Value =
             serde_json::from_slice(&std::fs::read(dir.join("goldens.json")).unwrap()).unwrap();
@@ -458,7 +470,7 @@ mod tests {
                 ids.iter().map(|v| v.as_u64().unwrap() as u32).collect()
             })
             .collect();
-        let bar = ProgressBar::hidden();
+        let bar = Count::default();
         let all = enc.pooled(&ids, &bar).unwrap();
         let h = enc.hidden();
         let mut worst = 0f32;
@@ -476,16 +488,16 @@ mod tests {
             worst < 1e-4,
             "largest difference from transformers: {worst}"
         );
-        assert_eq!(bar.position(), 2 * ids.len() as u64);
+        assert_eq!(bar.0.load(Ordering::Relaxed), 2 * ids.len() as u64);
     }
 
     #[test]
     fn refuses_out_of_range_input() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/albert-clinc");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/models/albert-clinc");
         let ckpt = Checkpoint::open(&dir).unwrap();
-        let w = super::super::load_weights(&ckpt).unwrap();
+        let w = crate::convert::load_weights(&ckpt).unwrap();
         let enc = Encoder::new(&w, &ckpt.albert().unwrap()).unwrap();
-        let bar = ProgressBar::hidden();
+        let bar = crate::NoProgress;
         assert!(enc.pooled(&[vec![2, 1_000_000, 3]], &bar).is_err());
         assert!(enc.pooled(&[vec![]], &bar).is_err());
         assert!(enc.pooled(&[vec![2; 500]], &bar).is_err());

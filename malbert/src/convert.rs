@@ -3,24 +3,20 @@
 //! sequence cap, and an intent head (the checkpoint's own, or a logistic regression fitted on
 //! the frozen encoder's pooled output), with `labels.json`. See `docs/aon.md`.
 
-pub mod encode;
-pub mod head;
-pub mod intents;
-pub mod vocab;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{bail, Context};
 use ava_core::{AlbertConfig, Checkpoint};
-use indicatif::ProgressBar;
 use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
-/// Name of the label list written next to the model.
-pub const LABELS_FILE: &str = "labels.json";
+use crate::error::{bail, tokenizer_err, Context};
+use crate::{encode, head, intents, vocab, Error, Progress};
+
+/// Name of the label list written next to the model (the runtime reads it).
+pub use ava_runtime::albert::LABELS_FILE;
 const TOKENIZER_FILE: &str = "tokenizer.json";
 const WEIGHTS_FILE: &str = "model.safetensors";
 
@@ -66,12 +62,12 @@ pub struct Options<'a> {
     pub max_seq_len: usize,
     /// `--l2`.
     pub l2: f32,
-    /// Advanced by one per utterance encoded for head fitting (length set here).
-    pub progress: ProgressBar,
+    /// Advanced by one per utterance encoded for head fitting (total set here).
+    pub progress: &'a dyn Progress,
 }
 
 /// Loads every tensor as f32.
-fn load_weights(ckpt: &Checkpoint) -> anyhow::Result<Weights> {
+pub(crate) fn load_weights(ckpt: &Checkpoint) -> crate::Result<Weights> {
     ckpt.tensor_views()
         .map(|t| Ok((t.name.to_string(), (t.shape.to_vec(), t.to_f32_vec()?))))
         .collect()
@@ -82,7 +78,7 @@ fn weight_bytes(w: &Weights) -> u64 {
 }
 
 /// Keeps rows `rows` (in order) of tensor `name`.
-fn take_rows(w: &mut Weights, name: &str, rows: impl Iterator<Item = usize>) -> anyhow::Result<()> {
+fn take_rows(w: &mut Weights, name: &str, rows: impl Iterator<Item = usize>) -> crate::Result<()> {
     let (shape, data) = w
         .get_mut(name)
         .with_context(|| format!("tensor {name} missing"))?;
@@ -96,7 +92,7 @@ fn take_rows(w: &mut Weights, name: &str, rows: impl Iterator<Item = usize>) -> 
 }
 
 /// Runs the conversion from checkpoint `src` into directory `out`.
-pub fn convert(src: &Path, out: &Path, opts: &Options<'_>) -> anyhow::Result<ConvertReport> {
+pub fn convert(src: &Path, out: &Path, opts: &Options<'_>) -> crate::Result<ConvertReport> {
     let ckpt =
         Checkpoint::open(src).with_context(|| format!("reading checkpoint {}", src.display()))?;
     let cfg = ckpt.albert().context("reading the ALBERT config")?;
@@ -126,7 +122,7 @@ pub fn convert(src: &Path, out: &Path, opts: &Options<'_>) -> anyhow::Result<Con
             .filter(|l| !l.trim().is_empty())
             .chain(intents.iter().flat_map(|i| i.texts()));
         let tok = Tokenizer::from_bytes(tok_text.as_bytes())
-            .map_err(|e| anyhow::anyhow!("{}: {e}", tok_path.display()))?;
+            .map_err(tokenizer_err(tok_path.display()))?;
         let pruned = vocab::prune(&tok_json, &tok, texts)?;
         take_rows(
             &mut w,
@@ -164,7 +160,7 @@ fn attach_head(
     intents: Option<&intents::Intents>,
     opts: &Options<'_>,
     report: &mut ConvertReport,
-) -> anyhow::Result<Option<Vec<String>>> {
+) -> crate::Result<Option<Vec<String>>> {
     let Some(data) = intents else {
         let has = cfg.is_classifier() && w.contains_key("classifier.weight");
         report.head = if has { "checkpoint" } else { "none" }.into();
@@ -175,8 +171,7 @@ fn attach_head(
     w.remove("classifier.weight");
     w.remove("classifier.bias");
     let encoder = encode::Encoder::new(w, cfg).context("loading the encoder for head fitting")?;
-    let tok = Tokenizer::from_file(out.join(TOKENIZER_FILE))
-        .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?;
+    let tok = Tokenizer::from_file(out.join(TOKENIZER_FILE)).map_err(tokenizer_err("tokenizer"))?;
     let labels = data.labels();
     let index: BTreeMap<&str, usize> = labels
         .iter()
@@ -189,10 +184,10 @@ fn attach_head(
             .collect()
     };
     let (train, val) = (known(&data.train), known(&data.val));
-    opts.progress.set_length((train.len() + val.len()) as u64);
-    let tx = features(&encoder, &tok, &train, &opts.progress)?;
-    let vx = features(&encoder, &tok, &val, &opts.progress)?;
-    opts.progress.finish_and_clear();
+    opts.progress.set_total((train.len() + val.len()) as u64);
+    let tx = features(&encoder, &tok, &train, opts.progress)?;
+    let vx = features(&encoder, &tok, &val, opts.progress)?;
+    opts.progress.finish();
     let (ty, vy): (Vec<usize>, Vec<usize>) = (
         train.iter().map(|(_, c)| *c).collect(),
         val.iter().map(|(_, c)| *c).collect(),
@@ -224,20 +219,20 @@ fn features(
     encoder: &encode::Encoder,
     tok: &Tokenizer,
     rows: &[(String, usize)],
-    bar: &ProgressBar,
-) -> anyhow::Result<Vec<f32>> {
+    progress: &dyn Progress,
+) -> crate::Result<Vec<f32>> {
     let ids = rows
         .par_iter()
         .map(|(t, _)| {
             tok.encode(t.as_str(), true)
                 .map(|e| e.get_ids().to_vec())
-                .map_err(|e| anyhow::anyhow!("tokenizing {t:?}: {e}"))
+                .map_err(|e| Error::Tokenizer(format!("tokenizing {t:?}: {e}")))
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    encoder.pooled(&ids, bar)
+        .collect::<crate::Result<Vec<_>>>()?;
+    encoder.pooled(&ids, progress)
 }
 
-fn copy_tokenizer_config(src: &Path, out: &Path, cap: usize) -> anyhow::Result<()> {
+fn copy_tokenizer_config(src: &Path, out: &Path, cap: usize) -> crate::Result<()> {
     let path = src.join("tokenizer_config.json");
     if !path.is_file() {
         return Ok(());
@@ -259,7 +254,7 @@ fn write_checkpoint(
     out: &Path,
     labels: Option<&[String]>,
     (vocab, positions): (usize, usize),
-) -> anyhow::Result<()> {
+) -> crate::Result<()> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = w
         .iter()
         .map(|(n, (s, v))| {
@@ -278,7 +273,7 @@ fn write_checkpoint(
                 safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)?,
             ))
         })
-        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+        .collect::<std::result::Result<Vec<_>, safetensors::SafeTensorError>>()?;
     safetensors::serialize_to_file(views, None, &out.join(WEIGHTS_FILE))
         .context("writing model.safetensors")?;
     let mut config = ckpt.config_json().clone();

@@ -5,11 +5,11 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::aon_data::{self as data, Example};
+use crate::data::{self, Example};
+use crate::error::{bail, Context};
 
 pub use ava_runtime::albert::{OOS_LABEL, OOS_STAGE};
 
@@ -19,7 +19,7 @@ pub const OOS_SPLIT_PREFIX: &str = "oos_";
 /// `split` of `path` (as [`data::read_split`] reads it) followed by its out-of-scope
 /// companion `oos_<split>` when the file is CLINC150 JSON that has one. Out-of-scope
 /// utterances carry the intent [`OOS_LABEL`], in JSONL as in CLINC150.
-pub fn read_split_with_oos(path: &Path, split: &str) -> anyhow::Result<Vec<Example>> {
+pub fn read_split_with_oos(path: &Path, split: &str) -> crate::Result<Vec<Example>> {
     let mut out = data::read_split(path, split)?;
     let oos = format!("{OOS_SPLIT_PREFIX}{split}");
     if json_has_split(path, &oos)? {
@@ -28,7 +28,7 @@ pub fn read_split_with_oos(path: &Path, split: &str) -> anyhow::Result<Vec<Examp
     Ok(out)
 }
 
-fn json_has_split(path: &Path, split: &str) -> anyhow::Result<bool> {
+fn json_has_split(path: &Path, split: &str) -> crate::Result<bool> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(serde_json::from_str::<Value>(&text)
@@ -116,7 +116,7 @@ pub fn metrics(scored: &[Scored], threshold: f32) -> OosMetrics {
 /// recall on `scored` (balanced accuracy of the in-scope/out-of-scope decision, with a wrong
 /// intent counted as a miss), the smallest such one on ties. Candidates are 0 and the
 /// midpoints between consecutive distinct scores, so the result never sits on a score.
-pub fn choose(scored: &[Scored]) -> anyhow::Result<OosMetrics> {
+pub fn choose(scored: &[Scored]) -> crate::Result<OosMetrics> {
     let (n_in, n_oos) = scored.iter().fold((0, 0), |(i, o), s| {
         (i + s.gold.is_some() as usize, o + s.gold.is_none() as usize)
     });
