@@ -21,9 +21,11 @@ pub const INDEX_FILE: &str = "model.safetensors.index.json";
 pub const INDEX_SUFFIX: &str = ".safetensors.index.json";
 /// Extension of weight files.
 pub const SAFETENSORS_EXTENSION: &str = "safetensors";
+/// The Hugging Face tokenizers file, the one tokenizer every pipeline carries to the device.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
 /// Tokenizer files we recognise (HF tokenizers, SentencePiece, WordPiece, BPE).
 pub const TOKENIZER_FILES: [&str; 10] = [
-    "tokenizer.json",
+    TOKENIZER_FILE,
     "tokenizer_config.json",
     "tokenizer.model",
     "spiece.model",

@@ -17,7 +17,7 @@ pub mod safetensors_file;
 pub mod target;
 pub mod tensor;
 
-pub use checkpoint::{Checkpoint, CheckpointFile, FileRole};
+pub use checkpoint::{Checkpoint, CheckpointFile, FileRole, TOKENIZER_FILE};
 pub use config::{AlbertConfig, Gemma3Config, LayerKind, ModelFamily, RopeParams, RopeScaling};
 pub use dtype::DType;
 pub use error::{Error, Result};

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use ava_core::{AlbertConfig, Checkpoint};
+use ava_core::{AlbertConfig, Checkpoint, TOKENIZER_FILE};
 use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
@@ -17,7 +17,6 @@ use crate::{encode, head, intents, vocab, Error, Progress};
 
 /// Name of the label list written next to the model (the runtime reads it).
 pub use ava_runtime::albert::LABELS_FILE;
-const TOKENIZER_FILE: &str = "tokenizer.json";
 const WEIGHTS_FILE: &str = "model.safetensors";
 
 /// f32 tensors by name, with shapes.

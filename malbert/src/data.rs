@@ -13,7 +13,7 @@ use crate::intents::HOLDOUT_EVERY;
 use crate::LABELS_FILE;
 
 /// Name of the tokenizer file next to a model.
-pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub use ava_core::TOKENIZER_FILE;
 
 /// One utterance and, when the data is labelled, its intent.
 pub type Example = (String, Option<String>);
@@ -100,8 +100,7 @@ pub struct Encoder {
 impl Encoder {
     /// Loads `tokenizer.json` for `graph`.
     pub fn new(tokenizer: &Path, graph: &Graph) -> crate::Result<Self> {
-        let tok = Tokenizer::from_file(tokenizer)
-            .map_err(tokenizer_err(tokenizer.display()))?;
+        let tok = Tokenizer::from_file(tokenizer).map_err(tokenizer_err(tokenizer.display()))?;
         Ok(Encoder {
             tok,
             inputs: graph.inputs.iter().map(|i| i.name.clone()).collect(),

@@ -449,7 +449,7 @@ mod tests {
         let ckpt = ava_core::Checkpoint::open(&model).unwrap();
         let w = crate::convert::load_weights(&ckpt).unwrap();
         let enc = crate::encode::Encoder::new(&w, &ckpt.albert().unwrap()).unwrap();
-        let tok = tokenizers::Tokenizer::from_file(model.join("tokenizer.json")).unwrap();
+        let tok = tokenizers::Tokenizer::from_file(model.join(ava_core::TOKENIZER_FILE)).unwrap();
         let data = crate::intents::read(&root.join("gen/data/clinc150.json")).unwrap();
         let labels: Vec<String> = data.labels().into_iter().take(classes).collect();
         let split = |rows: &[(String, String)]| {
@@ -465,10 +465,7 @@ mod tests {
                     }
                 }
             }
-            (
-                enc.pooled(&ids, &crate::NoProgress).unwrap(),
-                y,
-            )
+            (enc.pooled(&ids, &crate::NoProgress).unwrap(), y)
         };
         [split(&data.train), split(&data.val)]
     }

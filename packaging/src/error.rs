@@ -128,6 +128,14 @@ pub enum Error {
         /// The archive being read.
         archive: PathBuf,
     },
+    /// A stage directory's `ava-stage.json` that does not parse (or cannot be written).
+    #[error("{path}: invalid stage metadata: {reason}")]
+    StageFile {
+        /// The stage file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The input directory or options cannot be packaged.
     #[error("{path}: cannot package: {reason}")]
     Input {

@@ -12,6 +12,7 @@ pub mod manifest;
 pub mod naming;
 pub mod reader;
 pub mod signing;
+pub mod stage;
 pub mod writer;
 
 pub use dir::{read_dir_manifest, read_dir_signed, verify_dir, verify_dir_signed};
@@ -27,4 +28,5 @@ pub use reader::{
     Verified, MAX_ENTRIES, MAX_MANIFEST_BYTES,
 };
 pub use signing::{PublicKey, SecretKey, Signer, SIGNATURE_NAME, SIGNED_FORMAT_VERSION};
+pub use stage::{StageFile, STAGE_FILE};
 pub use writer::{sign_archive, write_archive, Compression, InputFile, PackageSpec, ALIGNMENT};

@@ -7,16 +7,17 @@
 
 mod stages;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use ava_core::Target;
+use ava_core::{Target, TOKENIZER_FILE};
 use ava_malbert::data::Example;
 use ava_malbert::oos::{self, OosMetrics, Scored, OOS_STAGE};
+use ava_packaging::stage::StageFile;
 use ava_packaging::PackageTarget;
-use ava_runtime::albert::{Classifier, LABELS_FILE, TOKENIZER_FILE};
+use ava_runtime::albert::{Classifier, LABELS_FILE};
 use ava_targets::kernels::KernelSpec;
 use ava_targets::{BuildOptions, TargetReport, TargetSpec};
 use serde::Serialize;
@@ -24,7 +25,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::archive_identity::resolve_version;
-use super::package::{package, STAGE_FILE};
+use super::package::package;
 use crate::args::aon_int8::{CompileArgs, CompileQuant, OosThreshold};
 use crate::args::{HubArgs, PackageArgs};
 use crate::ui::{human_bytes, Ui};
@@ -365,21 +366,18 @@ fn write_stage_file(
             obj.remove(*key);
         }
     }
-    let mut stages = serde_json::json!({ "aon-compile": compile });
+    let mut stages = BTreeMap::from([("aon-compile".to_string(), compile)]);
     if let Some(oos) = &report.oos {
-        stages[OOS_STAGE] = serde_json::to_value(oos)?;
+        stages.insert(OOS_STAGE.to_string(), serde_json::to_value(oos)?);
     }
-    let stage_file = serde_json::json!({
-        "name": name,
-        "family": FAMILY,
-        "quantization": report.quantization,
-        "stages": stages,
-    });
-    std::fs::write(
-        stage.join(STAGE_FILE),
-        serde_json::to_vec_pretty(&stage_file)?,
-    )
-    .context("writing ava-stage.json")
+    let stage_file = StageFile {
+        name: Some(name),
+        family: Some(FAMILY.to_string()),
+        quantization: Some(report.quantization.clone()),
+        stages,
+        ..StageFile::default()
+    };
+    stage_file.write(stage).context("writing ava-stage.json")
 }
 
 fn human(r: &CompileReport) -> String {

@@ -6,11 +6,12 @@
 use std::path::Path;
 
 use anyhow::{bail, Context};
+use ava_packaging::stage::{StageFile, STAGE_FILE};
+use ava_packaging::PackageTarget;
 use ava_targets::{BuildOptions, TargetReport, TargetSpec};
 use serde_json::json;
 
 use crate::args::build::BuildArgs;
-use crate::commands::package::STAGE_FILE;
 use crate::output::Expect;
 use crate::partial_dir::PartialDir;
 use crate::ui::Ui;
@@ -92,13 +93,9 @@ fn write_stage(
     specs: &[TargetSpec],
     reports: &[TargetReport],
 ) -> anyhow::Result<()> {
-    let mut stage = match std::fs::read(dir.join(STAGE_FILE)) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .with_context(|| format!("{}: invalid stage metadata", dir.display()))?,
-        Err(_) => json!({}),
-    };
+    let mut stage = StageFile::read(dir)?.unwrap_or_default();
     if let [only] = specs {
-        stage["target"] = json!(only.target.name());
+        stage.target = Some(PackageTarget::Native(only.target));
     }
     let targets: Vec<_> = reports
         .iter()
@@ -111,11 +108,9 @@ fn write_stage(
                    "tvm_version": table["tvm_version"]})
         })
         .collect();
-    if !stage["stages"].is_object() {
-        stage["stages"] = json!({});
-    }
-    stage["stages"]["build"] = json!({"tool": "ava-targets", "targets": targets});
-    let path = out.join(STAGE_FILE);
-    std::fs::write(&path, serde_json::to_string_pretty(&stage)? + "\n")
-        .with_context(|| format!("writing {}", path.display()))
+    stage.stages.insert(
+        "build".to_string(),
+        json!({"tool": "ava-targets", "targets": targets}),
+    );
+    Ok(stage.write(out)?)
 }

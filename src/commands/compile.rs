@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use ava_core::TOKENIZER_FILE;
 use ava_hub::split_revision;
 use ava_packaging::Source;
 use ava_quantize::calib::{DEFAULT_CORPUS, DEFAULT_CORPUS_NAME};
@@ -40,7 +41,6 @@ const GATE_CTX: usize = 512;
 /// Hex digits of a stage key used in directory names.
 const KEY_CHARS: usize = 24;
 /// The tokenizer file a checkpoint carries.
-const TOKENIZER_FILE: &str = "tokenizer.json";
 /// Name of a stage's result inside its directory (convert, quantize).
 const CHECKPOINT_DIR: &str = "checkpoint";
 

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use ava_core::LayerKind;
+use ava_core::{LayerKind, TOKENIZER_FILE};
 use ava_quantize::import::{write_checkpoint, ImportPlan, OutDtype};
 use ava_quantize::GgufFile;
 use serde::Serialize;
@@ -21,7 +21,6 @@ use crate::partial_dir::PartialDir;
 use crate::ui::{human_bytes, Ui};
 
 /// The tokenizer file name inside the checkpoint.
-const TOKENIZER_FILE: &str = "tokenizer.json";
 
 /// What `convert --json` prints.
 #[derive(Serialize)]
@@ -165,7 +164,7 @@ fn report_vocab(ui: &Ui, plan: &ImportPlan, tokenizer_json: Option<usize>) {
     let rows = plan.params.vocab_size;
     let sources = [
         ("the GGUF tokenizer", plan.params.tokenizer_tokens),
-        ("tokenizer.json", tokenizer_json),
+        (TOKENIZER_FILE, tokenizer_json),
     ];
     for (what, n) in sources {
         match n {

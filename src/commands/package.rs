@@ -5,39 +5,24 @@
 //! `ava-stage.json` in it (see `docs/formats/stage-dir.md`) supplies the manifest fields and
 //! stage metadata that earlier stages recorded. Command-line flags override both.
 
-use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context};
 use ava_core::{Checkpoint, DType, ModelFamily};
+use ava_packaging::stage::{StageFile, STAGE_FILE};
 use ava_packaging::{
     size_label, write_archive, Compression, CreatedBy, InputFile, Manifest, PackageSpec,
     PackageTarget, Role, Source,
 };
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::args::PackageArgs;
 use crate::hub::resolve_checkpoint;
 use crate::ui::{human_bytes, Ui};
 
-/// File in a stage output directory holding manifest fields and stage metadata.
-pub const STAGE_FILE: &str = "ava-stage.json";
 /// Extensions of pickle-based checkpoints, which execute code when loaded: never packaged.
 const PICKLE_EXTENSIONS: [&str; 5] = ["bin", "pt", "pth", "ckpt", "pkl"];
-
-/// `ava-stage.json`: what earlier stages say about their output.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StageFile {
-    name: Option<String>,
-    family: Option<String>,
-    quantization: Option<String>,
-    target: Option<PackageTarget>,
-    source: Option<Source>,
-    #[serde(default)]
-    stages: BTreeMap<String, serde_json::Value>,
-}
 
 /// What `package --json` prints.
 #[derive(Serialize)]
@@ -87,7 +72,7 @@ pub fn package(args: &PackageArgs, ui: &Ui) -> anyhow::Result<Packaged> {
     if !dir.is_dir() {
         bail!("{}: not a directory", dir.display());
     }
-    let stage = read_stage_file(dir)?;
+    let stage = StageFile::read(dir)?.unwrap_or_default();
     let exclude = glob_set(&args.exclude)?;
     let inputs = collect_inputs(dir, &exclude)?;
     let checkpoint = if dir.join("config.json").is_file() {
@@ -161,16 +146,6 @@ fn glob_set(patterns: &[String]) -> anyhow::Result<GlobSet> {
         set.add(glob);
     }
     Ok(set.build()?)
-}
-
-fn read_stage_file(dir: &Path) -> anyhow::Result<StageFile> {
-    let path = dir.join(STAGE_FILE);
-    if !path.exists() {
-        return Ok(StageFile::default());
-    }
-    let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_slice(&text)
-        .with_context(|| format!("{}: invalid stage metadata", path.display()))
 }
 
 /// Every regular file under `dir` (symlinks followed, as in a hub snapshot), hidden entries

@@ -14,6 +14,7 @@ use ava_core::config::gemma3::is_non_text;
 use ava_core::quant::{FORMAT_VERSION, GROUP_SIZES};
 use ava_core::{Checkpoint, FileRole};
 use ava_packaging::size_label;
+use ava_packaging::stage::{StageFile, STAGE_FILE};
 use ava_quantize::awq_gemma3::{gemma3_transform, SiteReport};
 use ava_quantize::calib::{
     calibrate, calibrate_bytes, CalibOptions, CalibStats, DEFAULT_CORPUS, DEFAULT_CORPUS_NAME,
@@ -34,7 +35,6 @@ use crate::ui::{human_bytes, Ui};
 /// The weights file written.
 const WEIGHTS_FILE: &str = "model.safetensors";
 /// The stage file written (see docs/formats/stage-dir.md).
-const STAGE_FILE: &str = "ava-stage.json";
 
 /// What `quantize --json` prints.
 #[derive(Serialize)]
@@ -281,15 +281,14 @@ fn write_stage_file(
                 json!({"damp": g.damp, "act_order": g.act_order, "static_groups": true});
         }
     }
-    let value = json!({
-        "name": name,
-        "family": "gemma3",
-        "quantization": spec.quantization,
-        "stages": { "quantize": stage },
-    });
-    let path = out.join(STAGE_FILE);
-    let text = serde_json::to_string_pretty(&value)? + "\n";
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    let stage_file = StageFile {
+        name: Some(name.to_string()),
+        family: Some("gemma3".to_string()),
+        quantization: Some(spec.quantization.clone()),
+        stages: [("quantize".to_string(), stage)].into(),
+        ..StageFile::default()
+    };
+    Ok(stage_file.write(out)?)
 }
 
 fn human(r: &QuantizeReport) -> String {

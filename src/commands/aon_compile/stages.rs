@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use ava_core::Checkpoint;
+use ava_core::{Checkpoint, TOKENIZER_FILE};
 use ava_malbert::{self as malbert, Options};
 use ava_passes::{albert, onnx, Pipeline};
-use ava_runtime::albert::{LABELS_FILE, TOKENIZER_FILE};
+use ava_runtime::albert::LABELS_FILE;
 
 use crate::commands::stage_key::{fill_stage, hash_dir, reusable, Hasher};
 use serde::Serialize;
