@@ -2,8 +2,9 @@
 //!
 //! This is the bottom of the stack: it reads a Hugging Face style checkpoint directory
 //! ([`Checkpoint`]), validates every `.safetensors` file before handing out tensor bytes
-//! ([`SafetensorsFile`]), and parses `config.json` into typed configs for the supported
-//! families ([`Gemma3Config`], [`AlbertConfig`]). It also names the deployment [`Target`]s.
+//! ([`SafetensorsFile`]; the stages that write weights use [`safetensors_writer`]), and
+//! parses `config.json` into typed configs for the supported families ([`Gemma3Config`],
+//! [`AlbertConfig`]). It also names the deployment [`Target`]s.
 #![deny(missing_docs)]
 
 pub mod checkpoint;
@@ -14,6 +15,7 @@ pub mod footprint;
 pub mod partial;
 pub mod quant;
 pub mod safetensors_file;
+pub mod safetensors_writer;
 pub mod target;
 pub mod tensor;
 

@@ -12,8 +12,8 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use ava_core::safetensors_writer::{write_header, HeaderTensor};
 use ava_core::{Checkpoint, DType, Gemma3Config};
-use serde_json::json;
 
 use crate::blocks;
 use crate::error::{Error, Result};
@@ -30,8 +30,6 @@ pub const GENERATION_CONFIG_FILE: &str = "generation_config.json";
 pub const CHUNK_ELEMENTS: usize = 1 << 20;
 /// Write buffer size.
 const WRITE_BUFFER_BYTES: usize = 8 << 20;
-/// safetensors pads its JSON header to a multiple of this.
-const SAFETENSORS_HEADER_ALIGN: usize = 8;
 
 /// Element type of the written weights.
 #[non_exhaustive]
@@ -195,28 +193,26 @@ fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     std::fs::write(path, text).map_err(|e| Error::io(path, e))
 }
 
-/// The safetensors header: tensors in plan order, contiguous, padded to 8 bytes.
-fn safetensors_header(plan: &ImportPlan, dtype: OutDtype) -> Vec<u8> {
+/// The safetensors header's metadata and tensors: in plan order, contiguous.
+fn safetensors_header(
+    plan: &ImportPlan,
+    dtype: OutDtype,
+) -> (BTreeMap<String, String>, Vec<HeaderTensor>) {
     let width = dtype.dtype().size_in_bytes() as u64;
-    let mut header = serde_json::Map::new();
-    header.insert(
-        "__metadata__".into(),
-        json!({"format": "pt", "converted_from": "gguf"}),
-    );
-    let mut offset = 0u64;
-    for t in &plan.tensors {
-        let end = offset + t.source.numel() * width;
-        header.insert(
-            t.name.clone(),
-            json!({"dtype": dtype.dtype().safetensors_name(), "shape": t.shape, "data_offsets": [offset, end]}),
-        );
-        offset = end;
-    }
-    let mut bytes = serde_json::Value::Object(header).to_string().into_bytes();
-    while bytes.len() % SAFETENSORS_HEADER_ALIGN != 0 {
-        bytes.push(b' ');
-    }
-    bytes
+    let metadata = [("format", "pt"), ("converted_from", "gguf")]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
+    let tensors = plan
+        .tensors
+        .iter()
+        .map(|t| HeaderTensor {
+            name: t.name.clone(),
+            dtype: dtype.dtype(),
+            shape: t.shape.clone(),
+            bytes: t.source.numel() * width,
+        })
+        .collect();
+    (metadata, tensors)
 }
 
 fn write_safetensors(
@@ -229,10 +225,8 @@ fn write_safetensors(
     let io = |e| Error::io(path, e);
     let out = File::create(path).map_err(io)?;
     let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, out);
-    let header = safetensors_header(plan, dtype);
-    out.write_all(&(header.len() as u64).to_le_bytes())
-        .map_err(io)?;
-    out.write_all(&header).map_err(io)?;
+    let (metadata, tensors) = safetensors_header(plan, dtype);
+    write_header(&mut out, &metadata, &tensors).map_err(io)?;
     let mut written = 0u64;
     let mut values = Vec::new();
     let mut encoded = Vec::new();

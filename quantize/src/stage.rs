@@ -4,16 +4,15 @@
 //! (as f32) and its encoded form are in memory at a time, and each input tensor's pages are
 //! released once written; AWQ's scales and GPTQ's prepared Hessians arrive as a [`Transform`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
 
 use ava_core::quant::{group_fits, scales_shape, SCALES_SUFFIX};
-use ava_core::safetensors_file::METADATA_KEY;
+use ava_core::safetensors_writer::{write_header, HeaderTensor};
 use ava_core::{Checkpoint, DType, TensorView};
-use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::gptq::{self, Prepared};
@@ -24,8 +23,6 @@ use crate::policy::{Policy, Scheme};
 const BLOCK_ELEMENTS: usize = 1 << 22;
 /// Write buffer size.
 const WRITE_BUFFER_BYTES: usize = 8 << 20;
-/// safetensors pads its JSON header to a multiple of this.
-const HEADER_ALIGN: usize = 8;
 /// The scheme a tensor the policy wants quantized falls back to when its shape does not fit.
 const FALLBACK: Scheme = Scheme::Bf16;
 
@@ -185,10 +182,8 @@ pub fn write_weights(
 ) -> Result<WriteStats> {
     let io = |e| Error::io(path, e);
     let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, File::create(path).map_err(io)?);
-    let header = header(plan, spec);
-    out.write_all(&(header.len() as u64).to_le_bytes())
-        .map_err(io)?;
-    out.write_all(&header).map_err(io)?;
+    let (metadata, tensors) = header(plan, spec);
+    write_header(&mut out, &metadata, &tensors).map_err(io)?;
     let mut stats = WriteStats::default();
     for t in plan {
         let view = ck.tensor(&t.name)?;
@@ -347,32 +342,29 @@ fn encode_float(values: &[f32], scheme: Scheme) -> Vec<u8> {
     }
 }
 
-/// The safetensors header: tensors in plan order, contiguous, padded to 8 bytes.
-fn header(plan: &[PlannedTensor], spec: &StageSpec) -> Vec<u8> {
-    let mut header = serde_json::Map::new();
-    header.insert(
-        METADATA_KEY.into(),
-        json!({
-            "format": "pt",
-            "ava.quantization": spec.quantization,
-            "ava.quantize.method": spec.method.name(),
-            "ava.quantize.group_size": spec.group.to_string(),
-            "ava.quantize.policy": spec.policy.to_string(),
-        }),
-    );
-    let mut offset = 0usize;
-    for t in plan {
-        for (name, dtype, shape, bytes) in t.outputs(spec.group) {
-            header.insert(
-                name,
-                json!({"dtype": dtype.safetensors_name(), "shape": shape, "data_offsets": [offset, offset + bytes]}),
-            );
-            offset += bytes;
-        }
-    }
-    let mut bytes = serde_json::Value::Object(header).to_string().into_bytes();
-    while bytes.len() % HEADER_ALIGN != 0 {
-        bytes.push(b' ');
-    }
-    bytes
+/// The safetensors header's metadata and tensors: in plan order, contiguous.
+fn header(
+    plan: &[PlannedTensor],
+    spec: &StageSpec,
+) -> (BTreeMap<String, String>, Vec<HeaderTensor>) {
+    let metadata = [
+        ("format", "pt".to_string()),
+        ("ava.quantization", spec.quantization.clone()),
+        ("ava.quantize.method", spec.method.name().to_string()),
+        ("ava.quantize.group_size", spec.group.to_string()),
+        ("ava.quantize.policy", spec.policy.to_string()),
+    ]
+    .map(|(k, v)| (k.to_string(), v))
+    .into();
+    let tensors = plan
+        .iter()
+        .flat_map(|t| t.outputs(spec.group))
+        .map(|(name, dtype, shape, bytes)| HeaderTensor {
+            name,
+            dtype,
+            shape,
+            bytes: bytes as u64,
+        })
+        .collect();
+    (metadata, tensors)
 }
