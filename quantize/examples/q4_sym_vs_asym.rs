@@ -1,5 +1,5 @@
-//! Symmetric vs asymmetric 4-bit groups on a real checkpoint (issue 5: "a bf16 offset if
-//! asymmetric measures better").
+//! Symmetric vs asymmetric 4-bit groups on a real checkpoint: would a bf16 offset per group
+//! (asymmetric) measure better?
 //!
 //! For every q/k/v/o/gate/up/down projection, each row is quantized in groups of `G` (default
 //! 128) with round-to-nearest two ways:
