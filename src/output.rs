@@ -15,10 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use ava_core::partial::{temp_prefix, writer_pid};
+use ava_packaging::STAGE_FILE;
 
-/// The file recording a stage directory's metadata: an existing directory holding it is one of
-/// ours.
-const STAGE_FILE: &str = "ava-stage.json";
 /// Exit status after SIGINT / SIGTERM (128 + signal number).
 const EXIT_SIGINT: i32 = 130;
 const EXIT_SIGTERM: i32 = 143;

@@ -20,8 +20,6 @@ use crate::args::{ConvertArgs, ConvertDtype};
 use crate::partial_dir::PartialDir;
 use crate::ui::{human_bytes, Ui};
 
-/// The tokenizer file name inside the checkpoint.
-
 /// What `convert --json` prints.
 #[derive(Serialize)]
 struct ConvertReport<'a> {

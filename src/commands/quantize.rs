@@ -34,7 +34,6 @@ use crate::ui::{human_bytes, Ui};
 
 /// The weights file written.
 const WEIGHTS_FILE: &str = "model.safetensors";
-/// The stage file written (see docs/formats/stage-dir.md).
 
 /// What `quantize --json` prints.
 #[derive(Serialize)]
