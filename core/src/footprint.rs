@@ -16,22 +16,27 @@ pub const DEFAULT_PREFILL_TOKENS: usize = 512;
 const F32_BYTES: u64 = 4;
 /// Bytes of the per-slot, per-head scale of a q8 KV cache (f32).
 const Q8_SCALE_BYTES: u64 = 4;
+/// Bytes of an f16 cache value.
+const F16_BYTES: usize = 2;
 
-/// How the runtime stores keys and values.
-#[non_exhaustive]
+/// How the runtime's KV cache stores keys and values (`--kv-cache`; one definition for the
+/// runtime and this estimate).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KvDtype {
-    /// 4 bytes a value.
+    /// 4 bytes a value (exact; the reference).
     F32,
-    /// 2 bytes a value (the runtime's default).
+    /// IEEE half floats, 2 bytes a value (the runtime's default).
     #[default]
     F16,
-    /// 1 byte a value plus an f32 scale per head and slot.
+    /// int8 codes, 1 byte a value, plus an f32 scale per head and slot.
     Q8,
 }
 
 impl KvDtype {
+    /// Every dtype, in `--kv-cache` order.
+    pub const ALL: [KvDtype; 3] = [KvDtype::F32, KvDtype::F16, KvDtype::Q8];
+
     /// `f32`, `f16`, `q8`.
     pub fn name(self) -> &'static str {
         match self {
@@ -39,6 +44,26 @@ impl KvDtype {
             KvDtype::F16 => "f16",
             KvDtype::Q8 => "q8",
         }
+    }
+
+    /// Bytes one cache slot of `width` values takes, with `head_dim` values per q8 scale.
+    pub fn slot_bytes(self, width: usize, head_dim: usize) -> usize {
+        match self {
+            KvDtype::F32 => width * F32_BYTES as usize,
+            KvDtype::F16 => width * F16_BYTES,
+            KvDtype::Q8 => width + width / head_dim.max(1) * Q8_SCALE_BYTES as usize,
+        }
+    }
+}
+
+impl std::str::FromStr for KvDtype {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        KvDtype::ALL
+            .into_iter()
+            .find(|d| d.name() == s)
+            .ok_or_else(|| format!("unknown KV cache type {s:?} (f32, f16, q8)"))
     }
 }
 
@@ -78,24 +103,30 @@ pub struct Footprint {
     pub kv_dtype: KvDtype,
 }
 
-/// Bytes of the KV cache of `cfg` at `context` positions: full-attention layers keep every
-/// position, sliding layers `min(window, context)`.
+/// Slots of one layer of `kind` in a KV cache of `context` positions: sliding layers keep
+/// `min(window, context)` (a ring), full-attention layers every position.
+pub fn kv_layer_slots(cfg: &Gemma3Config, kind: LayerKind, context: usize) -> usize {
+    match kind {
+        LayerKind::Sliding => cfg.sliding_window.min(context),
+        _ => context,
+    }
+}
+
+/// Bytes of the runtime's KV cache of `cfg` at `context` positions stored as `kv`: keys and
+/// values of every layer ([`kv_layer_slots`]), plus, for f16 and q8, the f32 copy of the
+/// largest layer that attention reads.
 pub fn kv_cache_bytes(cfg: &Gemma3Config, context: usize, kv: KvDtype) -> u64 {
-    let slots: u64 = cfg
+    let width = cfg.num_key_value_heads * cfg.head_dim;
+    let caps = cfg
         .layer_types
         .iter()
-        .map(|kind| match kind {
-            LayerKind::Sliding => cfg.sliding_window.min(context) as u64,
-            _ => context as u64,
-        })
-        .sum();
-    let width = (cfg.num_key_value_heads * cfg.head_dim) as u64;
-    let per_slot = match kv {
-        KvDtype::F32 => 4 * width,
-        KvDtype::F16 => 2 * width,
-        KvDtype::Q8 => width + cfg.num_key_value_heads as u64 * Q8_SCALE_BYTES,
+        .map(|&kind| kv_layer_slots(cfg, kind, context) as u64);
+    let slots: u64 = caps.clone().sum();
+    let scratch = match kv {
+        KvDtype::F32 => 0,
+        _ => 2 * caps.max().unwrap_or(0) * width as u64 * F32_BYTES,
     };
-    2 * slots * per_slot
+    2 * slots * kv.slot_bytes(width, cfg.head_dim) as u64 + scratch
 }
 
 /// Activations of a prefill of `tokens` at `context`, two logit rows and the fixed base.
@@ -183,23 +214,34 @@ mod tests {
     #[test]
     fn kv_cache_is_sliding_aware_and_scales_with_the_dtype() {
         // The figures of docs: 1B at 4K context in f16 is 104 MiB if every layer kept all
-        // positions, 27 MiB sliding-aware (22 sliding layers of 512, 4 global of 4096).
+        // positions, 27 MiB sliding-aware (22 sliding layers of 512, 4 global of 4096), plus
+        // 8 MiB for the f32 copy of one global layer that attention reads.
         let c = published("1b");
         let mib = |b: u64| b as f64 / (1 << 20) as f64;
         assert_eq!(c.num_full_layers(), 4);
-        assert!((mib(kv_cache_bytes(&c, 4096, KvDtype::F16)) - 27.0).abs() < 0.01);
+        let f16 = kv_cache_bytes(&c, 4096, KvDtype::F16);
+        let scratch = 2 * 4096 * 256 * 4;
+        assert!((mib(f16) - 35.0).abs() < 0.01);
         assert_eq!(
             kv_cache_bytes(&c, 4096, KvDtype::F32),
-            2 * kv_cache_bytes(&c, 4096, KvDtype::F16)
+            2 * (f16 - scratch)
         );
         // Below the window every layer holds the whole context.
         assert_eq!(
             kv_cache_bytes(&c, 256, KvDtype::F16),
-            2 * 26 * 256 * 256 * 2
+            2 * 26 * 256 * 256 * 2 + 2 * 256 * 256 * 4
         );
         let q8 = kv_cache_bytes(&c, 4096, KvDtype::Q8);
-        assert!(q8 > kv_cache_bytes(&c, 4096, KvDtype::F16) / 2);
-        assert!(q8 < kv_cache_bytes(&c, 4096, KvDtype::F16));
+        assert!(q8 - scratch > (f16 - scratch) / 2);
+        assert!(q8 < f16);
+    }
+
+    #[test]
+    fn kv_dtype_names_round_trip() {
+        for kv in KvDtype::ALL {
+            assert_eq!(kv.name().parse::<KvDtype>(), Ok(kv));
+        }
+        assert!("bf16".parse::<KvDtype>().is_err());
     }
 
     #[test]

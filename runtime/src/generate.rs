@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use ava_core::Gemma3Config;
 
 use crate::error::{Error, Result};
-use crate::gemma3::{Gemma3, KvCache};
+use crate::gemma3::{Gemma3, KvCache, KvDtype, LanguageModel};
 use crate::policy::KernelPolicy;
 use crate::sampling::{Sampler, SamplingParams};
 use crate::source::ModelSource;
@@ -19,9 +19,8 @@ pub const DEFAULT_CONTEXT: usize = 4096;
 
 /// A Gemma 3 model and its tokenizer, ready to serve sessions.
 pub struct Engine {
-    model: Gemma3,
-    /// The TVM kernels, when the `tvm` backend was chosen (or found by `auto`).
-    tvm: Option<Gemma3Tvm>,
+    /// The model on the backend chosen at open.
+    model: Box<dyn LanguageModel>,
     tokenizer: Tokenizer,
     load_time: Duration,
     /// Why `Auto` did not take the archive's kernel library (the policy refused it).
@@ -55,7 +54,6 @@ impl Engine {
             path: tokenizer_path.clone(),
         })?;
         let tokenizer = Tokenizer::from_bytes(&bytes, &tokenizer_path)?;
-        let model = Gemma3::load(&source, config)?;
         let available = Gemma3Tvm::available(&source);
         let permission = source.kernel_permission();
         let kernel_note = match (&permission, backend) {
@@ -67,14 +65,13 @@ impl Engine {
             Backend::Auto => available && permission.is_ok(),
             _ => false,
         };
-        let tvm = if use_tvm {
-            Some(Gemma3Tvm::load(source, model.config())?)
+        let model: Box<dyn LanguageModel> = if use_tvm {
+            Box::new(Gemma3Tvm::load_tvm(source, config)?)
         } else {
-            None
+            Box::new(Gemma3::load(&source, config)?)
         };
         Ok(Engine {
             model,
-            tvm,
             tokenizer,
             load_time: start.elapsed(),
             kernel_note,
@@ -86,26 +83,19 @@ impl Engine {
         self.kernel_note.as_deref()
     }
 
-    /// The model.
-    pub fn model(&self) -> &Gemma3 {
-        &self.model
+    /// The model, on the backend chosen at open.
+    pub fn model(&self) -> &dyn LanguageModel {
+        self.model.as_ref()
     }
 
     /// The backend running the model: `native` or `tvm`.
     pub fn backend_name(&self) -> &'static str {
-        if self.tvm.is_some() {
-            "tvm"
-        } else {
-            "native"
-        }
+        self.model.backend_name()
     }
 
     /// Runs `tokens` on the chosen backend; returns the last token's logits.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
-        match &self.tvm {
-            Some(tvm) => tvm.forward(tokens, cache),
-            None => self.model.forward(tokens, cache),
-        }
+        self.model.forward(tokens, cache)
     }
 
     /// The tokenizer.
@@ -118,11 +108,16 @@ impl Engine {
         self.load_time
     }
 
-    /// A new conversation with a KV cache of `context` positions.
+    /// A new conversation with a KV cache of `context` positions, stored as f16.
     pub fn session(&self, context: usize) -> Session<'_> {
+        self.session_as(context, KvDtype::default())
+    }
+
+    /// A new conversation with a KV cache of `context` positions stored as `kv`.
+    pub fn session_as(&self, context: usize, kv: KvDtype) -> Session<'_> {
         Session {
             engine: self,
-            cache: self.model.new_cache(context),
+            cache: self.model.new_cache_as(context, kv),
             history: Vec::new(),
             pending: None,
         }

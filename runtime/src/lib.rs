@@ -21,7 +21,7 @@ pub mod tokenizer;
 pub mod tvm;
 
 pub use error::{Error, Result};
-pub use gemma3::{Gemma3, KvCache};
+pub use gemma3::{Gemma3, KvCache, KvDtype, LanguageModel};
 pub use generate::{Engine, GenerateOptions, Generation, Piece, Session, StopReason, Timings};
 pub use package::Package;
 pub use policy::KernelPolicy;

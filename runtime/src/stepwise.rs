@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::gemma3::KvDtype;
 use crate::generate::Engine;
 use crate::sampling::argmax;
 
@@ -30,14 +31,25 @@ pub struct Steps {
     pub decode: Duration,
 }
 
-/// Runs `prompt` and `steps` greedy steps on `engine` in a fresh cache of `context` positions.
-/// After step `s` the token fed is `forced[s]` when `forced` has it (teacher forcing), else the
-/// step's argmax. `each(s, logits)` sees every step's full logits. Each step keeps its `top`
-/// best logits.
+/// How many steps a run takes and the cache it runs in.
+#[derive(Clone, Copy, Debug)]
+pub struct StepSizes {
+    /// New tokens.
+    pub steps: usize,
+    /// Positions the KV cache holds.
+    pub context: usize,
+    /// How the KV cache stores keys and values.
+    pub kv: KvDtype,
+}
+
+/// Runs `prompt` and `sizes.steps` greedy steps on `engine` in a fresh cache of
+/// `sizes.context` positions stored as `sizes.kv`. After step `s` the token fed is `forced[s]`
+/// when `forced` has it (teacher forcing), else the step's argmax. `each(s, logits)` sees
+/// every step's full logits. Each step keeps its `top` best logits.
 pub fn run_steps(
     engine: &Engine,
     prompt: &[u32],
-    (steps, context): (usize, usize),
+    sizes: StepSizes,
     forced: Option<&[u32]>,
     top: usize,
     each: &mut dyn FnMut(usize, &[f32]),
@@ -45,7 +57,8 @@ pub fn run_steps(
     if prompt.is_empty() {
         return Err(Error::Request("empty prompt".into()));
     }
-    let mut cache = engine.model().new_cache(context);
+    let steps = sizes.steps;
+    let mut cache = engine.model().new_cache_as(sizes.context, sizes.kv);
     let t0 = Instant::now();
     let mut logits = engine.forward(prompt, &mut cache)?;
     let prefill = t0.elapsed();

@@ -145,6 +145,30 @@ fn streamed_greedy_text_equals_the_golden() {
 }
 
 #[test]
+fn sessions_take_a_kv_cache_type() {
+    let p = golden_prompt();
+    let engine = open(&fixture("fixtures/models/gemma3-tiny"));
+    for kv in [AvaKvCache::F32, AvaKvCache::F16] {
+        let mut session = ptr::null_mut();
+        // SAFETY: a live engine and a valid out pointer.
+        let status = unsafe { ava_session_new_with_kv_cache(engine, 256, kv as u32, &mut session) };
+        assert_eq!(status, AvaStatus::Ok, "{}", last_error());
+        let out = generate(session, &ids(&p["input_ids"]), &greedy(32));
+        assert_eq!(out.tokens, ids(&p["greedy_ids"]), "{kv:?}");
+        // SAFETY: freed once, no call running.
+        unsafe { ava_session_free(session) };
+    }
+    let mut session = ptr::null_mut();
+    // SAFETY: as above; the value is checked before use.
+    let status = unsafe { ava_session_new_with_kv_cache(engine, 256, 7, &mut session) };
+    assert_eq!(status, AvaStatus::InvalidArgument);
+    assert_eq!(last_error(), "kv_cache 7 is not an AvaKvCache");
+    assert!(session.is_null());
+    // SAFETY: freed once, no call running.
+    unsafe { ava_engine_free(engine) };
+}
+
+#[test]
 fn tokenize_and_detokenize_round_trip() {
     let p = golden_prompt();
     let engine = open(&fixture("fixtures/models/gemma3-tiny"));

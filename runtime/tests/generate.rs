@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use ava_runtime::{Engine, GenerateOptions, StopReason};
+use ava_runtime::{Engine, GenerateOptions, KvDtype, StopReason};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -42,7 +42,7 @@ fn tokenizer_and_streamed_text_match_transformers() {
         let prompt = p["prompt"].as_str().unwrap();
         let input = engine.tokenizer().encode(prompt, true).unwrap();
         assert_eq!(input, ids(&p["input_ids"]), "{prompt:?}");
-        let mut session = engine.session(256);
+        let mut session = engine.session_as(256, KvDtype::F32);
         let mut streamed = String::new();
         let out = session
             .generate(&input, &greedy(32), &mut |piece| {

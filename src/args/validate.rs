@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use clap::{Args, ValueEnum};
 
-use crate::args::run::Backend;
+use crate::args::run::{Backend, KvCache};
 
 /// Where the archive runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +63,9 @@ pub struct ValidateArgs {
     /// Context the KV cache is sized for (the memory estimate uses it).
     #[arg(long, default_value_t = 4096, value_parser = crate::args::bounds::positive)]
     pub context: usize,
+    /// How the KV cache stores keys and values (host reference and device alike).
+    #[arg(long, value_enum, default_value_t = KvCache::F16)]
+    pub kv_cache: KvCache,
     /// Which kernels the device runs (the host reference always runs `native`).
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,

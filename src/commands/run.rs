@@ -75,7 +75,7 @@ pub fn run(args: &RunArgs, ui: &Ui) -> anyhow::Result<()> {
         stop_strings: args.stop.clone(),
         ignore_eos: args.ignore_eos,
     };
-    let mut session = engine.session(context);
+    let mut session = engine.session_as(context, args.kv_cache.into());
     let stream = !ui.json;
     let mut stdout = std::io::stdout().lock();
     let mut write_error = None;

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! ava-runner ARCHIVE --prompts FILE [--backend auto|native|tvm] [--max-new-tokens N] [--context N]
-//!            [--force FILE] [--top K]
+//!            [--force FILE] [--top K] [--kv-cache f32|f16|q8]
 //!            [--trusted-key FILE]... [--allow-unsigned-kernels]
 //! ava-runner ARCHIVE --classify FILE [--backend auto|native|tvm]
 //! ava-runner --facts
@@ -46,6 +46,8 @@ struct Options {
     top: usize,
     /// Which kernel libraries may load (`--trusted-key FILE`, `--allow-unsigned-kernels`).
     policy: KernelPolicy,
+    /// How the KV cache stores keys and values.
+    kv: ava_runtime::KvDtype,
 }
 
 /// Logits reported per step with `--force` when `--top` is not given.
@@ -84,6 +86,7 @@ fn parse_args(args: &[String]) -> Result<Options> {
     let mut force = None;
     let mut top = DEFAULT_TOP;
     let mut policy = KernelPolicy::default();
+    let mut kv = ava_runtime::KvDtype::default();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = || {
@@ -113,6 +116,7 @@ fn parse_args(args: &[String]) -> Result<Options> {
                     .push(PublicKey::read(&path).map_err(|e| e.to_string())?);
             }
             "--allow-unsigned-kernels" => policy.allow_unsigned = true,
+            "--kv-cache" => kv = value()?.parse()?,
             a if a.starts_with('-') => return Err(format!("unknown option `{a}`").into()),
             a if archive.is_none() => archive = Some(PathBuf::from(a)),
             a => return Err(format!("unexpected argument `{a}`").into()),
@@ -131,6 +135,7 @@ fn parse_args(args: &[String]) -> Result<Options> {
         force,
         top,
         policy,
+        kv,
     })
 }
 
@@ -192,7 +197,7 @@ fn run(o: &Options) -> Result<Value> {
     }
     for prompt in prompts.iter().filter(|_| forced.is_none()) {
         // A fresh session per prompt: every prompt starts from an empty cache, as on the host.
-        let mut session = engine.session(o.context);
+        let mut session = engine.session_as(o.context, o.kv);
         let out = session.generate(prompt, &options, &mut |_| true)?;
         let t = &out.timings;
         results.push(json!({
@@ -209,7 +214,7 @@ fn run(o: &Options) -> Result<Value> {
         "ok": true,
         "backend": engine.backend_name(),
         "load_ms": ms(engine.load_time()),
-        "kv_cache_bytes": ava_runtime::KvCache::bytes_for(engine.model().config(), o.context),
+        "kv_cache_bytes": ava_runtime::KvCache::bytes_for(engine.model().config(), o.context, o.kv),
         "prompts": results,
         "peak_rss_bytes": status_bytes("VmHWM:"),
         "device": device_facts(),
@@ -218,7 +223,11 @@ fn run(o: &Options) -> Result<Value> {
 
 /// One prompt teacher-forced with `forced`: the device's argmax and `--top` logits per step.
 fn forced_prompt(engine: &Engine, prompt: &[u32], forced: &[u32], o: &Options) -> Result<Value> {
-    let sizes = (o.max_new_tokens, o.context);
+    let sizes = stepwise::StepSizes {
+        steps: o.max_new_tokens,
+        context: o.context,
+        kv: o.kv,
+    };
     let out = stepwise::run_steps(engine, prompt, sizes, Some(forced), o.top, &mut |_, _| {})?;
     let decoded = out.steps.len().saturating_sub(1);
     let decode_tok_s = if decoded == 0 || out.decode.is_zero() {

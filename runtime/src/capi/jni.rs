@@ -286,7 +286,7 @@ pub extern "system" fn Java_com_ava_runtime_AlcEngine_nativeOpen<'l>(
             .map_err(|_| CapiError::invalid("context length is negative"))?;
         let policy = policy(env, &trusted_keys, allow_unsigned)?;
         let engine = super::trust::engine_with(Path::new(&path), &policy)?;
-        let session = Box::new(AvaSession::new(engine, context));
+        let session = Box::new(AvaSession::new(engine, context, crate::KvDtype::F16));
         Ok(Box::into_raw(session) as jlong)
     })
     .unwrap_or(0)

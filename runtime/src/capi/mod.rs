@@ -53,6 +53,32 @@ pub struct AvaEngine {
     engine: Arc<Engine>,
 }
 
+/// How a session's KV cache stores keys and values.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AvaKvCache {
+    /// 32-bit floats (exact).
+    F32 = 0,
+    /// Half floats: half the memory (the default of `ava_session_new`).
+    F16 = 1,
+    /// int8 with one scale per head row: about a quarter of f32.
+    Q8 = 2,
+}
+
+impl AvaKvCache {
+    /// The dtype an `AvaKvCache` value passed in as an integer names, if any.
+    pub(crate) fn dtype(value: u32) -> Option<crate::KvDtype> {
+        [
+            (AvaKvCache::F32, crate::KvDtype::F32),
+            (AvaKvCache::F16, crate::KvDtype::F16),
+            (AvaKvCache::Q8, crate::KvDtype::Q8),
+        ]
+        .into_iter()
+        .find(|(k, _)| *k as u32 == value)
+        .map(|(_, d)| d)
+    }
+}
+
 /// Why a generation stopped.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

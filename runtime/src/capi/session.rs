@@ -6,9 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use super::error::{c_slice, c_str, guard, guard_void, handle, out_ptr, CapiError, CapiResult};
-use super::{c_string, AvaEngine, AvaGenerateOptions, AvaGenerateResult, AvaStatus, AvaTimings};
+use super::{
+    c_string, AvaEngine, AvaGenerateOptions, AvaGenerateResult, AvaKvCache, AvaStatus, AvaTimings,
+};
 use crate::generate::{Engine, GenerateOptions, Generation, Piece, Session, DEFAULT_CONTEXT};
 use crate::tokenizer::gemma_chat_turn;
+use crate::KvDtype;
 
 /// Receives each generated piece: `piece` is NUL-terminated UTF-8 (whole characters, possibly
 /// empty), valid only during the call; `token` is the id behind it. Return 0 to go on, anything
@@ -39,8 +42,9 @@ pub(crate) enum Prompt<'a> {
 }
 
 impl AvaSession {
-    /// A session of `context` positions (0: the default) on `engine`.
-    pub(crate) fn new(engine: Arc<Engine>, context: usize) -> Self {
+    /// A session of `context` positions (0: the default) on `engine`, its KV cache stored as
+    /// `kv`.
+    pub(crate) fn new(engine: Arc<Engine>, context: usize, kv: KvDtype) -> Self {
         let context = if context == 0 {
             DEFAULT_CONTEXT
         } else {
@@ -52,7 +56,7 @@ impl AvaSession {
         let engine_ref: &'static Engine = unsafe { &*Arc::as_ptr(&engine) };
         AvaSession {
             state: Mutex::new(State {
-                session: engine_ref.session(context),
+                session: engine_ref.session_as(context, kv),
                 last: None,
             }),
             cancel: AtomicBool::new(false),
@@ -168,8 +172,8 @@ impl CCallback {
     }
 }
 
-/// Starts a conversation on `engine` with a KV cache of `context` positions (0: 4096) and
-/// writes it to `*out`. The session keeps the model alive after `ava_engine_free`.
+/// Starts a conversation on `engine` with a KV cache of `context` positions (0: 4096), stored
+/// as f16, and writes it to `*out`. The session keeps the model alive after `ava_engine_free`.
 ///
 /// # Safety
 /// `engine` is a live engine; `out` points to writable storage for a pointer.
@@ -182,7 +186,32 @@ pub unsafe extern "C" fn ava_session_new(
     guard(|| {
         // SAFETY: per this function's contract.
         let (engine, out) = unsafe { (handle(engine, "engine")?, out_ptr(out, "out")?) };
-        let session = AvaSession::new(engine.engine.clone(), context as usize);
+        let session = AvaSession::new(engine.engine.clone(), context as usize, KvDtype::F16);
+        *out = Box::into_raw(Box::new(session));
+        Ok(())
+    })
+}
+
+/// Like `ava_session_new`, with the KV cache stored as `kv_cache` (`ava_session_new` stores
+/// it as f16).
+///
+/// # Safety
+/// `engine` is a live engine; `out` points to writable storage for a pointer. `kv_cache` is
+/// an `AvaKvCache` value (anything else is `AVA_STATUS_INVALID_ARGUMENT`).
+#[no_mangle]
+pub unsafe extern "C" fn ava_session_new_with_kv_cache(
+    engine: *const AvaEngine,
+    context: u32,
+    kv_cache: u32,
+    out: *mut *mut AvaSession,
+) -> AvaStatus {
+    guard(|| {
+        // SAFETY: per this function's contract.
+        let (engine, out) = unsafe { (handle(engine, "engine")?, out_ptr(out, "out")?) };
+        let kv = AvaKvCache::dtype(kv_cache).ok_or_else(|| {
+            CapiError::invalid(format!("kv_cache {kv_cache} is not an AvaKvCache"))
+        })?;
+        let session = AvaSession::new(engine.engine.clone(), context as usize, kv);
         *out = Box::into_raw(Box::new(session));
         Ok(())
     })

@@ -1,12 +1,13 @@
 //! The Gemma 3 forward pass over a chunk of tokens (prefill) or one token (decode).
+//!
+//! Written once for every backend: each op is a call on the model's [`Kernels`].
 
 use ava_core::LayerKind;
-use rayon::prelude::*;
 
-use super::kv_cache::{KvCache, LayerCache};
+use super::kernels::{Attention, Input, Kernels};
+use super::kv_cache::KvCache;
 use super::{Gemma3, Layer};
 use crate::error::{Error, Result};
-use crate::native::{add_in_place, dot, gelu_tanh_gate, rms_norm, rms_norm_rows, softmax_in_place};
 
 /// Positions whose logits [`Gemma3::forward_all`] computes in one matmul against the head.
 const LOGIT_BLOCK: usize = 16;
@@ -28,24 +29,29 @@ pub enum Site {
 /// Sees every projection input of a forward pass: `(layer, site, rows)`.
 pub type ActivationHook<'a> = dyn FnMut(usize, Site, &[f32]) + 'a;
 
-/// Activations of one chunk, `[n, width]` row-major.
+/// The tokens of one forward call: how many, from which position.
 struct Chunk {
     n: usize,
     start: usize,
 }
 
-impl Gemma3 {
+/// Where a layer shows its projection inputs.
+type Observe<'a> = dyn FnMut(Site, &[f32]) + 'a;
+
+impl<K: Kernels> Gemma3<K> {
     /// Runs `tokens` from the cache's current position and returns the logits of the last one.
     ///
     /// The cache advances by `tokens.len()`; on error it is left unchanged.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
         let h = self.hidden_states(tokens, cache, None)?;
         let hidden = self.cfg.hidden_size;
-        let mut last = h[(tokens.len() - 1) * hidden..].to_vec();
-        rms_norm(&mut last, &self.final_norm, self.cfg.rms_norm_eps as f32);
-        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        let mut logits = vec![0f32; head.rows];
-        head.matmul(&last, 1, &mut logits);
+        let last = &h[(tokens.len() - 1) * hidden..];
+        let mut normed = vec![0f32; hidden];
+        self.kernels.rms_norm(last, &self.final_norm, &mut normed)?;
+        let head = self.head();
+        let mut logits = vec![0f32; K::shape(head).0];
+        let mut input = Input::new(&normed, 1);
+        self.kernels.matmul(head, &mut input, &mut logits)?;
         Ok(logits)
     }
 
@@ -61,14 +67,19 @@ impl Gemma3 {
     ) -> Result<()> {
         let h = self.hidden_states(tokens, cache, None)?;
         let hidden = self.cfg.hidden_size;
-        let mut h = h[first.min(tokens.len()) * hidden..].to_vec();
-        rms_norm_rows(&mut h, &self.final_norm, self.cfg.rms_norm_eps as f32);
-        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        let mut logits = vec![0f32; LOGIT_BLOCK * head.rows];
+        let h = &h[first.min(tokens.len()) * hidden..];
+        let head = self.head();
+        let vocab = K::shape(head).0;
+        let mut normed = vec![0f32; LOGIT_BLOCK * hidden];
+        let mut logits = vec![0f32; LOGIT_BLOCK * vocab];
         for (b, rows) in h.chunks(LOGIT_BLOCK * hidden).enumerate() {
             let n = rows.len() / hidden;
-            head.matmul(rows, n, &mut logits[..n * head.rows]);
-            for (t, l) in logits[..n * head.rows].chunks(head.rows).enumerate() {
+            let normed = &mut normed[..n * hidden];
+            self.kernels.rms_norm(rows, &self.final_norm, normed)?;
+            let logits = &mut logits[..n * vocab];
+            self.kernels
+                .matmul(head, &mut Input::new(normed, n), logits)?;
+            for (t, l) in logits.chunks(vocab).enumerate() {
                 each(first + b * LOGIT_BLOCK + t, l);
             }
         }
@@ -94,22 +105,23 @@ impl Gemma3 {
         mut hook: Option<&mut ActivationHook<'_>>,
     ) -> Result<Vec<f32>> {
         let chunk = self.check_request(tokens, cache)?;
-        let hidden = self.cfg.hidden_size;
-        let mut h = vec![0f32; chunk.n * hidden];
-        for (t, &id) in tokens.iter().enumerate() {
-            let row = &mut h[t * hidden..(t + 1) * hidden];
-            self.embed.row_into(id as usize, row);
-            row.iter_mut().for_each(|v| *v *= self.embed_scale);
-        }
+        let mut h = vec![0f32; chunk.n * self.cfg.hidden_size];
+        self.kernels
+            .embed(&self.embed, tokens, self.embed_scale, &mut h)?;
+        let k = &self.kernels;
+        let positions = [
+            k.positions(&self.rope_local, chunk.start, chunk.n),
+            k.positions(&self.rope_global, chunk.start, chunk.n),
+        ];
         for (i, layer) in self.layers.iter().enumerate() {
             let mut observe = |site: Site, x: &[f32]| {
                 if let Some(hook) = hook.as_mut() {
                     hook(i, site, x);
                 }
             };
-            let (cache_layer, width) = (&mut cache.layers[i], cache.width);
-            self.attention_block(layer, &mut h, &chunk, cache_layer, width, &mut observe);
-            self.mlp_block(layer, &mut h, chunk.n, &mut observe);
+            let pos = &positions[usize::from(layer.kind != LayerKind::Sliding)];
+            self.attention_block(layer, &mut h, (&chunk, pos), (cache, i), &mut observe)?;
+            self.mlp_block(layer, &mut h, chunk.n, &mut observe)?;
         }
         cache.advance(chunk.n);
         Ok(h)
@@ -140,124 +152,71 @@ impl Gemma3 {
 
     fn attention_block(
         &self,
-        layer: &Layer,
-        h: &mut [f32],
-        chunk: &Chunk,
-        cache: &mut LayerCache,
-        width: usize,
-        observe: &mut dyn FnMut(Site, &[f32]),
-    ) {
-        let c = &self.cfg;
-        let eps = c.rms_norm_eps as f32;
+        layer: &Layer<K::Weight>,
+        h: &mut Vec<f32>,
+        (chunk, pos): (&Chunk, &K::Positions),
+        (cache, index): (&mut KvCache, usize),
+        observe: &mut Observe<'_>,
+    ) -> Result<()> {
+        let (c, k) = (&self.cfg, &self.kernels);
         let n = chunk.n;
-        let mut x = h.to_vec();
-        rms_norm_rows(&mut x, &layer.input_norm, eps);
+        let (heads, kv_heads) = (c.num_attention_heads, c.num_key_value_heads);
+        let mut x = vec![0f32; h.len()];
+        k.rms_norm(h, &layer.input_norm, &mut x)?;
         observe(Site::Attention, &x);
-        let mut q = vec![0f32; n * layer.q.rows];
-        let mut k = vec![0f32; n * width];
-        let mut v = vec![0f32; n * width];
-        layer.q.matmul(&x, n, &mut q);
-        layer.k.matmul(&x, n, &mut k);
-        layer.v.matmul(&x, n, &mut v);
-        rms_norm_rows(&mut q, &layer.q_norm, eps);
-        rms_norm_rows(&mut k, &layer.k_norm, eps);
-        let rope = if layer.kind == LayerKind::Sliding {
-            &self.rope_local
-        } else {
-            &self.rope_global
+        let width = kv_heads * c.head_dim;
+        let mut q = vec![0f32; n * heads * c.head_dim];
+        let (mut key, mut value) = (vec![0f32; n * width], vec![0f32; n * width]);
+        let mut input = Input::new(&x, n);
+        k.matmul(&layer.q, &mut input, &mut q)?;
+        k.matmul(&layer.k, &mut input, &mut key)?;
+        k.matmul(&layer.v, &mut input, &mut value)?;
+        k.norm_rope(&mut q, &layer.q_norm, heads, pos)?;
+        k.norm_rope(&mut key, &layer.k_norm, kv_heads, pos)?;
+        let window = match layer.kind {
+            LayerKind::Sliding => c.sliding_window,
+            _ => usize::MAX,
         };
-        for t in 0..n {
-            rope.apply(
-                &mut q[t * layer.q.rows..(t + 1) * layer.q.rows],
-                chunk.start + t,
-            );
-            rope.apply(&mut k[t * width..(t + 1) * width], chunk.start + t);
-        }
-        let mut attn = vec![0f32; n * layer.q.rows];
-        self.attend(layer.kind, &q, (&k, &v), chunk, cache, &mut attn);
-        cache.store(chunk.start, &k, &v, width);
+        let mut attn = vec![0f32; q.len()];
+        let (cache_k, cache_v, cap) = cache.read(index);
+        let call = Attention {
+            q: &q,
+            k: &key,
+            v: &value,
+            cache_k,
+            cache_v,
+            cap,
+            start: chunk.start,
+            window,
+        };
+        k.attention(&call, &mut attn)?;
+        cache.store(index, chunk.start, &key, &value);
         observe(Site::Output, &attn);
         let mut out = vec![0f32; n * c.hidden_size];
-        layer.o.matmul(&attn, n, &mut out);
-        rms_norm_rows(&mut out, &layer.post_attention_norm, eps);
-        add_in_place(h, &out);
-    }
-
-    /// Scaled dot-product attention of every (token, head) over the keys it may see: the
-    /// chunk's own keys and, before the chunk, the cached ones.
-    fn attend(
-        &self,
-        kind: LayerKind,
-        q: &[f32],
-        new: (&[f32], &[f32]),
-        chunk: &Chunk,
-        cache: &LayerCache,
-        out: &mut [f32],
-    ) {
-        let c = &self.cfg;
-        let (hd, heads) = (c.head_dim, c.num_attention_heads);
-        let group = heads / c.num_key_value_heads;
-        let width = c.num_key_value_heads * hd;
-        let scale = c.query_pre_attn_scalar.powf(-0.5) as f32;
-        let window = if kind == LayerKind::Sliding {
-            c.sliding_window
-        } else {
-            usize::MAX
-        };
-        out.par_chunks_mut(hd).enumerate().for_each(|(idx, o)| {
-            let (t, head) = (idx / heads, idx % heads);
-            let g = head / group;
-            let pos = chunk.start + t;
-            let lo = (pos + 1).saturating_sub(window);
-            let qh = &q[idx * hd..(idx + 1) * hd];
-            // Where position j's key/value row is: in the chunk's fresh rows or the cache.
-            let locate = |j: usize| -> (usize, bool) {
-                if j >= chunk.start {
-                    ((j - chunk.start) * width + g * hd, true)
-                } else {
-                    (cache.slot(j) * width + g * hd, false)
-                }
-            };
-            let mut scores: Vec<f32> = (lo..=pos)
-                .map(|j| {
-                    let (at, fresh) = locate(j);
-                    let src = if fresh { new.0 } else { &cache.k };
-                    dot(qh, &src[at..at + hd]) * scale
-                })
-                .collect();
-            softmax_in_place(&mut scores);
-            o.fill(0.0);
-            for (j, p) in (lo..=pos).zip(&scores) {
-                let (at, fresh) = locate(j);
-                let src = if fresh { new.1 } else { &cache.v };
-                for (acc, val) in o.iter_mut().zip(&src[at..at + hd]) {
-                    *acc += p * val;
-                }
-            }
-        });
+        k.matmul(&layer.o, &mut Input::new(&attn, n), &mut out)?;
+        k.add_rms_norm(&mut out, &layer.post_attention_norm, h)
     }
 
     fn mlp_block(
         &self,
-        layer: &Layer,
-        h: &mut [f32],
+        layer: &Layer<K::Weight>,
+        h: &mut Vec<f32>,
         n: usize,
-        observe: &mut dyn FnMut(Site, &[f32]),
-    ) {
-        let c = &self.cfg;
-        let eps = c.rms_norm_eps as f32;
-        let mut x = h.to_vec();
-        rms_norm_rows(&mut x, &layer.pre_feedforward_norm, eps);
+        observe: &mut Observe<'_>,
+    ) -> Result<()> {
+        let (c, k) = (&self.cfg, &self.kernels);
+        let mut x = vec![0f32; h.len()];
+        k.rms_norm(h, &layer.pre_feedforward_norm, &mut x)?;
         observe(Site::Mlp, &x);
         let mut gate = vec![0f32; n * c.intermediate_size];
         let mut up = vec![0f32; n * c.intermediate_size];
-        layer.gate.matmul(&x, n, &mut gate);
-        layer.up.matmul(&x, n, &mut up);
-        gelu_tanh_gate(&mut gate, &up);
+        let mut input = Input::new(&x, n);
+        k.matmul(&layer.gate, &mut input, &mut gate)?;
+        k.matmul(&layer.up, &mut input, &mut up)?;
+        k.gelu_gate(&mut gate, &up)?;
         observe(Site::Down, &gate);
-        let mut down = vec![0f32; n * c.hidden_size];
-        layer.down.matmul(&gate, n, &mut down);
-        rms_norm_rows(&mut down, &layer.post_feedforward_norm, eps);
-        add_in_place(h, &down);
+        let mut down = vec![0f32; h.len()];
+        k.matmul(&layer.down, &mut Input::new(&gate, n), &mut down)?;
+        k.add_rms_norm(&mut down, &layer.post_feedforward_norm, h)
     }
 }

@@ -1,4 +1,4 @@
-//! Gemma 3 text models on the native backend.
+//! Gemma 3 text models, written once over a backend's [`Kernels`].
 //!
 //! Source of truth: Hugging Face transformers' `modeling_gemma3.py` (`Gemma3ForCausalLM`), and
 //! the facts in `../shared/notes/models.md`: embedding scaled by sqrt(hidden) in the weight
@@ -7,52 +7,75 @@
 //! layers, gated GELU-tanh MLP, tied lm_head.
 
 mod forward;
+mod kernels;
 mod kv_cache;
+mod language_model;
 
 pub use forward::{ActivationHook, Site};
-pub use kv_cache::KvCache;
+pub use kernels::{Attention, Input, Kernels};
+pub use kv_cache::{KvCache, KvDtype};
+pub use language_model::LanguageModel;
 
 use ava_core::{DType, Gemma3Config, LayerKind, RopeScaling};
 
 use crate::error::{Error, Result};
-use ava_core::quant::{QuantFormat, SCALES_SUFFIX};
+use ava_core::quant::QuantFormat;
 
-use crate::native::{Matrix, QuantWeights, Rope};
+use crate::native::{NativeKernels, Rope};
 use crate::source::ModelSource;
 
 /// One decoder layer's weights.
-struct Layer {
+struct Layer<W> {
     kind: LayerKind,
-    q: Matrix,
-    k: Matrix,
-    v: Matrix,
-    o: Matrix,
+    q: W,
+    k: W,
+    v: W,
+    o: W,
     q_norm: Vec<f32>,
     k_norm: Vec<f32>,
     input_norm: Vec<f32>,
     post_attention_norm: Vec<f32>,
     pre_feedforward_norm: Vec<f32>,
     post_feedforward_norm: Vec<f32>,
-    gate: Matrix,
-    up: Matrix,
-    down: Matrix,
+    gate: W,
+    up: W,
+    down: W,
 }
 
-/// A loaded Gemma 3 model.
-pub struct Gemma3 {
+impl<W> Layer<W> {
+    fn matrices(&self) -> [&W; 7] {
+        [
+            &self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down,
+        ]
+    }
+}
+
+/// A loaded Gemma 3 model on the kernels `K` (the native backend unless said otherwise).
+pub struct Gemma3<K: Kernels = NativeKernels> {
     cfg: Gemma3Config,
-    embed: Matrix,
-    lm_head: Option<Matrix>,
+    kernels: K,
+    embed: K::Weight,
+    lm_head: Option<K::Weight>,
     final_norm: Vec<f32>,
-    layers: Vec<Layer>,
+    layers: Vec<Layer<K::Weight>>,
     rope_local: Rope,
     rope_global: Rope,
     embed_scale: f32,
+    /// The source the weights point into, for backends that bind them in place by address.
+    _source: Option<ModelSource>,
 }
 
 impl Gemma3 {
-    /// Loads the weights named by `cfg` from `source`.
-    pub fn load(source: &ModelSource, mut cfg: Gemma3Config) -> Result<Self> {
+    /// Loads the weights named by `cfg` from `source` on the native kernels.
+    pub fn load(source: &ModelSource, cfg: Gemma3Config) -> Result<Self> {
+        let kernels = NativeKernels::new(&cfg);
+        Self::bind(source, cfg, kernels)
+    }
+}
+
+impl<K: Kernels> Gemma3<K> {
+    /// Binds the weights named by `cfg` from `source` to `kernels`.
+    pub fn bind(source: &ModelSource, mut cfg: Gemma3Config, kernels: K) -> Result<Self> {
         cfg.weight_prefix = find_prefix(source, &cfg)?;
         if cfg.final_logit_softcapping.is_some() || cfg.attn_logit_softcapping.is_some() {
             return Err(Error::Model(
@@ -60,16 +83,7 @@ impl Gemma3 {
             ));
         }
         let p = cfg.weight_prefix.clone();
-        let matrix = |name: String| -> Result<Matrix> {
-            if let Some(m) = quantized_matrix(source, &name)? {
-                return Ok(m);
-            }
-            let view = tensor(source, &name)?;
-            match source.mapping_of(view.data) {
-                Some((map, offset)) => Matrix::from_mapped(&view, map, offset),
-                None => Matrix::from_view(&view),
-            }
-        };
+        let matrix = |name: String| kernels.weight(source, &name);
         let vector =
             |name: String| -> Result<Vec<f32>> { Ok(tensor(source, &name)?.to_f32_vec()?) };
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
@@ -92,14 +106,15 @@ impl Gemma3 {
                 down: matrix(format!("{l}mlp.down_proj.weight"))?,
             });
         }
-        let embed = matrix(format!("{p}embed_tokens.weight"))?;
+        let embed_name = format!("{p}embed_tokens.weight");
+        let embed = matrix(embed_name.clone())?;
         let lm_head = if cfg.tie_word_embeddings {
             None
         } else {
             Some(matrix(cfg.lm_head_name())?)
         };
         let model = Gemma3 {
-            embed_scale: embed_scale(cfg.hidden_size, source_dtype(&cfg, &embed)),
+            embed_scale: embed_scale(cfg.hidden_size, source_dtype(&cfg, source, &embed_name)),
             final_norm: vector(format!("{p}norm.weight"))?,
             rope_local: rope(&cfg, LayerKind::Sliding)?,
             rope_global: rope(&cfg, LayerKind::Full)?,
@@ -107,9 +122,18 @@ impl Gemma3 {
             lm_head,
             layers,
             cfg,
+            kernels,
+            _source: None,
         };
         model.check_shapes()?;
+        let weights: Vec<&K::Weight> = model.layers.iter().flat_map(Layer::matrices).collect();
+        model.kernels.check(&weights, &model.embed, model.head())?;
         Ok(model)
+    }
+
+    /// Keeps `source` alive as long as the model (weights bound by address into it).
+    pub(crate) fn hold(&mut self, source: ModelSource) {
+        self._source = Some(source);
     }
 
     /// The model's config.
@@ -117,9 +141,14 @@ impl Gemma3 {
         &self.cfg
     }
 
+    /// The backend's name (`native`, `tvm`).
+    pub fn backend_name(&self) -> &'static str {
+        K::NAME
+    }
+
     /// Whether the big matrices are used in place from a mapped archive (no copy).
     pub fn weights_mapped(&self) -> bool {
-        self.embed.is_mapped()
+        K::is_mapped(&self.embed)
     }
 
     /// Bytes of weights held in memory.
@@ -127,19 +156,30 @@ impl Gemma3 {
         let layer_bytes: usize = self
             .layers
             .iter()
-            .map(|l| {
-                [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]
-                    .iter()
-                    .map(|m| m.bytes())
-                    .sum::<usize>()
-            })
+            .flat_map(Layer::matrices)
+            .map(K::weight_bytes)
             .sum();
-        layer_bytes + self.embed.bytes() + self.lm_head.as_ref().map_or(0, Matrix::bytes)
+        layer_bytes
+            + K::weight_bytes(&self.embed)
+            + self.lm_head.as_ref().map_or(0, K::weight_bytes)
     }
 
-    /// A KV cache for `max_context` positions (capped at the model's maximum).
+    /// A KV cache for `max_context` positions (capped at the model's maximum), stored as
+    /// f32 (exact: what the goldens and calibration use).
     pub fn new_cache(&self, max_context: usize) -> KvCache {
-        KvCache::new(&self.cfg, max_context.min(self.cfg.max_position_embeddings))
+        self.new_cache_as(max_context, KvDtype::F32)
+    }
+
+    /// A KV cache for `max_context` positions (capped at the model's maximum), stored as
+    /// `dtype`.
+    pub fn new_cache_as(&self, max_context: usize, dtype: KvDtype) -> KvCache {
+        let context = max_context.min(self.cfg.max_position_embeddings);
+        KvCache::new(&self.cfg, context, dtype)
+    }
+
+    /// The output head: the untied `lm_head`, or the embedding.
+    fn head(&self) -> &K::Weight {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
     }
 
     fn check_shapes(&self) -> Result<()> {
@@ -149,17 +189,21 @@ impl Gemma3 {
             c.num_attention_heads * c.head_dim,
             c.num_key_value_heads * c.head_dim,
         );
-        let bad = |what: &str, m: &Matrix, want: (usize, usize)| -> Result<()> {
-            if (m.rows, m.cols) == want {
+        let bad = |what: &str, m: &K::Weight, want: (usize, usize)| -> Result<()> {
+            let (rows, cols) = K::shape(m);
+            if (rows, cols) == want {
                 Ok(())
             } else {
                 Err(Error::Model(format!(
-                    "{what}: shape [{}, {}], expected [{}, {}]",
-                    m.rows, m.cols, want.0, want.1
+                    "{what}: shape [{rows}, {cols}], expected [{}, {}]",
+                    want.0, want.1
                 )))
             }
         };
         bad("embed_tokens", &self.embed, (c.vocab_size, h))?;
+        if let Some(head) = &self.lm_head {
+            bad("lm_head", head, (c.vocab_size, h))?;
+        }
         for (i, l) in self.layers.iter().enumerate() {
             let name = |s: &str| format!("layer {i} {s}");
             bad(&name("q_proj"), &l.q, (q_out, h))?;
@@ -169,21 +213,36 @@ impl Gemma3 {
             bad(&name("gate_proj"), &l.gate, (c.intermediate_size, h))?;
             bad(&name("up_proj"), &l.up, (c.intermediate_size, h))?;
             bad(&name("down_proj"), &l.down, (h, c.intermediate_size))?;
-            for (norm, len) in [
-                (&l.q_norm, c.head_dim),
-                (&l.k_norm, c.head_dim),
-                (&l.input_norm, h),
-            ] {
-                if norm.len() != len {
-                    return Err(Error::Model(format!(
-                        "layer {i}: norm of length {}, expected {len}",
-                        norm.len()
-                    )));
-                }
-            }
+            check_norms(i, l, c)?;
+        }
+        if self.final_norm.len() != h {
+            return Err(Error::Model(format!(
+                "norm: length {}, expected {h}",
+                self.final_norm.len()
+            )));
         }
         Ok(())
     }
+}
+
+fn check_norms<W>(i: usize, l: &Layer<W>, c: &Gemma3Config) -> Result<()> {
+    let h = c.hidden_size;
+    for (norm, len) in [
+        (&l.q_norm, c.head_dim),
+        (&l.k_norm, c.head_dim),
+        (&l.input_norm, h),
+        (&l.post_attention_norm, h),
+        (&l.pre_feedforward_norm, h),
+        (&l.post_feedforward_norm, h),
+    ] {
+        if norm.len() != len {
+            return Err(Error::Model(format!(
+                "layer {i}: norm of length {}, expected {len}",
+                norm.len()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn tensor<'a>(source: &'a ModelSource, name: &str) -> Result<ava_core::TensorView<'a>> {
@@ -222,30 +281,11 @@ fn rope(cfg: &Gemma3Config, kind: LayerKind) -> Result<Rope> {
     Ok(Rope::new(cfg.head_dim, params.theta, factor))
 }
 
-/// A weight stored as Q4BF16 / Q8BF16 planes (`docs/formats/q4bf16.md`), if it is.
-fn quantized_matrix(source: &ModelSource, name: &str) -> Result<Option<Matrix>> {
-    if source.tensor(name).is_some() {
-        return Ok(None);
-    }
-    let Some(format) = QuantFormat::detect(name, |n| source.tensor(n).is_some()) else {
-        return Ok(None);
-    };
-    let codes = tensor(source, &format!("{name}{}", format.code_suffix()))?;
-    let scales = tensor(source, &format!("{name}{SCALES_SUFFIX}"))?;
-    let (rows, cols) = match (codes.shape, format) {
-        ([r, c], QuantFormat::Q4Bf16) => (*r, c * 2),
-        ([r, c], _) => (*r, *c),
-        _ => return Err(Error::Model(format!("{name}: code plane is not 2-D"))),
-    };
-    let weights = QuantWeights::from_planes(format, &codes, &scales, rows, cols)?;
-    Ok(Some(Matrix::from_quantized(weights, rows, cols)))
-}
-
-/// The dtype the model was trained/converted in: the matrix's, or for quantized weights the
-/// one `config.json` names (the embedding scale is rounded to it).
-fn source_dtype(cfg: &Gemma3Config, m: &Matrix) -> DType {
-    if m.quantized().is_none() {
-        return m.dtype();
+/// The dtype the model was trained/converted in: the embedding's, or for quantized weights
+/// the one `config.json` names (the embedding scale is rounded to it).
+fn source_dtype(cfg: &Gemma3Config, source: &ModelSource, embed: &str) -> DType {
+    if let Some(t) = source.tensor(embed) {
+        return t.dtype;
     }
     match cfg.dtype.as_deref() {
         Some("bfloat16") => DType::BF16,

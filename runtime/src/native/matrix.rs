@@ -118,7 +118,11 @@ impl Matrix {
 
     /// Whether the weights are used in place from a mapping.
     pub fn is_mapped(&self) -> bool {
-        matches!(self.data, WeightData::Mapped { .. })
+        match &self.data {
+            WeightData::Mapped { .. } => true,
+            WeightData::Quantized(q) => q.is_mapped(),
+            _ => false,
+        }
     }
 
     fn bytes_slice(&self) -> &[u8] {

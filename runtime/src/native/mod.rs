@@ -6,12 +6,15 @@
 //! NEON on aarch64); faster paths chosen at run time sit beside them in `simd`.
 
 mod act;
+mod kernels;
 mod matrix;
 mod ops;
 mod q4;
 mod simd;
+mod stored;
 
 pub use act::QuantActs;
+pub use kernels::{NativeKernels, NativePositions};
 pub use matrix::{Matrix, WeightData};
 pub use ops::{add_in_place, gelu_tanh_gate, rms_norm, rms_norm_rows, softmax_in_place, Rope};
 pub use q4::QuantWeights;

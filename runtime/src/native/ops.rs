@@ -65,6 +65,11 @@ impl Rope {
         Rope { inv_freq }
     }
 
+    /// The frequencies, `head_dim / 2` of them.
+    pub fn inv_freq(&self) -> &[f32] {
+        &self.inv_freq
+    }
+
     /// Rotates every head (`head_dim` values each) of `x` for position `pos`.
     pub fn apply(&self, x: &mut [f32], pos: usize) {
         let half = self.inv_freq.len();

@@ -11,7 +11,12 @@ use ava_core::quant::{bf16_to_f32, dequantize_q4_row, dequantize_q8_row, QuantFo
 use ava_core::quant::{group_fits, Q4_ZERO};
 use ava_core::{DType, TensorView};
 
+use std::sync::Arc;
+
+use memmap2::Mmap;
+
 use super::simd::dot;
+use super::stored::Stored;
 use crate::error::{Error, Result};
 
 /// Largest group size: the per-group scratch buffer lives on the stack.
@@ -25,9 +30,9 @@ pub struct QuantWeights {
     /// Elements per group along `cols`.
     pub group: usize,
     /// Code bytes, `rows * format.row_bytes(cols)`.
-    codes: Vec<u8>,
+    codes: Stored<u8>,
     /// bf16 scales, `rows * cols / group`.
-    scales: Vec<u16>,
+    scales: Stored<u16>,
 }
 
 impl QuantWeights {
@@ -39,34 +44,49 @@ impl QuantWeights {
         rows: usize,
         cols: usize,
     ) -> Result<Self> {
-        let bad = |what: &str| Error::Model(format!("{}: {what}", codes.name));
-        if codes.dtype != format.code_dtype() || codes.shape != format.code_shape(rows, cols) {
-            return Err(bad("code plane of the wrong dtype or shape"));
-        }
-        let group = match scales.shape {
-            [r, g] if *r == rows && *g > 0 && cols % g == 0 => cols / g,
-            _ => return Err(bad("scales plane of the wrong shape")),
-        };
-        if scales.dtype != DType::BF16 || !group_fits(cols, group) || group > MAX_GROUP {
-            return Err(bad(
-                "scales must be bf16 with a group size of 32, 64 or 128",
-            ));
-        }
-        if codes.data.len() != rows * format.row_bytes(cols)
-            || scales.data.len() != rows * cols / group * 2
-        {
-            return Err(bad("plane data of the wrong length"));
-        }
+        let group = check_planes(format, codes, scales, rows, cols)?;
         Ok(QuantWeights {
             format,
             group,
-            codes: codes.data.to_vec(),
+            codes: codes.data.to_vec().into(),
             scales: scales
                 .data
                 .chunks_exact(2)
                 .map(|b| u16::from_le_bytes([b[0], b[1]]))
-                .collect(),
+                .collect::<Vec<u16>>()
+                .into(),
         })
+    }
+
+    /// Like [`QuantWeights::from_planes`], using the planes in place where `maps` (the
+    /// mapping and offset of the codes, then of the scales) hold them aligned; else copied.
+    pub fn from_mapped_planes(
+        format: QuantFormat,
+        codes: &TensorView<'_>,
+        scales: &TensorView<'_>,
+        (rows, cols): (usize, usize),
+        maps: [(Arc<Mmap>, usize); 2],
+    ) -> Result<Self> {
+        let group = check_planes(format, codes, scales, rows, cols)?;
+        let [(cmap, coff), (smap, soff)] = maps;
+        let mapped = (
+            Stored::mapped(cmap, coff, codes.data.len()),
+            Stored::mapped(smap, soff, scales.data.len() / 2),
+        );
+        match mapped {
+            (Some(codes), Some(scales)) => Ok(QuantWeights {
+                format,
+                group,
+                codes,
+                scales,
+            }),
+            _ => Self::from_planes(format, codes, scales, rows, cols),
+        }
+    }
+
+    /// Whether the planes are used in place from a mapping.
+    pub fn is_mapped(&self) -> bool {
+        self.codes.is_mapped() && self.scales.is_mapped()
     }
 
     /// Bytes held (codes and scales).
@@ -129,6 +149,35 @@ impl QuantWeights {
     }
 }
 
+/// Checks the planes of a `[rows, cols]` weight (dtypes, shapes, lengths); returns the group.
+fn check_planes(
+    format: QuantFormat,
+    codes: &TensorView<'_>,
+    scales: &TensorView<'_>,
+    rows: usize,
+    cols: usize,
+) -> Result<usize> {
+    let bad = |what: &str| Error::Model(format!("{}: {what}", codes.name));
+    if codes.dtype != format.code_dtype() || codes.shape != format.code_shape(rows, cols) {
+        return Err(bad("code plane of the wrong dtype or shape"));
+    }
+    let group = match scales.shape {
+        [r, g] if *r == rows && *g > 0 && cols % g == 0 => cols / g,
+        _ => return Err(bad("scales plane of the wrong shape")),
+    };
+    if scales.dtype != DType::BF16 || !group_fits(cols, group) || group > MAX_GROUP {
+        return Err(bad(
+            "scales must be bf16 with a group size of 32, 64 or 128",
+        ));
+    }
+    if codes.data.len() != rows * format.row_bytes(cols)
+        || scales.data.len() != rows * cols / group * 2
+    {
+        return Err(bad("plane data of the wrong length"));
+    }
+    Ok(group)
+}
+
 mod int8;
 
 #[cfg(test)]
@@ -152,8 +201,8 @@ mod tests {
         QuantWeights {
             format,
             group,
-            codes,
-            scales,
+            codes: codes.into(),
+            scales: scales.into(),
         }
     }
 

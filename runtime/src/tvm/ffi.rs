@@ -1,10 +1,8 @@
 //! The C ABI of TVM-generated kernels (tvm-ffi safe calls on DLPack tensors) and the host
-//! hooks they call back into: errors, parallel launch, workspaces.
+//! hooks they call back into: errors and workspaces (the parallel-launch hook is in `pool`).
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::Mutex;
-
-use super::pool;
 
 /// `DLDevice`.
 #[repr(C)]
@@ -98,15 +96,6 @@ pub unsafe extern "C" fn TVMFFIErrorSetRaisedFromCStrParts(
         msg.push_str(&text(unsafe { *parts.add(i) }));
     }
     *LAST_ERROR.lock().unwrap_or_else(|e| e.into_inner()) = msg;
-}
-
-/// `TVMBackendParallelLaunch`: runs `f` on the persistent pool.
-pub unsafe extern "C" fn parallel_launch(
-    f: ParallelLambda,
-    cdata: *mut c_void,
-    _num_task: c_int,
-) -> c_int {
-    pool::launch(f, cdata)
 }
 
 /// Alignment of workspaces (a cache line; enough for any vector load). Each block starts with

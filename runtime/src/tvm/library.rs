@@ -212,7 +212,7 @@ impl Library {
         let hooks: [(&str, *const c_void); 4] = [
             (
                 "__TVMBackendParallelLaunch",
-                ffi::parallel_launch as *const c_void,
+                super::pool::parallel_launch as *const c_void,
             ),
             (
                 "__TVMBackendAllocWorkspace",

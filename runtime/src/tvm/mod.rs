@@ -5,11 +5,11 @@
 //! See `docs/tvm.md`.
 
 mod ffi;
-mod gemma3;
+mod kernels;
 mod library;
 mod pool;
 
-pub use gemma3::Gemma3Tvm;
+pub use kernels::{Gemma3Tvm, TvmKernels, TvmPositions, TvmWeight};
 pub(crate) use library::{library_on_disk, LibraryEntry};
 pub use library::{Arg, KernelTable, Library};
 pub use pool::{threads, THREADS_ENV};

@@ -112,8 +112,18 @@ fn worker(pool: &'static Pool, id: usize) {
     }
 }
 
+/// `TVMBackendParallelLaunch`, the host hook kernels call for a parallel loop: runs `f` on the
+/// persistent pool.
+pub unsafe extern "C" fn parallel_launch(
+    f: ParallelLambda,
+    cdata: *mut c_void,
+    _num_task: std::ffi::c_int,
+) -> std::ffi::c_int {
+    launch(f, cdata)
+}
+
 /// Runs `f(task, env, cdata)` for every task id, on the pool; returns 0 or -1.
-pub fn launch(f: ParallelLambda, cdata: *mut c_void) -> i32 {
+fn launch(f: ParallelLambda, cdata: *mut c_void) -> i32 {
     let pool = pool();
     let n = threads();
     let mut env = ParallelEnv {

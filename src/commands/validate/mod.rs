@@ -14,7 +14,7 @@ use anyhow::{bail, Context};
 use ava_core::footprint::{self, FootprintInputs, KvDtype};
 use ava_core::{Gemma3Config, Target};
 use ava_packaging::{Manifest, PackageTarget, Role};
-use ava_runtime::stepwise::run_steps;
+use ava_runtime::stepwise::{run_steps, StepSizes};
 use ava_runtime::Engine;
 use serde::Serialize;
 use serde_json::Value;
@@ -261,7 +261,7 @@ fn validate(args: &ValidateArgs, ui: &Ui) -> anyhow::Result<Report> {
             args.context
         );
     }
-    let mut memory = estimate(&manifest, engine.model().config(), args.context, longest);
+    let mut memory = estimate(&manifest, engine.model().config(), args, longest);
     ui.info(format!(
         "reference: {} prompts on the host (native backend)",
         prompts.len()
@@ -304,8 +304,7 @@ fn validate(args: &ValidateArgs, ui: &Ui) -> anyhow::Result<Report> {
         let out = device.exec(&argv);
         drop(device);
         if let Some(run) = read_run(&mut report, out?) {
-            let n = args.max_new_tokens;
-            let c = compare_run(&engine, &prompts, &expected, &run, n, tolerance)?;
+            let c = compare_run(&engine, (&prompts, &expected), &run, args, tolerance)?;
             record(&mut report, c);
         }
         if let Some(budget) = report.memory.budget_bytes {
@@ -353,6 +352,8 @@ fn runner_argv(archive: &str, args: &ValidateArgs) -> Vec<String> {
         FORCE_FILE,
         "--top",
         &TOP_LOGITS.to_string(),
+        "--kv-cache",
+        KvDtype::from(args.kv_cache).name(),
     ]
     .map(str::to_string)
     .to_vec()
@@ -527,13 +528,21 @@ fn reference_tokens(
     prompts: &[Vec<u32>],
     args: &ValidateArgs,
 ) -> anyhow::Result<Vec<Vec<u32>>> {
-    let n = args.max_new_tokens;
-    // The cache holds what the run needs (`--context` may be far larger: it sizes the
-    // device's cache); the logits do not depend on its size.
     prompts
         .iter()
-        .map(|p| Ok(run_steps(engine, p, (n, p.len() + n), None, 0, &mut |_, _| {})?.tokens))
+        .map(|p| Ok(run_steps(engine, p, sizes(args, p.len()), None, 0, &mut |_, _| {})?.tokens))
         .collect()
+}
+
+/// The host's steps for a prompt of `prompt_len` tokens. The cache holds what the run needs
+/// (`--context` may be far larger: it sizes the device's cache; the logits do not depend on
+/// its size), stored as the device stores it.
+fn sizes(args: &ValidateArgs, prompt_len: usize) -> StepSizes {
+    StepSizes {
+        steps: args.max_new_tokens,
+        context: prompt_len + args.max_new_tokens,
+        kv: args.kv_cache.into(),
+    }
 }
 
 /// Token ids, one line per sequence (the runner's prompts and forced-tokens files).
@@ -547,10 +556,9 @@ fn lines(seqs: &[Vec<u32>]) -> String {
 /// run), each step compared with what the device reported.
 fn compare_run(
     engine: &Engine,
-    prompts: &[Vec<u32>],
-    expected: &[Vec<u32>],
+    (prompts, expected): (&[Vec<u32>], &[Vec<u32>]),
     run: &Value,
-    n: usize,
+    args: &ValidateArgs,
     tolerance: f32,
 ) -> anyhow::Result<Comparison> {
     let runs = run["prompts"].as_array().cloned().unwrap_or_default();
@@ -560,8 +568,7 @@ fn compare_run(
         let mut each = |s: usize, logits: &[f32]| {
             c.step((p, s), logits, forced[s], device.get(s));
         };
-        let steps = (n, prompt.len() + n);
-        run_steps(engine, prompt, steps, Some(forced), 0, &mut each)?;
+        run_steps(engine, prompt, sizes(args, prompt.len()), Some(forced), 0, &mut each)?;
         if let Some(extra) = device.get(forced.len()) {
             c.extra(p, forced.len(), extra.argmax);
         }
@@ -588,7 +595,8 @@ fn record(report: &mut Report, c: Comparison) {
 
 /// Weights + kernel library + KV cache (sliding-window aware) + scratch (activations of the
 /// longest prefill, logits, tokenizer, a fixed base): `ava_core::footprint`.
-fn estimate(manifest: &Manifest, cfg: &Gemma3Config, context: usize, prompt: usize) -> Memory {
+fn estimate(manifest: &Manifest, cfg: &Gemma3Config, args: &ValidateArgs, prompt: usize) -> Memory {
+    let context = args.context;
     let size_of = |role: Role| -> u64 {
         manifest
             .files
@@ -603,7 +611,7 @@ fn estimate(manifest: &Manifest, cfg: &Gemma3Config, context: usize, prompt: usi
         tokenizer_bytes: size_of(Role::Tokenizer),
         context,
         prefill_tokens: prompt,
-        kv: KvDtype::default(),
+        kv: args.kv_cache.into(),
     };
     let f = footprint::estimate(cfg, &inputs);
     let recorded = MemoryRecord::from_manifest(manifest);

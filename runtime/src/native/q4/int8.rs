@@ -382,7 +382,7 @@ mod tests {
         group: usize,
         kind: u64,
     ) -> QuantWeights {
-        let codes = (0..rows * cols / 2)
+        let codes: Vec<u8> = (0..rows * cols / 2)
             .map(|_| match kind {
                 1 => 0xFF,
                 2 => 0x00,
@@ -390,14 +390,14 @@ mod tests {
                 _ => rng.next() as u8,
             })
             .collect();
-        let scales = (0..rows * cols / group)
+        let scales: Vec<u16> = (0..rows * cols / group)
             .map(|_| ava_core::quant::f32_to_bf16((rng.unit() - 0.5) * 0.1))
             .collect();
         QuantWeights {
             format: QuantFormat::Q4Bf16,
             group,
-            codes,
-            scales,
+            codes: codes.into(),
+            scales: scales.into(),
         }
     }
 
