@@ -220,7 +220,21 @@ fn open_tar(path: &Path) -> Result<Opened> {
             entries.insert(file.path.clone(), start..start + file.size as usize);
             Ok(())
         })?;
+    release_pages(&map);
     Ok((verified, Storage::Tar(Arc::new(map)), entries))
+}
+
+/// Verification read every page of the archive: hand them back, so that the process keeps
+/// resident only what the model touches afterwards (the pages are read again from the file on
+/// first use). Advice only: a failure changes nothing.
+fn release_pages(map: &Mmap) {
+    #[cfg(unix)]
+    // SAFETY: the mapping is read-only and private and was never written: MADV_DONTNEED only
+    // drops pages from residency, and later reads fault them in again from the unchanged file,
+    // so every slice into the mapping keeps its contents.
+    let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+    #[cfg(not(unix))]
+    let _ = map;
 }
 
 fn open_dir(dir: &Path) -> Result<Opened> {
