@@ -28,7 +28,8 @@ pub use classify::{
 pub use error::{ava_last_error, AvaStatus};
 pub use session::{
     ava_session_cancel, ava_session_chat, ava_session_free, ava_session_generate,
-    ava_session_last_result, ava_session_new, ava_session_reset, AvaPieceCallback, AvaSession,
+    ava_session_last_result, ava_session_new, ava_session_new_with_kv_cache, ava_session_reset,
+    AvaPieceCallback, AvaSession,
 };
 
 pub use trust::{

@@ -457,7 +457,7 @@ mod tests {
                     // Unit weight scales and unit activation scales: every output is the
                     // exact sum of the integer dots (far below 2^24).
                     let mut w = random_weights(&mut rng, TILE, cols, group, kind);
-                    w.scales.fill(one);
+                    w.scales = vec![one; w.scales.len()].into();
                     let codes: Vec<i8> = (0..TILE * cols)
                         .map(|_| match kind {
                             1 => [-127, 127][(rng.next() % 2) as usize],
