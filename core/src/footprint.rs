@@ -222,10 +222,7 @@ mod tests {
         let f16 = kv_cache_bytes(&c, 4096, KvDtype::F16);
         let scratch = 2 * 4096 * 256 * 4;
         assert!((mib(f16) - 35.0).abs() < 0.01);
-        assert_eq!(
-            kv_cache_bytes(&c, 4096, KvDtype::F32),
-            2 * (f16 - scratch)
-        );
+        assert_eq!(kv_cache_bytes(&c, 4096, KvDtype::F32), 2 * (f16 - scratch));
         // Below the window every layer holds the whole context.
         assert_eq!(
             kv_cache_bytes(&c, 256, KvDtype::F16),

@@ -5,8 +5,8 @@
 //! row ([`KvDtype`]). Attention reads f32: a compact layer is widened into a scratch buffer
 //! shared by all layers, so the f32 copy of one layer at most ever exists.
 
-use ava_core::footprint::{kv_cache_bytes, kv_layer_slots};
 pub use ava_core::footprint::KvDtype;
+use ava_core::footprint::{kv_cache_bytes, kv_layer_slots};
 use ava_core::Gemma3Config;
 use half::f16;
 

@@ -568,7 +568,14 @@ fn compare_run(
         let mut each = |s: usize, logits: &[f32]| {
             c.step((p, s), logits, forced[s], device.get(s));
         };
-        run_steps(engine, prompt, sizes(args, prompt.len()), Some(forced), 0, &mut each)?;
+        run_steps(
+            engine,
+            prompt,
+            sizes(args, prompt.len()),
+            Some(forced),
+            0,
+            &mut each,
+        )?;
         if let Some(extra) = device.get(forced.len()) {
             c.extra(p, forced.len(), extra.argmax);
         }
