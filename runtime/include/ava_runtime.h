@@ -84,6 +84,16 @@ typedef enum {
   AVA_STOP_REASON_CANCELLED = 4,
 } AvaStopReason;
 
+// How a session's KV cache stores keys and values.
+typedef enum {
+  // 32-bit floats (exact).
+  AVA_KV_CACHE_F32 = 0,
+  // Half floats: half the memory (the default of `ava_session_new`).
+  AVA_KV_CACHE_F16 = 1,
+  // int8 with one scale per head row: about a quarter of f32.
+  AVA_KV_CACHE_Q8 = 2,
+} AvaKvCache;
+
 // An mALBERT intent classifier. Immutable once open: share it between threads freely.
 typedef struct AvaClassifier AvaClassifier;
 
@@ -323,12 +333,23 @@ void ava_classification_free(AvaClassification *classification);
 // pointer stays valid until the next failing call on this thread.
 const char *ava_last_error(void);
 
-// Starts a conversation on `engine` with a KV cache of `context` positions (0: 4096) and
-// writes it to `*out`. The session keeps the model alive after `ava_engine_free`.
+// Starts a conversation on `engine` with a KV cache of `context` positions (0: 4096), stored
+// as f16, and writes it to `*out`. The session keeps the model alive after `ava_engine_free`.
 //
 // # Safety
 // `engine` is a live engine; `out` points to writable storage for a pointer.
 AvaStatus ava_session_new(const AvaEngine *engine, uint32_t context, AvaSession **out);
+
+// Like `ava_session_new`, with the KV cache stored as `kv_cache` (`ava_session_new` stores
+// it as f16).
+//
+// # Safety
+// `engine` is a live engine; `out` points to writable storage for a pointer. `kv_cache` is
+// an `AvaKvCache` value (anything else is `AVA_STATUS_INVALID_ARGUMENT`).
+AvaStatus ava_session_new_with_kv_cache(const AvaEngine *engine,
+                                        uint32_t context,
+                                        uint32_t kv_cache,
+                                        AvaSession **out);
 
 // Frees a session (NULL is ignored). No call on it may be running: cancel the generation and
 // wait for it to return first.

@@ -232,7 +232,7 @@ fn validate_over_a_standin_adb_pushes_runs_and_parses() {
     assert_eq!(lines[6], format!("{run} --facts"));
     let expected = format!(
         "{run} {name} --prompts prompts.txt --backend auto --max-new-tokens 6 --context 64 \
-         --force forced.txt --top 16"
+         --force forced.txt --top 16 --kv-cache f16"
     );
     assert_eq!(lines[7], expected);
     assert_eq!(lines[8], format!("-s STANDIN1 shell rm -rf {remote}"));

@@ -130,6 +130,18 @@ static void test_golden(AvaEngine *engine, const char *json) {
   CHECK(r.stop_reason == AVA_STOP_REASON_MAX_TOKENS && r.n_tokens == 32, "result");
   CHECK(r.timings.prefill_tokens == n_prompt && r.timings.decode_tokens == 31, "timings");
   ava_session_free(session);
+  /* The exact f32 KV cache gives the same golden tokens; an unknown type is refused. */
+  CHECK(ava_session_new_with_kv_cache(engine, 256, AVA_KV_CACHE_F32, &session) == AVA_STATUS_OK,
+        "f32 session");
+  struct collected exact = {0};
+  CHECK(ava_session_generate(session, prompt, n_prompt, &opts, on_piece, &exact) ==
+            AVA_STATUS_OK,
+        "generate (f32 KV)");
+  CHECK(exact.n == n_golden && memcmp(exact.ids, golden, n_golden * sizeof *golden) == 0,
+        "f32 KV: greedy tokens differ from the golden");
+  ava_session_free(session);
+  CHECK(ava_session_new_with_kv_cache(engine, 256, 7, &session) == AVA_STATUS_INVALID_ARGUMENT,
+        "unknown KV cache type");
 }
 
 static void test_cancel(AvaEngine *engine, const char *json) {
