@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::hashing::sha256_reader;
 use crate::manifest::{Manifest, MANIFEST_NAME};
 use crate::reader::{Verified, MAX_ENTRIES, MAX_MANIFEST_BYTES};
-use crate::signing::{check_signature, MAX_SIGNATURE_BYTES, SIGNATURE_NAME, SIGNED_FORMAT_VERSION};
+use crate::signing::{check_signature, MAX_SIGNATURE_BYTES, SIGNATURE_NAME};
 
 /// Reads and validates `dir/manifest.json`.
 pub fn read_dir_manifest(dir: &Path) -> Result<Manifest> {
@@ -26,21 +26,13 @@ pub fn read_dir_signed(dir: &Path) -> Result<Verified> {
     let manifest: Manifest =
         serde_json::from_slice(&json).map_err(|e| bad(format!("{MANIFEST_NAME}: {e}")))?;
     manifest.validate().map_err(bad)?;
-    let (signature_bytes, signer) = if manifest.format_version == SIGNED_FORMAT_VERSION {
+    Verified::with_signature(manifest, json, |json| {
         let sig = read_small(dir, SIGNATURE_NAME, MAX_SIGNATURE_BYTES)?;
-        let signer = check_signature(&json, &sig).map_err(|reason| Error::BadSignature {
+        let signer = check_signature(json, &sig).map_err(|reason| Error::BadSignature {
             archive: dir.into(),
             reason,
         })?;
-        (Some(sig), Some(signer))
-    } else {
-        (None, None)
-    };
-    Ok(Verified {
-        manifest,
-        manifest_bytes: json,
-        signature_bytes,
-        signer,
+        Ok((sig, signer))
     })
 }
 

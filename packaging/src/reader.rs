@@ -53,6 +53,29 @@ pub struct Verified {
     pub signer: Option<Signer>,
 }
 
+impl Verified {
+    /// The manifest `json` (already parsed and validated as `manifest`), with its signature
+    /// fetched and checked by `signature` when the format version says the archive is signed.
+    pub(crate) fn with_signature(
+        manifest: Manifest,
+        json: Vec<u8>,
+        signature: impl FnOnce(&[u8]) -> Result<(Vec<u8>, Signer)>,
+    ) -> Result<Self> {
+        let (signature_bytes, signer) = if manifest.format_version == SIGNED_FORMAT_VERSION {
+            let (bytes, signer) = signature(&json)?;
+            (Some(bytes), Some(signer))
+        } else {
+            (None, None)
+        };
+        Ok(Self {
+            manifest,
+            manifest_bytes: json,
+            signature_bytes,
+            signer,
+        })
+    }
+}
+
 /// Called for each entry with its manifest record, the offset of its data in the uncompressed
 /// stream, and a reader over its bytes (hashed by [`scan`] as they are read).
 pub type Visitor<'a> = &'a mut dyn FnMut(&FileEntry, u64, &mut dyn Read) -> Result<()>;
@@ -362,17 +385,8 @@ fn first_manifest<R: Read>(
             MAX_ENTRIES as u64,
         ));
     }
-    let (signature_bytes, signer) = if manifest.format_version == SIGNED_FORMAT_VERSION {
-        let (bytes, signer) = signature_entry(archive, entries, guard, &json)?;
-        (Some(bytes), Some(signer))
-    } else {
-        (None, None)
-    };
-    Ok(Verified {
-        manifest,
-        manifest_bytes: json,
-        signature_bytes,
-        signer,
+    Verified::with_signature(manifest, json, |json| {
+        signature_entry(archive, entries, guard, json)
     })
 }
 
