@@ -19,6 +19,18 @@ pub const LONG_VERSION: &str = concat!(
 /// The git commit the tool was built from.
 pub const GIT_COMMIT: &str = env!("AVA_GIT_COMMIT");
 
+/// What a stage cache key says about the tool (a new build never reuses an older one's stages).
+pub const TOOL_ID: [&str; 2] = [env!("CARGO_PKG_VERSION"), GIT_COMMIT];
+
+/// The `created_by` record of archives `tool` writes.
+pub fn created_by(tool: Tool) -> ava_packaging::CreatedBy {
+    ava_packaging::CreatedBy {
+        tool: tool.name().to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        git_commit: GIT_COMMIT.to_string(),
+    }
+}
+
 /// Which of the two binaries is running (recorded in `created_by`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tool {

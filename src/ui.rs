@@ -16,8 +16,10 @@ pub struct Ui {
     pub tool: Tool,
     /// Emit JSON on stdout.
     pub json: bool,
-    /// The global `--cache-dir`.
+    /// The global `--cache-dir` (the stage cache's root).
     pub cache_dir: Option<std::path::PathBuf>,
+    /// The global `--hub-cache`.
+    pub hub_cache: Option<std::path::PathBuf>,
     quiet: bool,
     verbose: u8,
 }
@@ -29,9 +31,21 @@ impl Ui {
             tool,
             json: global.json,
             cache_dir: global.cache_dir.clone(),
+            hub_cache: global.hub_cache.clone(),
             quiet: global.quiet,
             verbose: global.verbose,
         }
+    }
+
+    /// The stage cache of `pipeline` (`alc`, `aon`): under `--cache-dir`, else
+    /// [`ava_packaging::cache::root_from_env`]; a private directory is made in a stage folder
+    /// only after the leftovers of killed runs there are removed.
+    pub fn stage_cache(&self, pipeline: &str) -> ava_packaging::cache::StageCache {
+        let root = (self.cache_dir.clone()).unwrap_or_else(ava_packaging::cache::root_from_env);
+        ava_packaging::cache::StageCache::new(&root, pipeline).with_prepare(|dir| {
+            crate::output::clean_stale(dir);
+            crate::output::watch(dir);
+        })
     }
 
     /// A status line on stderr (suppressed by `--quiet`).

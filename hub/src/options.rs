@@ -41,7 +41,7 @@ pub struct HubOptions {
 }
 
 impl HubOptions {
-    /// Options from the process environment; `cache_dir` (the `--cache-dir` flag) wins over
+    /// Options from the process environment; `cache_dir` (the `--hub-cache` flag) wins over
     /// `HF_HUB_CACHE`, then `HF_HOME/hub`, then `~/.cache/huggingface/hub`; `offline` (the
     /// `--offline` flag) or a true `HF_HUB_OFFLINE` turns network access off.
     pub fn from_env(cache_dir: Option<&Path>, offline: bool) -> Self {

@@ -13,8 +13,10 @@ pub mod head;
 pub mod intents;
 pub mod oos;
 mod progress;
+pub mod quantize;
 pub mod vocab;
 
 pub use convert::{convert, ConvertReport, Options, Weights, LABELS_FILE};
 pub use error::{Error, Result};
 pub use progress::{NoProgress, Progress};
+pub use quantize::{quantize, QuantizeOptions, QuantizeReport};

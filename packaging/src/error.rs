@@ -144,6 +144,9 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The checkpoint being packaged is unreadable or inconsistent.
+    #[error(transparent)]
+    Checkpoint(#[from] ava_core::Error),
     /// The destination exists already.
     #[error("{path}: already exists (remove it first)")]
     DestinationExists {

@@ -5,11 +5,14 @@
 //! specification is `docs/formats/package-v1.md`.
 #![deny(missing_docs)]
 
+pub mod cache;
 mod dir;
 pub mod error;
 mod hashing;
 pub mod manifest;
 pub mod naming;
+#[cfg(feature = "package")]
+pub mod package;
 pub mod reader;
 pub mod signing;
 pub mod stage;

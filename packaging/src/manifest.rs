@@ -46,7 +46,7 @@ pub struct Manifest {
 }
 
 /// The tool, version and commit that wrote an archive.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreatedBy {
     /// `alc` or `aon`.

@@ -105,6 +105,18 @@ pub enum Error {
     /// A bad quantization request (policy, group size, tensor that cannot be quantized).
     #[error("{0}")]
     Quantize(String),
+    /// Writing the stage record failed.
+    #[error(transparent)]
+    Packaging(#[from] ava_packaging::Error),
+    /// A step of the quantize stage failed (what it was doing; the cause is the source).
+    #[error("{what}")]
+    Step {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use ava_core::Target;
+use ava_passes::quant::{self, Format, Method};
 
 use super::run::Backend;
 
@@ -35,6 +36,25 @@ pub enum QuantFormat {
     /// QuantizeLinear/DequantizeLinear at the float boundaries; onnxruntime and the reference
     /// evaluator run it, the runtime classifier does not.
     Qoperator,
+}
+
+impl From<CalibMethod> for Method {
+    fn from(m: CalibMethod) -> Method {
+        match m {
+            CalibMethod::Minmax => Method::MinMax,
+            CalibMethod::Percentile => Method::Percentile(quant::calib::DEFAULT_PERCENTILE),
+            CalibMethod::Entropy => Method::Entropy,
+        }
+    }
+}
+
+impl From<QuantFormat> for Format {
+    fn from(f: QuantFormat) -> Format {
+        match f {
+            QuantFormat::Qdq => Format::Qdq,
+            QuantFormat::Qoperator => Format::QOperator,
+        }
+    }
 }
 
 /// `aon quantize IN.onnx --calib FILE -o OUT.onnx`.

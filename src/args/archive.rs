@@ -3,10 +3,12 @@
 
 use std::path::PathBuf;
 
+use ava_packaging::package::PackageOptions;
 use ava_packaging::PackageTarget;
 use clap::{Args, Subcommand};
 
 use super::{DownloadArgs, HubArgs, KeygenArgs, SignArgs, SignKeyArgs};
+use crate::ui::Ui;
 
 /// Verbs both binaries share (one implementation), flattened into their command lists.
 #[derive(Subcommand, Clone, Debug)]
@@ -77,9 +79,28 @@ pub struct PackageArgs {
     pub force: bool,
     #[command(flatten)]
     pub hub: HubArgs,
-    /// Stage records added to the manifest (`alc compile`'s memory estimate).
-    #[arg(skip)]
-    pub extra_stages: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+impl PackageArgs {
+    /// The package stage's options, signed with `--sign-key` or the user's key.
+    pub fn options(&self, ui: &Ui) -> anyhow::Result<PackageOptions> {
+        let key = crate::trust::signing_key(self.sign.sign_key.as_deref(), &|m| ui.info(m))?;
+        ui.detail(format!("signing with key {}", key.public().key_id()));
+        Ok(PackageOptions {
+            exclude: self.exclude.clone(),
+            zstd: self.zstd || self.output.extension().is_some_and(|e| e == "zst"),
+            name: self.name.clone(),
+            version: self.package_version.clone(),
+            family: self.family.clone(),
+            quantization: self.quantization.clone(),
+            target: self.target,
+            source_repo: self.source_repo.clone(),
+            source_revision: self.source_revision.clone(),
+            extra_stages: Default::default(),
+            created_by: crate::created_by(ui.tool),
+            sign_with: Some(key),
+        })
+    }
 }
 
 /// `inspect PKG`.

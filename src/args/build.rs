@@ -24,3 +24,13 @@ pub struct BuildArgs {
     #[arg(long)]
     pub force: bool,
 }
+
+impl BuildArgs {
+    /// The build stage's targets: each `--target` with `--cpu` (or its default preset).
+    pub fn specs(&self) -> ava_targets::Result<Vec<ava_targets::TargetSpec>> {
+        self.targets
+            .iter()
+            .map(|t| ava_targets::TargetSpec::new(*t, self.cpu.as_deref()))
+            .collect()
+    }
+}

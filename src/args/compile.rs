@@ -93,3 +93,19 @@ pub struct CompileArgs {
     #[command(flatten)]
     pub hub: HubArgs,
 }
+
+impl CompileArgs {
+    /// The quantize stage's options (the default policy and AWQ grid).
+    pub fn quantize_options(&self) -> ava_quantize::QuantizeOptions {
+        ava_quantize::QuantizeOptions {
+            scheme: self.quant.scheme(),
+            group_size: self.group_size,
+            method: self.method.into(),
+            policy: None,
+            calib: self.calib.clone(),
+            calib_samples: self.calib_samples,
+            calib_seq_len: self.calib_seq_len,
+            awq_grid: ava_quantize::awq::DEFAULT_GRID,
+        }
+    }
+}

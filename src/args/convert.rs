@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use ava_quantize::{ConvertOptions, OutDtype};
 use clap::{Args, ValueEnum};
 
 /// `convert FILE.gguf -o DIR`.
@@ -33,4 +34,17 @@ pub enum ConvertDtype {
     F32,
     /// bfloat16, rounded to nearest even: half the size.
     Bf16,
+}
+
+impl ConvertArgs {
+    /// The convert stage's options.
+    pub fn options(&self) -> ConvertOptions {
+        ConvertOptions {
+            dtype: match self.dtype {
+                ConvertDtype::F32 => OutDtype::F32,
+                ConvertDtype::Bf16 => OutDtype::BF16,
+            },
+            tokenizer: self.tokenizer.clone(),
+        }
+    }
 }

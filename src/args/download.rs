@@ -12,7 +12,7 @@ use ava_hub::HubOptions;
 #[derive(Args, Clone, Debug)]
 #[command(
     after_help = "Prints the snapshot directory (with --json: the commit and every file's size and \
-sha256). The cache is the one huggingface_hub uses (--cache-dir, else HF_HUB_CACHE, else \
+sha256). The cache is the one huggingface_hub uses (--hub-cache, else HF_HUB_CACHE, else \
 HF_HOME/hub, else ~/.cache/huggingface/hub); HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE are \
 honoured. Interrupted downloads resume. See docs/download.md."
 )]
@@ -58,10 +58,10 @@ pub struct HubArgs {
 }
 
 impl HubArgs {
-    /// The client options: these flags and the global `--cache-dir` over the `HF_*` and
+    /// The client options: these flags and the global `--hub-cache` over the `HF_*` and
     /// `AVA_HUB_*` environment.
     pub fn options(&self, ui: &Ui) -> HubOptions {
-        let mut o = HubOptions::from_env(ui.cache_dir.as_deref(), self.offline);
+        let mut o = HubOptions::from_env(ui.hub_cache.as_deref(), self.offline);
         if let Some(s) = self.stall_timeout {
             o.stall_timeout = Duration::from_secs_f64(s);
         }

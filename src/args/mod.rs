@@ -35,9 +35,14 @@ pub struct GlobalArgs {
     /// Only errors on stderr.
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// Where downloaded checkpoints are cached (default: the Hugging Face hub cache).
+    /// The tool's own cache, holding the compile stages [default: $XDG_CACHE_HOME/ava, else
+    /// ~/.cache/ava].
     #[arg(long, global = true, env = "AVA_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Where hub downloads are cached [default: HF_HUB_CACHE, else HF_HOME/hub, else
+    /// ~/.cache/huggingface/hub].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub hub_cache: Option<PathBuf>,
 }
 pub mod aon_int8;
 pub mod validate;

@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+use ava_quantize::policy::Scheme;
+use ava_quantize::stage::Method;
+use ava_quantize::QuantizeOptions;
 use clap::{Args, ValueEnum};
 
 use super::HubArgs;
@@ -80,6 +83,46 @@ pub struct QuantizeArgs {
     pub awq_grid: usize,
     #[command(flatten)]
     pub hub: HubArgs,
+}
+
+impl QuantArg {
+    /// The library's scheme.
+    pub fn scheme(self) -> Scheme {
+        match self {
+            QuantArg::Q4bf16 => Scheme::Q4Bf16,
+            QuantArg::Q8bf16 => Scheme::Q8Bf16,
+            QuantArg::Bf16 => Scheme::Bf16,
+            QuantArg::F16 => Scheme::F16,
+            QuantArg::F32 => Scheme::F32,
+        }
+    }
+}
+
+impl From<MethodArg> for Method {
+    fn from(m: MethodArg) -> Method {
+        match m {
+            MethodArg::Rtn => Method::Rtn,
+            MethodArg::Awq => Method::Awq,
+            MethodArg::Gptq => Method::Gptq,
+            MethodArg::AwqGptq => Method::AwqGptq,
+        }
+    }
+}
+
+impl QuantizeArgs {
+    /// The quantize stage's options.
+    pub fn options(&self) -> QuantizeOptions {
+        QuantizeOptions {
+            scheme: self.quant.scheme(),
+            group_size: self.group_size,
+            method: self.method.into(),
+            policy: self.policy.clone(),
+            calib: self.calib.clone(),
+            calib_samples: self.calib_samples,
+            calib_seq_len: self.calib_seq_len,
+            awq_grid: self.awq_grid,
+        }
+    }
 }
 
 /// `perplexity PKG|DIR --text FILE [--reference PKG|DIR]`.

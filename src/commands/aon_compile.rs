@@ -15,6 +15,7 @@ use anyhow::{bail, Context};
 use ava_core::{Target, TOKENIZER_FILE};
 use ava_malbert::data::Example;
 use ava_malbert::oos::{self, OosMetrics, Scored, OOS_STAGE};
+use ava_packaging::package::PackageOptions;
 use ava_packaging::stage::StageFile;
 use ava_packaging::PackageTarget;
 use ava_runtime::albert::{Classifier, LABELS_FILE};
@@ -25,9 +26,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::archive_identity::resolve_version;
-use super::package::package;
+use super::package;
 use crate::args::aon_int8::{CompileArgs, CompileQuant, OosThreshold};
-use crate::args::{HubArgs, PackageArgs};
 use crate::ui::{human_bytes, Ui};
 use stages::{StageReport, Stages, CACHE_FOLDER, CONVERT_REPORT, MODEL_FILE, QUANTIZE_REPORT};
 
@@ -104,7 +104,7 @@ pub struct CompileReport {
     pub build: Option<TargetReport>,
     /// The stages, cached or run.
     pub stages: Vec<StageReport>,
-    /// The stage cache (`CACHE_DIR/aon-compile`).
+    /// The stage cache (`CACHE_DIR/aon`).
     pub cache: PathBuf,
     /// Seconds for the whole command.
     pub seconds: f64,
@@ -188,8 +188,9 @@ fn oos_threshold(rule: OosThreshold, scored: &[Scored]) -> anyhow::Result<OosRep
 /// Runs `aon compile`.
 pub fn run(args: &CompileArgs, ui: &Ui) -> anyhow::Result<()> {
     let started = Instant::now();
-    let cache = HubArgs::default().options(ui).cache_dir.join(CACHE_FOLDER);
-    let mut st = Stages::new(cache.clone(), ui);
+    let stage_cache = ui.stage_cache(CACHE_FOLDER);
+    let cache = stage_cache.dir().to_path_buf();
+    let mut st = Stages::new(stage_cache, ui);
     let conv = st.convert(args)?;
     let optimized = {
         let exported = st.export(&conv)?;
@@ -278,27 +279,31 @@ pub fn run(args: &CompileArgs, ui: &Ui) -> anyhow::Result<()> {
         report.build = Some(build);
     }
     write_stage_file(stage, args, &report)?;
-    let mut pkg_args = package_args(stage, &args.output);
-    pkg_args.target = args.target.map(PackageTarget::Native);
     let as_dir = args.output.is_dir() || args.output.to_string_lossy().ends_with('/');
     if as_dir {
         std::fs::create_dir_all(&args.output)
             .with_context(|| format!("creating {}", args.output.display()))?;
     }
     let target = args.target.map_or("any", |t| t.name());
-    pkg_args.package_version = resolve_version(
+    let version = resolve_version(
         args.package_version,
         &args.output,
         &archive_name(args),
         &report.quantization,
         &[target],
-    )
-    .to_string();
-    pkg_args.sign = args.sign.clone();
-    pkg_args.force = args.force;
-    let packaged = package(&pkg_args, ui)?;
-    report.archive = packaged.path;
-    report.archive_bytes = packaged.archive_size;
+    );
+    let key = crate::trust::signing_key(args.sign.sign_key.as_deref(), &|m| ui.info(m))?;
+    let opts = PackageOptions {
+        version: version.to_string(),
+        target: args.target.map(PackageTarget::Native),
+        zstd: args.output.extension().is_some_and(|e| e == "zst"),
+        created_by: crate::created_by(ui.tool),
+        sign_with: Some(key),
+        ..PackageOptions::default()
+    };
+    let (path, _, archive_bytes) = package::write(stage, &args.output, args.force, &opts, ui)?;
+    report.archive = path;
+    report.archive_bytes = archive_bytes;
     report.stages = st.reports;
     report.seconds = started.elapsed().as_secs_f64();
     ui.result(&report, || human(&report))
@@ -421,24 +426,4 @@ fn human(r: &CompileReport) -> String {
         r.stages.len(),
         r.seconds
     )
-}
-
-fn package_args(stage: &Path, output: &Path) -> PackageArgs {
-    PackageArgs {
-        dir: stage.to_path_buf(),
-        output: output.to_path_buf(),
-        exclude: vec![],
-        zstd: false,
-        name: None,
-        package_version: "1".into(),
-        target: None,
-        family: None,
-        quantization: None,
-        source_repo: None,
-        source_revision: None,
-        sign: Default::default(),
-        force: false,
-        hub: HubArgs::default(),
-        extra_stages: Default::default(),
-    }
 }

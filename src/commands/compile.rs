@@ -1,13 +1,13 @@
 //! `alc compile SOURCE --quant Q --target T... -o OUT`: the whole pipeline in one command,
 //! download -> convert (GGUF) -> quantize -> build (per target) -> package (per target).
 //!
-//! Every stage writes a directory under `CACHE_DIR/ava-compile/<stage>/<key>/`, where the key is
-//! the sha256 of the stage's input (the previous stage's key, or the source's content) and its
-//! options. A finished stage's directory is reused as is, so a re-run skips it and a changed
-//! option redoes only the stages downstream of it. Before packaging, the runtime memory of each
-//! build is estimated (`--context`), checked against `--memory-budget` and recorded in the
-//! manifest (`stages.memory`). Each stage is the library function its own
-//! verb uses; the inner verbs run quietly under this command's single progress display.
+//! Every stage writes an entry of the stage cache ([`ava_packaging::cache`]),
+//! `CACHE_DIR/alc/<stage>/<key>/`, where the key is the sha256 of the stage's input (the
+//! previous stage's key, or the source's content) and its options. A finished stage's entry is
+//! reused as is, so a re-run skips it and a changed option redoes only the stages downstream of
+//! it. Before packaging, the runtime memory of each build is estimated (`--context`), checked
+//! against `--memory-budget` and recorded in the manifest (`stages.memory`). Each stage is the
+//! library function its own verb calls, under this command's single progress display.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -15,33 +15,30 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use ava_core::TOKENIZER_FILE;
 use ava_hub::split_revision;
+use ava_packaging::cache::{hash_dir, KeyHasher, Lookup, StageCache, DIGEST_FILE};
+use ava_packaging::package::{hub_source, PackageOptions};
 use ava_packaging::Source;
 use ava_quantize::calib::{DEFAULT_CORPUS, DEFAULT_CORPUS_NAME};
-use ava_quantize::import::{write_checkpoint, ImportPlan, OutDtype};
 use ava_quantize::perplexity::{perplexity_text, PplOptions, PplReport};
-use ava_quantize::GgufFile;
+use ava_quantize::{ConvertOptions, OutDtype};
 use ava_runtime::Engine;
-use ava_targets::TargetSpec;
+use ava_targets::{BuildOptions, TargetSpec};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use super::archive_identity::{check_replace, resolve_version, source_name};
 use super::memory::{self, MemoryRecord, MEMORY_STAGE, MIB};
-use super::stage_key::{fill_stage, hash_dir, reusable, Hasher, DIGEST_FILE};
 use crate::args::compile::CompileArgs;
-use crate::args::{GlobalArgs, HubArgs, MethodArg, PackageArgs, QuantizeArgs};
-use crate::commands::package::hub_source;
+use crate::args::{GlobalArgs, MethodArg};
 use crate::hub::resolve_checkpoint;
 use crate::ui::{human_bytes, Ui};
+use crate::TOOL_ID;
 
-/// Folder of the stage cache inside the cache directory.
-pub const CACHE_FOLDER: &str = "ava-compile";
+/// This pipeline's folder in the stage cache.
+pub const CACHE_FOLDER: &str = "alc";
 /// Tokens per window the quality gates score (at most the model's context).
 const GATE_CTX: usize = 512;
-/// Hex digits of a stage key used in directory names.
-const KEY_CHARS: usize = 24;
-/// The tokenizer file a checkpoint carries.
-/// Name of a stage's result inside its directory (convert, quantize).
+/// Name of a stage's result inside its directory (convert, quantize, build).
 const CHECKPOINT_DIR: &str = "checkpoint";
 
 /// One stage as `compile --json` reports it.
@@ -79,14 +76,15 @@ struct CompileReport {
 /// Runs `compile`.
 pub fn run(args: &CompileArgs, ui: &Ui) -> anyhow::Result<()> {
     let started = Instant::now();
-    let cache = args.hub.options(ui).cache_dir.join(CACHE_FOLDER);
+    let cache = ui.stage_cache(CACHE_FOLDER);
     let specs = args
         .targets
         .iter()
         .map(|t| TargetSpec::new(*t, args.cpu.as_deref()))
         .collect::<Result<Vec<_>, _>>()?;
     let gates = u64::from(args.max_kl.is_some() || args.max_ppl_increase.is_some());
-    let mut p = Pipeline::new(args, ui, cache.clone(), 2 + gates + 2 * specs.len() as u64);
+    let report_cache = cache.dir().to_path_buf();
+    let mut p = Pipeline::new(args, ui, cache, 2 + gates + 2 * specs.len() as u64);
     let checkpoint = p.source()?;
     p.identify(&checkpoint);
     let quantized = p.quantize(&checkpoint)?;
@@ -117,7 +115,7 @@ pub fn run(args: &CompileArgs, ui: &Ui) -> anyhow::Result<()> {
         quantization: format!("{:?}", args.quant).to_lowercase(),
         archives,
         stages: p.stages,
-        cache,
+        cache: report_cache,
         seconds: started.elapsed().as_secs_f64(),
         quality: gate,
     };
@@ -155,9 +153,9 @@ struct Artifact {
 struct Pipeline<'a> {
     args: &'a CompileArgs,
     ui: &'a Ui,
-    /// What the inner verbs are given: quiet, so the only display is `bar`.
+    /// What the hub download is given: quiet, so the only display is `bar`.
     inner: Ui,
-    cache: PathBuf,
+    cache: StageCache,
     bar: ProgressBar,
     stages: Vec<StageReport>,
     /// The archives' name, version and source, once the source is known.
@@ -173,10 +171,11 @@ struct Identity {
 }
 
 impl<'a> Pipeline<'a> {
-    fn new(args: &'a CompileArgs, ui: &'a Ui, cache: PathBuf, steps: u64) -> Self {
+    fn new(args: &'a CompileArgs, ui: &'a Ui, cache: StageCache, steps: u64) -> Self {
         let quiet = GlobalArgs {
             quiet: true,
             cache_dir: ui.cache_dir.clone(),
+            hub_cache: ui.hub_cache.clone(),
             ..GlobalArgs::default()
         };
         Pipeline {
@@ -232,7 +231,7 @@ impl<'a> Pipeline<'a> {
             .set_message(if local { "hashing source" } else { "download" });
         let t = Instant::now();
         let dir = resolve_checkpoint(source, &self.args.hub.options(self.ui), &self.inner)?;
-        let key = hash_dir(&dir).with_context(|| format!("reading {}", dir.display()))?;
+        let key = hash_dir(&dir, &TOOL_ID)?;
         self.finish("source", &key, false, t.elapsed(), &dir);
         Ok(Artifact { key, dir })
     }
@@ -249,20 +248,17 @@ impl<'a> Pipeline<'a> {
             );
         }
         self.bar.set_message("hashing source");
-        let mut h = Hasher::new("convert");
+        let mut h = KeyHasher::new("convert", &TOOL_ID);
         h.file(gguf)?;
         h.file(&tokenizer)?;
+        let opts = ConvertOptions {
+            dtype: OutDtype::F32,
+            tokenizer: Some(tokenizer),
+        };
         self.stage("convert", h, |out| {
-            let file =
-                GgufFile::open(gguf).with_context(|| format!("reading {}", gguf.display()))?;
-            let plan = ImportPlan::gemma3(&file)
-                .with_context(|| format!("converting {}", gguf.display()))?;
             let dir = out.join(CHECKPOINT_DIR);
             std::fs::create_dir(&dir)?;
-            write_checkpoint(&file, &plan, OutDtype::F32, &dir, &mut |_| {})
-                .with_context(|| format!("converting {}", gguf.display()))?;
-            std::fs::copy(&tokenizer, dir.join(TOKENIZER_FILE))
-                .with_context(|| format!("copying {}", tokenizer.display()))?;
+            ava_quantize::convert(gguf, &dir, &opts)?;
             Ok(())
         })
         .map(|a| a.join(CHECKPOINT_DIR))
@@ -270,7 +266,7 @@ impl<'a> Pipeline<'a> {
 
     fn quantize(&mut self, input: &Artifact) -> anyhow::Result<Artifact> {
         let a = self.args;
-        let mut h = Hasher::new("quantize");
+        let mut h = KeyHasher::new("quantize", &TOOL_ID);
         h.text(&input.key);
         h.text(&format!("{:?} group {}", a.quant, a.group_size));
         if a.method != MethodArg::Rtn {
@@ -283,22 +279,14 @@ impl<'a> Pipeline<'a> {
                 None => h.text(ava_quantize::calib::DEFAULT_CORPUS),
             }
         }
-        let (dir, inner) = (input.dir.clone(), self.inner.clone());
+        let opts = a.quantize_options();
+        opts.check()?;
+        let dir = input.dir.clone();
         self.stage("quantize", h, |out| {
-            let args = QuantizeArgs {
-                input: dir,
-                output: out.join(CHECKPOINT_DIR),
-                quant: a.quant,
-                group_size: a.group_size,
-                method: a.method,
-                policy: None,
-                calib: a.calib.clone(),
-                calib_samples: a.calib_samples,
-                calib_seq_len: a.calib_seq_len,
-                awq_grid: ava_quantize::awq::DEFAULT_GRID,
-                hub: HubArgs::default(),
-            };
-            crate::commands::quantize::quantize(&args, &inner).map(drop)
+            let dest = out.join(CHECKPOINT_DIR);
+            std::fs::create_dir(&dest)?;
+            ava_quantize::quantize(&dir, &dest, &opts, &ava_quantize::run::Quiet)?;
+            Ok(())
         })
         .map(|a| a.join(CHECKPOINT_DIR))
     }
@@ -371,16 +359,18 @@ impl<'a> Pipeline<'a> {
 
     /// Builds one target's kernels; returns the stage directory and the number of kernels.
     fn build(&mut self, input: &Artifact, spec: &TargetSpec) -> anyhow::Result<(Artifact, usize)> {
-        let mut h = Hasher::new("build");
+        let mut h = KeyHasher::new("build", &TOOL_ID);
         h.text(&input.key);
         h.text(&format!("{} {}", spec.target.name(), spec.cpu.name));
         h.text(&ava_targets::driver::driver_fingerprint());
-        let (dir, inner) = (input.dir.clone(), self.inner.clone());
+        let dir = input.dir.clone();
         let name = format!("build {}", spec.target.name());
         let built = self.stage(&name, h, |out| {
             let dest = out.join(CHECKPOINT_DIR);
-            crate::commands::build::build_dir(&dir, std::slice::from_ref(spec), &dest, &inner)
-                .map(drop)
+            std::fs::create_dir(&dest)?;
+            let specs = std::slice::from_ref(spec);
+            ava_targets::build_dir(&dir, specs, &dest, &BuildOptions::default())?;
+            Ok(())
         })?;
         let built = built.join(CHECKPOINT_DIR);
         let table = built
@@ -417,7 +407,7 @@ impl<'a> Pipeline<'a> {
     ) -> anyhow::Result<(PathBuf, u64)> {
         let a = self.args;
         let memory = serde_json::to_value(memory)?;
-        let mut h = Hasher::new("package");
+        let mut h = KeyHasher::new("package", &TOOL_ID);
         h.text(&input.key);
         h.text(&format!("{:?} zstd {} {}", a.exclude, a.zstd, a.source));
         h.text(&memory.to_string());
@@ -428,30 +418,23 @@ impl<'a> Pipeline<'a> {
         ));
         let key = crate::trust::signing_key(a.sign.sign_key.as_deref(), &|m| self.ui.info(m))?;
         h.text(&format!("signed by {}", key.public().key_id()));
-        let (dir, inner) = (input.dir.clone(), self.inner.clone());
-        let (name, version) = (id.name.clone(), id.version.to_string());
-        let (repo, revision) = (id.source.repository.clone(), id.source.revision.clone());
-        let source = id.source.clone();
+        let opts = PackageOptions {
+            exclude: a.exclude.clone(),
+            zstd: a.zstd,
+            name: Some(id.name.clone()),
+            version: id.version.to_string(),
+            source_repo: Some(id.source.repository.clone()),
+            source_revision: id.source.revision.clone(),
+            extra_stages: [(MEMORY_STAGE.to_string(), memory)].into(),
+            created_by: crate::created_by(self.ui.tool),
+            sign_with: Some(key),
+            ..PackageOptions::default()
+        };
+        let (dir, source) = (input.dir.clone(), id.source.clone());
         let stage = format!("package {}", spec.target.name());
         let staged = self.stage(&stage, h, |out| {
-            let args = PackageArgs {
-                dir,
-                output: out.to_path_buf(),
-                exclude: a.exclude.clone(),
-                zstd: a.zstd,
-                name: Some(name),
-                package_version: version,
-                target: None,
-                family: None,
-                quantization: None,
-                source_repo: Some(repo),
-                source_revision: revision,
-                sign: a.sign.clone(),
-                force: false,
-                hub: HubArgs::default(),
-                extra_stages: [(MEMORY_STAGE.to_string(), memory)].into(),
-            };
-            crate::commands::package::package(&args, &inner).map(drop)
+            ava_packaging::package::package(&dir, out, &opts)?;
+            Ok(())
         })?;
         let archive = only_file(&staged.dir)?;
         let name = archive.file_name().context("archive name")?;
@@ -463,24 +446,27 @@ impl<'a> Pipeline<'a> {
         Ok((dest, size))
     }
 
-    /// Runs `work` into a fresh directory that becomes `cache/<stage>/<key>` when it succeeds,
-    /// unless that directory already exists (then `work` is skipped).
+    /// Runs `work` into a fresh directory that becomes the cache entry `<stage>/<key>` when
+    /// it succeeds, unless a sound entry already exists (then `work` is skipped).
     fn stage(
         &mut self,
         name: &str,
-        hasher: Hasher,
+        hasher: KeyHasher,
         work: impl FnOnce(&Path) -> anyhow::Result<()>,
     ) -> anyhow::Result<Artifact> {
         let key = hasher.finish();
         let folder = name.split(' ').next().unwrap_or(name);
-        let dir = self.cache.join(folder).join(&key[..KEY_CHARS]);
         let t = Instant::now();
-        if reusable(&dir, &|m| self.ui.info(m)) {
-            self.finish(name, &key, true, t.elapsed(), &dir);
-            return Ok(Artifact { key, dir });
-        }
+        let pending = match self.cache.lookup(folder, &key, &|m| self.ui.info(m))? {
+            Lookup::Hit(dir) => {
+                self.finish(name, &key, true, t.elapsed(), &dir);
+                return Ok(Artifact { key, dir });
+            }
+            Lookup::Miss(pending) => pending,
+        };
         self.bar.set_message(name.to_string());
-        fill_stage(&dir, &format!("stage {name}"), work)?;
+        work(pending.path()).with_context(|| format!("stage {name}"))?;
+        let dir = pending.commit()?;
         self.finish(name, &key, false, t.elapsed(), &dir);
         Ok(Artifact { key, dir })
     }

@@ -2,8 +2,8 @@
 //! checkpoint (`model.safetensors` in f32 or bf16, transformers-5 `config.json`,
 //! `generation_config.json`, and `tokenizer.json` when `--tokenizer` is given).
 //!
-//! The work is `ava_quantize::import`; this verb adds the temporary directory that is renamed
-//! into place only when everything is written and reloads, the tokenizer, and the output.
+//! The work is the convert stage ([`ava_quantize::convert`]); this verb adds the temporary
+//! directory that is renamed into place only when everything is written, and the output.
 //! Format notes: `docs/formats/gguf-import.md`.
 
 use std::collections::BTreeMap;
@@ -12,11 +12,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use ava_core::{LayerKind, TOKENIZER_FILE};
-use ava_quantize::import::{write_checkpoint, ImportPlan, OutDtype};
-use ava_quantize::GgufFile;
+use ava_quantize::convert::Conversion;
+use ava_quantize::import::{ImportPlan, OutDtype};
 use serde::Serialize;
 
-use crate::args::{ConvertArgs, ConvertDtype};
+use crate::args::ConvertArgs;
 use crate::partial_dir::PartialDir;
 use crate::ui::{human_bytes, Ui};
 
@@ -64,19 +64,15 @@ pub fn run(args: &ConvertArgs, ui: &Ui) -> anyhow::Result<()> {
             args.output.display()
         );
     }
-    let dtype = match args.dtype {
-        ConvertDtype::F32 => OutDtype::F32,
-        ConvertDtype::Bf16 => OutDtype::BF16,
-    };
-    let file =
-        GgufFile::open(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
-    let plan = ImportPlan::gemma3(&file)
-        .with_context(|| format!("converting {}", args.input.display()))?;
+    let opts = args.options();
+    let dtype = opts.dtype;
+    let conversion = Conversion::open(&args.input)?;
+    let plan = &conversion.plan;
     let tokenizer_vocab = match &args.tokenizer {
         Some(path) => Some(tokenizer_vocab_size(path)?),
         None => None,
     };
-    report_vocab(ui, &plan, tokenizer_vocab);
+    report_vocab(ui, plan, tokenizer_vocab);
     let total = plan.output_bytes(dtype);
     ui.detail(format!(
         "{}: {} tensors {:?} -> {} of {} weights",
@@ -89,13 +85,10 @@ pub fn run(args: &ConvertArgs, ui: &Ui) -> anyhow::Result<()> {
     let temp = PartialDir::beside(&args.output)?;
     let dir = temp.path();
     let bar = ui.bytes_progress(total, "converting");
-    write_checkpoint(&file, &plan, dtype, dir, &mut |n| bar.set_position(n))
+    conversion
+        .write(dir, &opts, &mut |n| bar.set_position(n))
         .with_context(|| format!("writing {}", args.output.display()))?;
     bar.finish_and_clear();
-    if let Some(src) = &args.tokenizer {
-        std::fs::copy(src, dir.join(TOKENIZER_FILE))
-            .with_context(|| format!("copying {}", src.display()))?;
-    }
     temp.persist(&args.output)?;
     let report = ConvertReport {
         input: &args.input,
@@ -108,7 +101,7 @@ pub fn run(args: &ConvertArgs, ui: &Ui) -> anyhow::Result<()> {
         gguf_tokenizer_tokens: plan.params.tokenizer_tokens,
         tokenizer_json_vocab: tokenizer_vocab,
         seconds: started.elapsed().as_secs_f64(),
-        config: summary(&plan),
+        config: summary(plan),
     };
     ui.result(&report, || human(&report))
 }

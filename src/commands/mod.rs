@@ -15,7 +15,6 @@ pub mod perplexity;
 pub mod quantize;
 pub mod run;
 pub mod sign;
-mod stage_key;
 pub mod unpack;
 pub mod verify;
 

@@ -23,6 +23,9 @@ pub enum Error {
     /// The model's checkpoint could not be read.
     #[error(transparent)]
     Core(#[from] ava_core::Error),
+    /// The stage record could not be read or written.
+    #[error(transparent)]
+    Packaging(#[from] ava_packaging::Error),
     /// A CPU preset the target does not know.
     #[error("unknown CPU {cpu:?} for {target} (valid: {valid})")]
     UnknownCpu {

@@ -11,6 +11,7 @@ mod error;
 pub mod kernels;
 pub mod link;
 pub mod spec;
+pub mod stage_dir;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -22,6 +23,7 @@ use serde_json::{json, Value};
 pub use error::{Error, Result};
 pub use kernels::WeightFormat;
 pub use spec::{CpuPreset, TargetSpec};
+pub use stage_dir::build_dir;
 
 /// Version of `kernels.json`; the runtime refuses other versions.
 pub const TABLE_FORMAT_VERSION: u32 = 1;

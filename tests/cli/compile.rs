@@ -4,7 +4,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use crate::{alc, fixtures, gemma3_tiny};
+use crate::{alc, config_dir, fixtures, gemma3_tiny};
 
 /// Runs `compile --json` with a private cache; returns the report.
 fn compile(dir: &Path, source: &Path, extra: &[&str]) -> serde_json::Value {
@@ -218,4 +218,62 @@ fn default_compile_calibrates_and_quality_gates_fail_below_what_the_model_reache
         assert!(run.stderr.contains("KL divergence mean"), "{}", run.stderr);
         assert!(!tmp.path().join(&archive).exists());
     }
+}
+
+/// The stage cache has its own directory, `$XDG_CACHE_HOME/ava` unless `AVA_CACHE_DIR` names
+/// another, never inside the Hugging Face hub cache (whose tools take foreign folders for damage).
+#[test]
+fn the_stage_cache_lives_apart_from_the_hub_cache_and_follows_ava_cache_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let fixture = gemma3_tiny();
+    let compile = |out: &str, env: &[(&str, std::path::PathBuf)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_alc"));
+        cmd.args(["compile", fixture.to_str().unwrap(), "--quant", "f32"])
+            .args(["--target", "linux-x86_64", "--exclude", "goldens.json"])
+            .args(["-o", out, "--json"])
+            .current_dir(root)
+            .env("HOME", root.join("home"))
+            .env("HF_HOME", root.join("hf"))
+            .env("AVA_CONFIG_DIR", config_dir());
+        for var in ["AVA_CACHE_DIR", "XDG_CACHE_HOME", "HF_HUB_CACHE"] {
+            cmd.env_remove(var);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let o = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{stderr}");
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let under = |report: &serde_json::Value, dir: &Path| {
+        assert_eq!(
+            Path::new(report["cache"].as_str().unwrap()),
+            dir.join("alc")
+        );
+        for s in report["stages"].as_array().unwrap().iter().skip(1) {
+            let out = Path::new(s["output"].as_str().unwrap());
+            assert!(out.starts_with(dir.join("alc")), "{s}");
+        }
+    };
+    let xdg = compile("out1", &[("XDG_CACHE_HOME", root.join("xdg"))]);
+    under(&xdg, &root.join("xdg/ava"));
+    assert!(
+        !root.join("hf").exists(),
+        "nothing written into the hub cache"
+    );
+    // AVA_CACHE_DIR wins over XDG_CACHE_HOME; a new cache starts empty.
+    let env = compile(
+        "out2",
+        &[
+            ("XDG_CACHE_HOME", root.join("xdg")),
+            ("AVA_CACHE_DIR", root.join("env")),
+        ],
+    );
+    under(&env, &root.join("env"));
+    assert_eq!(cached(&env), [false, false, false, false]);
+    let first = std::fs::read(root.join(xdg["archives"][0]["path"].as_str().unwrap())).unwrap();
+    let second = std::fs::read(root.join(env["archives"][0]["path"].as_str().unwrap())).unwrap();
+    assert_eq!(first, second, "the same archive from either cache");
 }

@@ -1,6 +1,7 @@
 //! The cached stages of `aon compile`: convert -> export -> optimize -> quantize, each writing
-//! a directory `CACHE_DIR/aon-compile/<stage>/<key>/`, where the key is the sha256 of the
-//! stage's input (the previous stage's key, or the source's content) and the options it reads.
+//! an entry of the stage cache ([`ava_packaging::cache`]), `CACHE_DIR/aon/<stage>/<key>/`, where
+//! the key is the sha256 of the stage's input (the previous stage's key, or the source's
+//! content) and the options it reads.
 //! A finished stage's directory is reused as it is, so a re-run skips it and a changed option
 //! redoes only the stages downstream of it (the scheme of `alc compile`, docs/aon.md).
 
@@ -10,19 +11,19 @@ use std::time::Instant;
 
 use anyhow::Context;
 use ava_core::{Checkpoint, TOKENIZER_FILE};
-use ava_malbert::{self as malbert, Options};
+use ava_malbert::{self as malbert, Options, QuantizeOptions};
+use ava_packaging::cache::{hash_dir, KeyHasher, Lookup, StageCache};
+use ava_passes::quant::Format;
 use ava_passes::{albert, onnx, Pipeline};
 use ava_runtime::albert::LABELS_FILE;
-
-use crate::commands::stage_key::{fill_stage, hash_dir, reusable, Hasher};
 use serde::Serialize;
 
 use crate::args::aon_int8::CompileArgs;
-use crate::commands::aon_quantize::{quantize_graph, Settings};
 use crate::ui::{CountBar, Ui};
+use crate::TOOL_ID;
 
-/// Folder of the stage cache inside the cache directory.
-pub const CACHE_FOLDER: &str = "aon-compile";
+/// This pipeline's folder in the stage cache.
+pub const CACHE_FOLDER: &str = "aon";
 /// Graph pipeline run before quantization (what the runtime recognises).
 pub const PIPELINE: &str = "standard";
 /// The model file every graph stage writes.
@@ -37,8 +38,6 @@ const HEAD_SOLVER: &str = "lbfgs";
 const CHECKPOINT_DIR: &str = "malbert";
 /// Default L2 of the fitted head (as `aon convert`).
 const HEAD_L2: f32 = 1e-4;
-/// Hex digits of a stage key used in directory names.
-const KEY_CHARS: usize = 24;
 
 /// One stage as `aon compile --json` reports it.
 #[derive(Debug, Serialize)]
@@ -76,15 +75,15 @@ impl Artifact {
 
 /// The cache and the stages run so far.
 pub struct Stages<'a> {
-    cache: PathBuf,
+    cache: StageCache,
     ui: &'a Ui,
     /// One entry per stage, in order.
     pub reports: Vec<StageReport>,
 }
 
 impl<'a> Stages<'a> {
-    /// Stages cached under `cache` (`CACHE_DIR/aon-compile`).
-    pub fn new(cache: PathBuf, ui: &'a Ui) -> Self {
+    /// Stages cached in `cache` (`CACHE_DIR/aon`).
+    pub fn new(cache: StageCache, ui: &'a Ui) -> Self {
         Stages {
             cache,
             ui,
@@ -94,11 +93,8 @@ impl<'a> Stages<'a> {
 
     /// ALBERT checkpoint -> mALBERT (`malbert::convert`): a fitted head, or the checkpoint's.
     pub fn convert(&mut self, args: &CompileArgs) -> anyhow::Result<Artifact> {
-        let mut h = Hasher::new("aon convert");
-        h.text(
-            &hash_dir(&args.source)
-                .with_context(|| format!("reading {}", args.source.display()))?,
-        );
+        let mut h = KeyHasher::new("aon convert", &TOOL_ID);
+        h.text(&hash_dir(&args.source, &TOOL_ID)?);
         h.text(&format!(
             "keep_head {} max_seq_len {} l2 {HEAD_L2} solver {HEAD_SOLVER}",
             args.keep_head, args.max_seq_len
@@ -127,7 +123,7 @@ impl<'a> Stages<'a> {
 
     /// Checkpoint -> ONNX, as the exporter writes it (no passes).
     pub fn export(&mut self, conv: &Artifact) -> anyhow::Result<Artifact> {
-        let mut h = Hasher::new("aon export");
+        let mut h = KeyHasher::new("aon export", &TOOL_ID);
         h.text(&conv.key);
         self.run("export", h, |out| {
             let ckpt =
@@ -140,7 +136,7 @@ impl<'a> Stages<'a> {
 
     /// The [`PIPELINE`] passes: the float model that is validated and quantized.
     pub fn optimize(&mut self, export: &Artifact) -> anyhow::Result<Artifact> {
-        let mut h = Hasher::new("aon optimize");
+        let mut h = KeyHasher::new("aon optimize", &TOOL_ID);
         h.text(&export.key);
         h.text(PIPELINE);
         self.run("optimize", h, |out| {
@@ -159,7 +155,7 @@ impl<'a> Stages<'a> {
         conv: &Artifact,
         args: &CompileArgs,
     ) -> anyhow::Result<Artifact> {
-        let mut h = Hasher::new("aon quantize");
+        let mut h = KeyHasher::new("aon quantize", &TOOL_ID);
         h.text(&optimized.key);
         h.file(&args.intents)?;
         h.text(&format!(
@@ -182,7 +178,7 @@ impl<'a> Stages<'a> {
                 }
                 None => None,
             };
-            let settings = Settings {
+            let opts = QuantizeOptions {
                 calib: &args.intents,
                 tokenizer: &ckpt.join(TOKENIZER_FILE),
                 samples: args.samples,
@@ -193,7 +189,7 @@ impl<'a> Stages<'a> {
                 gate_samples: args.val_samples,
             };
             let mut graph = onnx::load(&optimized.model())?;
-            let report = quantize_graph(&mut graph, &settings)?;
+            let report = malbert::quantize(&mut graph, &opts, Format::Qdq)?;
             onnx::save(&graph, &out.join(MODEL_FILE))?;
             std::fs::write(
                 out.join(QUANTIZE_REPORT),
@@ -203,26 +199,27 @@ impl<'a> Stages<'a> {
         })
     }
 
-    /// Runs `work` into a fresh directory that becomes `cache/<stage>/<key>` when it succeeds,
-    /// unless that directory already exists (then `work` is skipped).
+    /// Runs `work` into a fresh directory that becomes the cache entry `<stage>/<key>` when
+    /// it succeeds, unless a sound entry already exists (then `work` is skipped).
     fn run(
         &mut self,
         stage: &'static str,
-        hasher: Hasher,
+        hasher: KeyHasher,
         work: impl FnOnce(&Path) -> anyhow::Result<()>,
     ) -> anyhow::Result<Artifact> {
         let key = hasher.finish();
-        let dir = self.cache.join(stage).join(&key[..KEY_CHARS]);
         let t = Instant::now();
-        let cached = reusable(&dir, &|m| self.ui.info(m));
-        self.ui.info(if cached {
-            format!("{stage}: cached")
-        } else {
-            format!("{stage}...")
-        });
-        if !cached {
-            fill_stage(&dir, &format!("aon compile: {stage}"), work)?;
-        }
+        let (dir, cached) = match self.cache.lookup(stage, &key, &|m| self.ui.info(m))? {
+            Lookup::Hit(dir) => {
+                self.ui.info(format!("{stage}: cached"));
+                (dir, true)
+            }
+            Lookup::Miss(pending) => {
+                self.ui.info(format!("{stage}..."));
+                work(pending.path()).with_context(|| format!("aon compile: {stage}"))?;
+                (pending.commit()?, false)
+            }
+        };
         let seconds = t.elapsed().as_secs_f64();
         self.reports.push(StageReport {
             stage,
