@@ -333,6 +333,7 @@ impl Graph {
         let mut defined: HashSet<&str> = self.inputs.iter().map(|i| i.name.as_str()).collect();
         defined.extend(self.initializers.keys().map(String::as_str));
         for n in &self.nodes {
+            check_arity(n)?;
             if let Some(missing) = n
                 .inputs
                 .iter()
@@ -361,4 +362,61 @@ impl Graph {
             None => Ok(()),
         }
     }
+}
+
+/// Fewest inputs each standard operator the passes and the evaluator read takes (ONNX opset 17;
+/// optional trailing inputs not counted).
+const MIN_INPUTS: [(&str, usize); 29] = [
+    ("Add", 2),
+    ("Sub", 2),
+    ("Mul", 2),
+    ("Div", 2),
+    ("Pow", 2),
+    ("Equal", 2),
+    ("MatMul", 2),
+    ("MatMulInteger", 2),
+    ("Gemm", 2),
+    ("Gather", 2),
+    ("Reshape", 2),
+    ("Expand", 2),
+    ("QuantizeLinear", 2),
+    ("DequantizeLinear", 2),
+    ("LayerNormalization", 2),
+    ("Where", 3),
+    ("Slice", 3),
+    ("Identity", 1),
+    ("Transpose", 1),
+    ("Sqrt", 1),
+    ("Tanh", 1),
+    ("Neg", 1),
+    ("Cast", 1),
+    ("Shape", 1),
+    ("Softmax", 1),
+    ("ReduceMean", 1),
+    ("Unsqueeze", 1),
+    ("Squeeze", 1),
+    ("Concat", 1),
+];
+
+/// A node has an output, and a standard operator at least the inputs it needs (the passes
+/// index them by position).
+fn check_arity(n: &Node) -> Result<()> {
+    if n.outputs.is_empty() {
+        return Err(Error::Invalid(format!("node {} has no output", n.name)));
+    }
+    let needed = n
+        .domain
+        .is_empty()
+        .then(|| MIN_INPUTS.iter().find(|(op, _)| *op == n.op))
+        .flatten()
+        .map_or(0, |&(_, k)| k);
+    if n.inputs.len() < needed {
+        return Err(Error::Invalid(format!(
+            "node {} ({}) has {} inputs; it takes at least {needed}",
+            n.name,
+            n.op,
+            n.inputs.len()
+        )));
+    }
+    Ok(())
 }
