@@ -71,7 +71,12 @@ impl ConstantFolding {
         }
         let args: Vec<Option<&Tensor>> = n.inputs.iter().map(|v| g.initializers.get(v)).collect();
         let in_bytes: usize = args.iter().flatten().map(|t| t.nbytes()).sum();
-        let out = eval::eval_node(n, &args)?.remove(0);
+        // Every kept result has at most one element per byte it may take.
+        let limit = in_bytes.saturating_add(self.max_growth);
+        let Some(mut outs) = eval::eval_node_within(n, &args, limit)? else {
+            return Ok(None);
+        };
+        let out = outs.remove(0);
         Ok((out.nbytes() <= in_bytes + self.max_growth).then_some(out))
     }
 }
