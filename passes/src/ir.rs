@@ -52,7 +52,7 @@ pub struct Tensor {
 impl Tensor {
     /// An f32 tensor.
     pub fn f32(dims: Vec<usize>, v: Vec<f32>) -> Self {
-        debug_assert_eq!(dims.iter().product::<usize>(), v.len());
+        debug_assert_eq!(element_count(&dims), v.len());
         Tensor {
             dims,
             data: TensorData::F32(v),
@@ -61,7 +61,7 @@ impl Tensor {
 
     /// An i64 tensor.
     pub fn i64(dims: Vec<usize>, v: Vec<i64>) -> Self {
-        debug_assert_eq!(dims.iter().product::<usize>(), v.len());
+        debug_assert_eq!(element_count(&dims), v.len());
         Tensor {
             dims,
             data: TensorData::I64(v),
@@ -86,7 +86,7 @@ impl Tensor {
 
     /// Number of elements.
     pub fn len(&self) -> usize {
-        self.dims.iter().product()
+        element_count(&self.dims)
     }
 
     /// Whether it holds no element.
@@ -130,6 +130,15 @@ impl Tensor {
             _ => None,
         }
     }
+}
+
+/// Elements of a tensor of `dims`: 0 when any dimension is 0, however large the others (an empty
+/// tensor's other dimensions are not bounded by its data, so their product may not fit).
+pub fn element_count(dims: &[usize]) -> usize {
+    if dims.contains(&0) {
+        return 0;
+    }
+    dims.iter().fold(1usize, |acc, &d| acc.saturating_mul(d))
 }
 
 /// A node attribute.

@@ -151,3 +151,27 @@ fn integer_overflow_wraps_instead_of_panicking() {
         assert!(matches!(folded, Some(TensorData::F32(_))), "{op}");
     }
 }
+
+#[test]
+fn empty_tensors_with_huge_dims_are_not_folded() {
+    // Found by fuzzing: an empty initializer of [0, 2^40, 2^40] transposed (its strides
+    // overflowed). Its other dimensions bound no data, so they must not bound loops either.
+    let empty = Tensor::f32(vec![0, 1 << 40, 1 << 40], vec![]);
+    for (op, perm) in [("Transpose", vec![1, 2, 0]), ("Transpose", vec![2, 1, 0])] {
+        let t = Node::new("t", op, &["e"], &["c"]).with("perm", Attr::Ints(perm));
+        let mut g = graph(
+            vec![t, Node::new("add", "Add", &["x", "c"], &["y"])],
+            vec![("e", empty.clone())],
+        );
+        Pipeline::parse("standard").unwrap().run(&mut g).unwrap();
+        assert!(g.nodes.iter().any(|n| n.op == "Transpose"));
+    }
+    let idx = Tensor::i64(vec![0], vec![]);
+    let n = Node::new("g", "Gather", &["e", "i"], &["c"]).with("axis", Attr::Int(0));
+    let mut g = graph(
+        vec![n, Node::new("add", "Add", &["x", "c"], &["y"])],
+        vec![("e", empty), ("i", idx)],
+    );
+    Pipeline::parse("standard").unwrap().run(&mut g).unwrap();
+    assert!(g.nodes.iter().any(|n| n.op == "Gather"));
+}

@@ -162,6 +162,11 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     if !supports(n) {
         return Err(err("operator not supported by the evaluator".into()));
     }
+    // An empty input's other dimensions bound the loops over it: they must fit the limit too.
+    for t in args.iter().flatten() {
+        let nonzero: Vec<usize> = t.dims.iter().copied().filter(|&d| d != 0).collect();
+        sized(&nonzero).map_err(err)?;
+    }
     dispatch(n, args).map(|t| vec![t]).map_err(err)
 }
 
@@ -273,9 +278,10 @@ fn f32s(t: &Tensor) -> std::result::Result<&[f32], String> {
 }
 
 fn strides(dims: &[usize]) -> Vec<usize> {
-    let mut s = vec![1; dims.len()];
+    let mut s = vec![1usize; dims.len()];
     for i in (0..dims.len().saturating_sub(1)).rev() {
-        s[i] = s[i + 1] * dims[i + 1];
+        // Saturating: only an empty tensor's dims can overflow, and its strides are never used.
+        s[i] = s[i + 1].saturating_mul(dims[i + 1]);
     }
     s
 }
@@ -610,6 +616,7 @@ fn transpose(a: &Tensor, perm: Option<&[i64]>) -> R {
         return Err(format!("perm {perm:?} is not a permutation of rank {rank}"));
     }
     let dims: Vec<usize> = perm.iter().map(|&p| a.dims[p]).collect();
+    sized(&dims)?;
     let ist = strides(&a.dims);
     let ost = strides(&dims);
     let od = dims.clone();
