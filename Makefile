@@ -110,11 +110,27 @@ bench: setup
 	$(CARGO) build --release --bins
 	./scripts/bench.sh
 
+# Every fuzz target (fuzz/fuzz_targets/), its committed seeds (fuzz/seeds/<target>, made by
+# fixtures/gen/make_fuzz_seeds.py or copied from fixtures/) and dictionary (fuzz/dicts/).
+# `make fuzz` runs each for FUZZ_SECONDS; docs/security.md records the long runs.
+FUZZ_TARGETS := archive_reader checkpoint_loader gguf_reader onnx_reader albert_onnx gemma3_config albert_config runtime_archive
+FUZZ_SECONDS ?= 20
+FUZZ_MAX_LEN ?= 4096
+FUZZ_MAX_LEN_runtime_archive := 16384
+
 fuzz:
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	@rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
-	cd fuzz && $(CARGO) +nightly fuzz run archive_reader -- -max_total_time=60
-	cd fuzz && $(CARGO) +nightly fuzz run checkpoint_loader -- -max_total_time=60
+	cd fuzz && $(CARGO) +nightly fuzz build -a
+	@set -e; cd fuzz; for t in $(FUZZ_TARGETS); do \
+		mkdir -p corpus/$$t; \
+		seeds=; if [ -d seeds/$$t ]; then seeds=seeds/$$t; fi; \
+		dict=; if [ -f dicts/$$t.dict ]; then dict=-dict=dicts/$$t.dict; fi; \
+		len=$(FUZZ_MAX_LEN); if [ $$t = runtime_archive ]; then len=$(FUZZ_MAX_LEN_runtime_archive); fi; \
+		echo "fuzz: $$t"; \
+		$(CARGO) +nightly fuzz run -a $$t corpus/$$t $$seeds -- \
+			-max_total_time=$(FUZZ_SECONDS) -max_len=$$len $$dict -print_final_stats=1; \
+	done
 
 # Regenerates the hostile archive corpus (committed) from its generator.
 fixtures-archives:

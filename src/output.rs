@@ -38,7 +38,17 @@ pub enum Expect {
     Onnx,
     /// A stage directory (holds `ava-stage.json`).
     StageDir,
+    /// A NumPy `.npy` array (`alc run --logits-out`).
+    Npy,
+    /// `aon eval --predictions` JSON (an object with `labels`, `input_ids`, `gold` and
+    /// `predicted`).
+    Predictions,
 }
+
+/// The magic string every `.npy` file starts with.
+const NPY_MAGIC: &[u8] = b"\x93NUMPY";
+/// The keys of `aon eval --predictions` JSON.
+const PREDICTION_KEYS: [&str; 4] = ["labels", "input_ids", "gold", "predicted"];
 
 /// Makes `path` ready to be written: refuses to replace what the tools would not have written
 /// themselves (a symlink, FIFO, socket or device; a file or directory of another kind than
@@ -81,12 +91,16 @@ pub fn check_replace(path: &Path, expect: Expect, force: bool) -> anyhow::Result
         Expect::Archive => meta.is_file() && ava_packaging::read_manifest(path).is_ok(),
         Expect::Onnx => meta.is_file() && is_our_onnx(path),
         Expect::StageDir => meta.is_dir() && path.join(STAGE_FILE).is_file(),
+        Expect::Npy => meta.is_file() && starts_with(path, NPY_MAGIC),
+        Expect::Predictions => meta.is_file() && is_predictions(path),
     };
     if !ours {
         let written = match expect {
             Expect::Archive => "an archive",
             Expect::Onnx => "an ONNX model written by these tools",
             Expect::StageDir => "a stage directory written by these tools",
+            Expect::Npy => "a .npy array",
+            Expect::Predictions => "a predictions file written by these tools",
         };
         bail!(
             "{} exists and is not {written}; refusing to replace it (pass --force to replace \
@@ -123,6 +137,26 @@ fn is_our_onnx(path: &Path) -> bool {
         .ok()
         .and_then(|b| ava_passes::onnx::producer(&b))
         .is_some_and(|p| p == ava_passes::onnx::PRODUCER)
+}
+
+fn starts_with(path: &Path, magic: &[u8]) -> bool {
+    use std::io::Read;
+    let mut head = vec![0; magic.len()];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| head == magic)
+}
+
+fn is_predictions(path: &Path) -> bool {
+    let Ok(bytes) = std::fs::read(path) else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.as_object().cloned())
+        .is_some_and(|o| {
+            o.len() == PREDICTION_KEYS.len() && PREDICTION_KEYS.iter().all(|k| o.contains_key(*k))
+        })
 }
 
 /// The directory `path` is written into (`.` for a bare name).

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use ava_passes::{albert, eval, Graph, Tensor};
 use serde_json::Value;
@@ -100,7 +101,11 @@ pub struct Encoder {
 impl Encoder {
     /// Loads `tokenizer.json` for `graph`.
     pub fn new(tokenizer: &Path, graph: &Graph) -> crate::Result<Self> {
-        let tok = Tokenizer::from_file(tokenizer).map_err(tokenizer_err(tokenizer.display()))?;
+        let text = std::fs::read_to_string(tokenizer)
+            .with_context(|| format!("reading {}", tokenizer.display()))?;
+        ava_runtime::tokenizer::check_json_syntax(&text)
+            .with_context(|| format!("parsing {}", tokenizer.display()))?;
+        let tok = Tokenizer::from_str(&text).map_err(tokenizer_err(tokenizer.display()))?;
         Ok(Encoder {
             tok,
             inputs: graph.inputs.iter().map(|i| i.name.clone()).collect(),

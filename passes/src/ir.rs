@@ -52,7 +52,7 @@ pub struct Tensor {
 impl Tensor {
     /// An f32 tensor.
     pub fn f32(dims: Vec<usize>, v: Vec<f32>) -> Self {
-        debug_assert_eq!(dims.iter().product::<usize>(), v.len());
+        debug_assert_eq!(element_count(&dims), v.len());
         Tensor {
             dims,
             data: TensorData::F32(v),
@@ -61,7 +61,7 @@ impl Tensor {
 
     /// An i64 tensor.
     pub fn i64(dims: Vec<usize>, v: Vec<i64>) -> Self {
-        debug_assert_eq!(dims.iter().product::<usize>(), v.len());
+        debug_assert_eq!(element_count(&dims), v.len());
         Tensor {
             dims,
             data: TensorData::I64(v),
@@ -86,7 +86,7 @@ impl Tensor {
 
     /// Number of elements.
     pub fn len(&self) -> usize {
-        self.dims.iter().product()
+        element_count(&self.dims)
     }
 
     /// Whether it holds no element.
@@ -130,6 +130,15 @@ impl Tensor {
             _ => None,
         }
     }
+}
+
+/// Elements of a tensor of `dims`: 0 when any dimension is 0, however large the others (an empty
+/// tensor's other dimensions are not bounded by its data, so their product may not fit).
+pub fn element_count(dims: &[usize]) -> usize {
+    if dims.contains(&0) {
+        return 0;
+    }
+    dims.iter().fold(1usize, |acc, &d| acc.saturating_mul(d))
 }
 
 /// A node attribute.
@@ -333,6 +342,7 @@ impl Graph {
         let mut defined: HashSet<&str> = self.inputs.iter().map(|i| i.name.as_str()).collect();
         defined.extend(self.initializers.keys().map(String::as_str));
         for n in &self.nodes {
+            check_arity(n)?;
             if let Some(missing) = n
                 .inputs
                 .iter()
@@ -361,4 +371,61 @@ impl Graph {
             None => Ok(()),
         }
     }
+}
+
+/// Fewest inputs each standard operator the passes and the evaluator read takes (ONNX opset 17;
+/// optional trailing inputs not counted).
+const MIN_INPUTS: [(&str, usize); 29] = [
+    ("Add", 2),
+    ("Sub", 2),
+    ("Mul", 2),
+    ("Div", 2),
+    ("Pow", 2),
+    ("Equal", 2),
+    ("MatMul", 2),
+    ("MatMulInteger", 2),
+    ("Gemm", 2),
+    ("Gather", 2),
+    ("Reshape", 2),
+    ("Expand", 2),
+    ("QuantizeLinear", 2),
+    ("DequantizeLinear", 2),
+    ("LayerNormalization", 2),
+    ("Where", 3),
+    ("Slice", 3),
+    ("Identity", 1),
+    ("Transpose", 1),
+    ("Sqrt", 1),
+    ("Tanh", 1),
+    ("Neg", 1),
+    ("Cast", 1),
+    ("Shape", 1),
+    ("Softmax", 1),
+    ("ReduceMean", 1),
+    ("Unsqueeze", 1),
+    ("Squeeze", 1),
+    ("Concat", 1),
+];
+
+/// A node has an output, and a standard operator at least the inputs it needs (the passes
+/// index them by position).
+fn check_arity(n: &Node) -> Result<()> {
+    if n.outputs.is_empty() {
+        return Err(Error::Invalid(format!("node {} has no output", n.name)));
+    }
+    let needed = n
+        .domain
+        .is_empty()
+        .then(|| MIN_INPUTS.iter().find(|(op, _)| *op == n.op))
+        .flatten()
+        .map_or(0, |&(_, k)| k);
+    if n.inputs.len() < needed {
+        return Err(Error::Invalid(format!(
+            "node {} ({}) has {} inputs; it takes at least {needed}",
+            n.name,
+            n.op,
+            n.inputs.len()
+        )));
+    }
+    Ok(())
 }

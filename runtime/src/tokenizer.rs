@@ -23,6 +23,7 @@ impl Tokenizer {
         // the `tokenizers` crate; the generic `from_bytes` would instantiate all of it again
         // here, at this crate's -O3 (about 75 KB of libava_runtime.so).
         let text = std::str::from_utf8(bytes).map_err(|e| err(&e))?;
+        check_json_syntax(text).map_err(|e| err(&e))?;
         let inner: tokenizers::Tokenizer = text.parse().map_err(|e| err(&e))?;
         Ok(Tokenizer { inner })
     }
@@ -112,5 +113,49 @@ impl TextStream<'_> {
         let rest = text.get(self.emitted..).unwrap_or("").to_string();
         self.emitted = text.len();
         Ok(rest)
+    }
+}
+
+/// Checks that `text` is well-formed JSON before `tokenizers` reads it: `tokenizers` 0.23 panics
+/// instead of failing on a `decoder` value that is not (found by fuzzing the runtime's archive
+/// open path, `fuzz/fuzz_targets/runtime_archive.rs`).
+pub fn check_json_syntax(text: &str) -> std::result::Result<(), serde_json::Error> {
+    use serde::Deserialize;
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde::de::IgnoredAny::deserialize(&mut de)?;
+    de.end()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tokenizer.json whose `decoder` is `decoder` (raw JSON text).
+    fn with_decoder(decoder: &str) -> String {
+        format!(
+            r#"{{"version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+            "normalizer": null, "pre_tokenizer": {{"type": "Whitespace"}},
+            "post_processor": null, "decoder": {decoder},
+            "model": {{"type": "WordLevel", "vocab": {{"[UNK]": 0, "a": 1}},
+            "unk_token": "[UNK]"}}}}"#
+        )
+    }
+
+    #[test]
+    fn a_malformed_decoder_is_an_error_not_a_panic() {
+        let label = Path::new("tokenizer.json");
+        assert!(Tokenizer::from_bytes(with_decoder("null").as_bytes(), label).is_ok());
+        // What fuzzing found: a syntax error inside the `decoder` value (tokenizers 0.23
+        // panics there), and other broken values beside it.
+        for bad in [
+            "[1,,2]",
+            "{\"type\": }",
+            "{\"type\": \"Fuse\",]",
+            "tru",
+            "\"\\x\"",
+        ] {
+            let r = Tokenizer::from_bytes(with_decoder(bad).as_bytes(), label);
+            assert!(r.is_err(), "{bad}");
+        }
     }
 }

@@ -140,6 +140,10 @@ pub struct EvalArgs {
     /// Write token ids, gold and predicted labels as JSON (for comparisons with onnxruntime).
     #[arg(long, value_name = "FILE")]
     pub predictions: Option<PathBuf>,
+    /// Replace an existing `--predictions` file that these tools did not write (another kind
+    /// of file, a symlink, a FIFO or a device).
+    #[arg(long)]
+    pub force: bool,
     /// Out-of-scope threshold (default: the archive's): reports in-scope accuracy and the
     /// recall of the out-of-scope utterances (`oos_<split>` of CLINC150 JSON, or intent `oos`).
     #[arg(long, value_name = "T")]

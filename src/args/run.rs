@@ -103,6 +103,10 @@ pub struct RunArgs {
     /// Write the last prompt position's logits as a float32 .npy vector.
     #[arg(long, value_name = "FILE.npy")]
     pub logits_out: Option<PathBuf>,
+    /// Replace an existing `--logits-out` file that these tools did not write (another kind of
+    /// file, a symlink, a FIFO or a device).
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub trust: super::TrustArgs,
     #[command(flatten)]

@@ -65,7 +65,14 @@ pub struct Prediction {
     /// Index of the best intent.
     #[serde(skip)]
     pub index: usize,
+    /// Whether every logit was finite (NaN or infinite ones make the scores meaningless).
+    #[serde(skip)]
+    pub finite: bool,
 }
+
+/// Said once per run when a logit is NaN or infinite.
+const NON_FINITE_WARNING: &str = "warning: the model computes NaN or infinite logits (its \
+                                  weights hold NaN or infinity?); the scores are meaningless";
 
 impl Classifier {
     /// Loads an archive, a model directory or an `.onnx` file: `ava-runtime` when it recognises
@@ -123,13 +130,15 @@ impl Classifier {
         })
     }
 
-    /// Class probabilities, token ids and the name of the backend.
-    fn probs(&self, text: &str) -> anyhow::Result<(Vec<f32>, Vec<i64>, f64)> {
+    /// Class probabilities, token ids, milliseconds in the model and whether every logit was
+    /// finite.
+    fn probs(&self, text: &str) -> anyhow::Result<(Vec<f32>, Vec<i64>, f64, bool)> {
         match &self.backend {
             Backend::Runtime(c) => {
                 let r = c.classify(text)?;
                 let ids = r.input_ids.iter().map(|&i| i64::from(i)).collect();
-                Ok((r.probs, ids, r.model_seconds * 1e3))
+                let finite = r.logits.iter().all(|x| x.is_finite());
+                Ok((r.probs, ids, r.model_seconds * 1e3, finite))
             }
             Backend::Evaluator(ge) => {
                 let (graph, enc) = &**ge;
@@ -142,7 +151,8 @@ impl Classifier {
                     .get(ava_passes::albert::INPUT_IDS)
                     .and_then(|t| t.to_i64())
                     .unwrap_or_default();
-                Ok((softmax(logits), ids, model_ms))
+                let finite = logits.iter().all(|x| x.is_finite());
+                Ok((softmax(logits), ids, model_ms, finite))
             }
         }
     }
@@ -164,7 +174,7 @@ impl Classifier {
         threshold: Option<f32>,
     ) -> anyhow::Result<Prediction> {
         let t0 = Instant::now();
-        let (probs, input_ids, model_ms) = self.probs(text)?;
+        let (probs, input_ids, model_ms, finite) = self.probs(text)?;
         let latency_ms = t0.elapsed().as_secs_f64() * 1e3;
         let mut order: Vec<usize> = (0..probs.len()).collect();
         order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
@@ -192,6 +202,7 @@ impl Classifier {
             model_ms,
             backend: self.backend(),
             index,
+            finite,
         })
     }
 }
@@ -208,6 +219,9 @@ pub fn run_classify(args: &ClassifyArgs, ui: &Ui) -> anyhow::Result<()> {
     let c = Classifier::open(&args.model, args.backend, &args.trust, ui)?;
     let threshold = args.threshold.or(c.oos_threshold);
     let p = c.classify(&args.text, args.top.max(1), threshold)?;
+    if !p.finite {
+        ui.info(NON_FINITE_WARNING);
+    }
     ui.result(&p, || {
         let mut s = match p.threshold.filter(|_| p.out_of_scope) {
             Some(t) => format!(
@@ -271,6 +285,9 @@ struct Dump<'a> {
 
 /// Runs `aon eval`.
 pub fn run_eval(args: &EvalArgs, ui: &Ui) -> anyhow::Result<()> {
+    if let Some(p) = &args.predictions {
+        crate::output::claim(p, crate::output::Expect::Predictions, args.force)?;
+    }
     let c = Classifier::open(&args.model, args.backend, &args.trust, ui)?;
     let threshold = args.threshold.or(c.oos_threshold);
     let index: HashMap<&str, usize> = c
@@ -290,6 +307,7 @@ pub fn run_eval(args: &EvalArgs, ui: &Ui) -> anyhow::Result<()> {
     let (mut skipped, mut scored) = (0, Vec::new());
     let limit = args.limit.unwrap_or(usize::MAX);
     let (mut in_scope, mut out_of_scope) = (0, 0);
+    let mut warned = false;
     for (text, intent) in &examples {
         let gold = if oos::is_oos(intent.as_deref(), &c.labels) && threshold.is_some() {
             None
@@ -309,6 +327,10 @@ pub fn run_eval(args: &EvalArgs, ui: &Ui) -> anyhow::Result<()> {
         }
         *n += 1;
         let p = c.classify(text, 1, threshold)?;
+        if !p.finite && !warned {
+            ui.info(NON_FINITE_WARNING);
+            warned = true;
+        }
         lat.push(p.latency_ms);
         model_lat.push(p.model_ms);
         scored.push(Scored {

@@ -37,6 +37,9 @@ struct TimingsReport {
 pub fn run(args: &RunArgs, ui: &Ui) -> anyhow::Result<()> {
     let backend = ava_runtime::Backend::from(args.backend);
     let local = Path::new(&args.model).exists();
+    if let Some(path) = &args.logits_out {
+        crate::output::claim(path, crate::output::Expect::Npy, args.force)?;
+    }
     let model = resolve_checkpoint(&args.model, &args.hub.options(ui), ui)?;
     let policy = args.trust.policy(local)?;
     let engine = Engine::open_with_policy(&model, backend, &policy)
@@ -175,21 +178,5 @@ pub fn write_npy(path: &Path, values: &[f32]) -> anyhow::Result<()> {
     values
         .iter()
         .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile_in(dir)?;
-    tmp.write_all(&bytes)?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
-fn tempfile_in(dir: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
-    tempfile::Builder::new()
-        .prefix(".ava-")
-        .suffix(".partial")
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a file in {}", dir.display()))
+    crate::output::write_file(path, &bytes)
 }

@@ -251,3 +251,114 @@ fn interrupted_compile_leaves_nothing_behind() {
     assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
     assert!(!canary.exists(), "the working directory's .venv ran");
 }
+
+/// The tiny ALBERT classifier exported to `dir/model.onnx` with its tokenizer and labels beside
+/// it, and a labelled data file `dir/data.json` (CLINC150 layout) of its intents.
+pub fn exported_classifier(dir: &Path) {
+    let albert = fixtures().join("models/albert-tiny-cls");
+    aon(
+        dir,
+        &["export", albert.to_str().unwrap(), "-o", "model.onnx"],
+    )
+    .ok();
+    std::fs::copy(albert.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(albert.join("config.json")).unwrap()).unwrap();
+    let id2label = config["id2label"].as_object().unwrap();
+    let labels: Vec<&str> = (0..id2label.len())
+        .map(|i| id2label[&i.to_string()].as_str().unwrap())
+        .collect();
+    std::fs::write(
+        dir.join("labels.json"),
+        serde_json::to_vec(&labels).unwrap(),
+    )
+    .unwrap();
+    let test: Vec<[&str; 2]> = labels.iter().map(|l| ["what about it", *l]).collect();
+    std::fs::write(
+        dir.join("data.json"),
+        serde_json::to_vec(&serde_json::json!({ "test": test })).unwrap(),
+    )
+    .unwrap();
+}
+
+/// Runs `write` (a command writing the output `name` in `dir`, with extra arguments) against a
+/// user's file, a symlink, a FIFO and a device: each refused (exit 1) and left as it was;
+/// `--force` replaces the user's file, and the tool's own output is replaced without it.
+fn check_guarded(dir: &Path, name: &str, write: &dyn Fn(&str, &[&str]) -> crate::Run) {
+    std::fs::write(dir.join(name), b"my notes").unwrap();
+    let r = write(name, &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("--force"), "{}", r.stderr);
+    assert_eq!(std::fs::read(dir.join(name)).unwrap(), b"my notes");
+    write(name, &["--force"]).ok();
+    assert_ne!(std::fs::read(dir.join(name)).unwrap(), b"my notes");
+    let ours = std::fs::read(dir.join(name)).unwrap();
+    write(name, &[]).ok();
+    assert_eq!(std::fs::read(dir.join(name)).unwrap(), ours);
+
+    std::fs::write(dir.join("victim"), b"precious").unwrap();
+    let link = format!("link-{name}");
+    std::os::unix::fs::symlink(dir.join("victim"), dir.join(&link)).unwrap();
+    let r = write(&link, &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("symbolic link"), "{}", r.stderr);
+    assert_eq!(std::fs::read(dir.join("victim")).unwrap(), b"precious");
+
+    let fifo = format!("fifo-{name}");
+    mkfifo(&dir.join(&fifo));
+    let r = write(&fifo, &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("FIFO"), "{}", r.stderr);
+    let r = write("/dev/null", &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("device"), "{}", r.stderr);
+    assert_eq!(partials(dir), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn logits_out_is_guarded_like_other_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let fixture = gemma3_tiny();
+    let run = |out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            fixture.to_str().unwrap(),
+            "--prompt-ids",
+            "2,10,11",
+            "--max-tokens",
+            "1",
+            "--logits-out",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        alc(dir, &args)
+    };
+    check_guarded(dir, "logits.npy", &run);
+    assert!(std::fs::read(dir.join("logits.npy"))
+        .unwrap()
+        .starts_with(b"\x93NUMPY"));
+}
+
+#[test]
+fn eval_predictions_are_guarded_like_other_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    exported_classifier(dir);
+    let eval = |out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "model.onnx",
+            "--data",
+            "data.json",
+            "--predictions",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        aon(dir, &args)
+    };
+    check_guarded(dir, "predictions.json", &eval);
+    let p: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("predictions.json")).unwrap()).unwrap();
+    assert_eq!(p["gold"].as_array().unwrap().len(), 5, "{p}");
+}

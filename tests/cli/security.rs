@@ -405,3 +405,28 @@ fn nan_weights_are_refused_by_quantize_naming_the_tensor() {
     assert!(r.stderr.contains(&weight), "{}", r.stderr);
     assert!(!tmp.path().join("int8.onnx").exists());
 }
+
+#[test]
+fn classify_and_eval_warn_once_about_non_finite_logits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    super::outputs::exported_classifier(dir);
+    let warning = "NaN or infinite logits";
+    let r = super::aon(dir, &["classify", "model.onnx", "--text", "what about it"]).ok();
+    assert!(!r.stderr.contains(warning), "{}", r.stderr);
+
+    let onnx = dir.join("model.onnx");
+    let mut graph = ava_passes::onnx::load(&onnx).unwrap();
+    let weight = ava_passes::quant::linear_nodes(&graph)[0].weight.clone();
+    if let Some(ava_passes::ir::TensorData::F32(v)) =
+        graph.initializers.get_mut(&weight).map(|t| &mut t.data)
+    {
+        v[0] = f32::NAN;
+    }
+    ava_passes::onnx::save(&graph, &onnx).unwrap();
+    let r = super::aon(dir, &["classify", "model.onnx", "--text", "what about it"]).ok();
+    assert_eq!(r.stderr.matches(warning).count(), 1, "{}", r.stderr);
+    // Five utterances, one warning.
+    let r = super::aon(dir, &["eval", "model.onnx", "--data", "data.json"]).ok();
+    assert_eq!(r.stderr.matches(warning).count(), 1, "{}", r.stderr);
+}

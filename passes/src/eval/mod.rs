@@ -6,6 +6,7 @@
 mod attention;
 mod quant;
 
+use std::cell::Cell;
 use std::collections::HashMap;
 
 use rayon::prelude::*;
@@ -110,6 +111,47 @@ pub fn supports(node: &Node) -> bool {
     node.domain.is_empty() && OPS.contains(&node.op.as_str())
 }
 
+/// Most elements one evaluated tensor may have (1 GiB of f32).
+pub const MAX_ELEMENTS: usize = 1 << 28;
+
+thread_local! {
+    /// The element limit of the evaluation running on this thread (see [`eval_node_within`]),
+    /// and whether it was hit.
+    static LIMIT: Cell<(usize, bool)> = const { Cell::new((MAX_ELEMENTS, false)) };
+}
+
+/// Element count of a result of `dims`, checked against the running evaluation's limit before
+/// anything of that size is allocated.
+fn sized(dims: &[usize]) -> std::result::Result<usize, String> {
+    let (limit, _) = LIMIT.with(Cell::get);
+    let n = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    match n {
+        Some(n) if n <= limit => Ok(n),
+        _ => {
+            LIMIT.with(|l| l.set((limit, true)));
+            Err(format!(
+                "a result of shape {dims:?} exceeds {limit} elements"
+            ))
+        }
+    }
+}
+
+/// [`eval_node`], refusing any result of more than `max_elements` elements before allocating
+/// it: `Ok(None)` then. Constant folding passes the size it would keep.
+pub fn eval_node_within(
+    n: &Node,
+    args: &[Option<&Tensor>],
+    max_elements: usize,
+) -> Result<Option<Vec<Tensor>>> {
+    let before = LIMIT.with(|l| l.replace((max_elements.min(MAX_ELEMENTS), false)));
+    let out = eval_node(n, args);
+    let (_, hit) = LIMIT.with(|l| l.replace(before));
+    match out {
+        Err(_) if hit => Ok(None),
+        out => out.map(Some),
+    }
+}
+
 /// Evaluates one node on its (present) inputs.
 pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let err = |msg: String| Error::Eval {
@@ -119,6 +161,11 @@ pub fn eval_node(n: &Node, args: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     };
     if !supports(n) {
         return Err(err("operator not supported by the evaluator".into()));
+    }
+    // An empty input's other dimensions bound the loops over it: they must fit the limit too.
+    for t in args.iter().flatten() {
+        let nonzero: Vec<usize> = t.dims.iter().copied().filter(|&d| d != 0).collect();
+        sized(&nonzero).map_err(err)?;
     }
     dispatch(n, args).map(|t| vec![t]).map_err(err)
 }
@@ -131,16 +178,19 @@ fn dispatch(n: &Node, args: &[Option<&Tensor>]) -> R {
             .ok_or_else(|| format!("input {i} missing"))
     };
     match n.op.as_str() {
-        "Add" => binary(arg(0)?, arg(1)?, |a, b| a + b, |a, b| a + b),
-        "Sub" => binary(arg(0)?, arg(1)?, |a, b| a - b, |a, b| a - b),
-        "Mul" => binary(arg(0)?, arg(1)?, |a, b| a * b, |a, b| a * b),
+        // Integer arithmetic wraps (ONNX leaves overflow undefined); it never panics.
+        "Add" => binary(arg(0)?, arg(1)?, |a, b| a + b, i64::wrapping_add),
+        "Sub" => binary(arg(0)?, arg(1)?, |a, b| a - b, i64::wrapping_sub),
+        "Mul" => binary(arg(0)?, arg(1)?, |a, b| a * b, i64::wrapping_mul),
         "Div" => binary(
             arg(0)?,
             arg(1)?,
             |a, b| a / b,
-            |a, b| if b == 0 { 0 } else { a / b },
+            |a, b| if b == 0 { 0 } else { a.wrapping_div(b) },
         ),
-        "Pow" => binary(arg(0)?, arg(1)?, pow, |a, b| a.pow(b as u32)),
+        "Pow" => binary(arg(0)?, arg(1)?, pow, |a, b| {
+            u32::try_from(b).map_or(0, |b| a.wrapping_pow(b))
+        }),
         "Equal" => equal(arg(0)?, arg(1)?),
         "Sqrt" => unary(arg(0)?, f32::sqrt),
         "Tanh" => unary(arg(0)?, f32::tanh),
@@ -228,9 +278,10 @@ fn f32s(t: &Tensor) -> std::result::Result<&[f32], String> {
 }
 
 fn strides(dims: &[usize]) -> Vec<usize> {
-    let mut s = vec![1; dims.len()];
+    let mut s = vec![1usize; dims.len()];
     for i in (0..dims.len().saturating_sub(1)).rev() {
-        s[i] = s[i + 1] * dims[i + 1];
+        // Saturating: only an empty tensor's dims can overflow, and its strides are never used.
+        s[i] = s[i + 1].saturating_mul(dims[i + 1]);
     }
     s
 }
@@ -303,6 +354,7 @@ fn map2<T: Copy, U>(
 
 fn binary(a: &Tensor, b: &Tensor, ff: impl Fn(f32, f32) -> f32, fi: impl Fn(i64, i64) -> i64) -> R {
     let out = broadcast_dims(&a.dims, &b.dims)?;
+    sized(&out)?;
     let data = match (&a.data, &b.data) {
         (TensorData::F32(x), TensorData::F32(y)) => {
             TensorData::F32(map2(x, &a.dims, y, &b.dims, &out, ff))
@@ -314,6 +366,7 @@ fn binary(a: &Tensor, b: &Tensor, ff: impl Fn(f32, f32) -> f32, fi: impl Fn(i64,
 
 fn equal(a: &Tensor, b: &Tensor) -> R {
     let out = broadcast_dims(&a.dims, &b.dims)?;
+    sized(&out)?;
     let data = match (&a.data, &b.data) {
         (TensorData::F32(x), TensorData::F32(y)) => {
             map2(x, &a.dims, y, &b.dims, &out, |p, q| p == q)
@@ -330,6 +383,7 @@ fn where_(c: &Tensor, x: &Tensor, y: &Tensor) -> R {
     let cond: Vec<bool> = ints(c)?.iter().map(|&v| v != 0).collect();
     let (xv, yv) = (f32s(x)?, f32s(y)?);
     let out = broadcast_dims(&broadcast_dims(&c.dims, &x.dims)?, &y.dims)?;
+    sized(&out)?;
     let (oc, ox, oy) = (
         broadcast_offsets(&c.dims, &out),
         broadcast_offsets(&x.dims, &out),
@@ -393,7 +447,7 @@ fn axis_of(axis: i64, rank: usize) -> std::result::Result<usize, String> {
     let a = if axis < 0 { axis + rank as i64 } else { axis };
     usize::try_from(a)
         .ok()
-        .filter(|&a| a < rank.max(1))
+        .filter(|&a| a < rank)
         .ok_or_else(|| format!("axis {axis} out of range for rank {rank}"))
 }
 
@@ -426,6 +480,7 @@ fn gather(data: &Tensor, indices: &Tensor, axis: i64) -> R {
     let mut dims = data.dims[..ax].to_vec();
     dims.extend(&indices.dims);
     dims.extend(&data.dims[ax + 1..]);
+    sized(&dims)?;
     let data = match &data.data {
         TensorData::F32(v) => TensorData::F32(take_rows(v, outer, rows, inner, &idx)),
         _ => TensorData::I64(take_rows(&ints(data)?, outer, rows, inner, &idx)),
@@ -454,9 +509,28 @@ fn concat(args: &[Option<&Tensor>], axis: i64) -> R {
     let ts: Vec<&Tensor> = args.iter().flatten().copied().collect();
     let first = ts.first().ok_or("Concat of nothing")?;
     let ax = axis_of(axis, first.dims.len())?;
+    let fits = |t: &&Tensor| {
+        t.dims.len() == first.dims.len()
+            && (t.dtype() == DType::F32) == (first.dtype() == DType::F32)
+            && t.dims
+                .iter()
+                .zip(&first.dims)
+                .enumerate()
+                .all(|(i, (d, f))| i == ax || d == f)
+    };
+    if let Some(t) = ts.iter().find(|t| !fits(t)) {
+        return Err(format!(
+            "Concat of {:?} and {:?} along axis {ax}",
+            first.dims, t.dims
+        ));
+    }
     let outer: usize = first.dims[..ax].iter().product();
     let mut dims = first.dims.clone();
-    dims[ax] = ts.iter().map(|t| t.dims[ax]).sum();
+    dims[ax] = ts
+        .iter()
+        .try_fold(0usize, |acc, t| acc.checked_add(t.dims[ax]))
+        .ok_or("Concat result too large")?;
+    sized(&dims)?;
     let chunk = |t: &Tensor| t.dims[ax..].iter().product::<usize>();
     if first.dtype() == DType::F32 {
         let mut out = Vec::new();
@@ -490,16 +564,19 @@ fn reshape(a: &Tensor, shape: &[i64]) -> R {
             }
         })
         .collect();
-    let known: usize = dims
+    if shape.iter().any(|&d| d < -1) || shape.iter().filter(|&&d| d == -1).count() > 1 {
+        return Err(format!("Reshape to {shape:?}"));
+    }
+    let known = dims
         .iter()
         .zip(shape)
         .filter(|(_, &s)| s != -1)
-        .map(|(d, _)| *d)
-        .product();
+        .try_fold(1usize, |acc, (d, _)| acc.checked_mul(*d));
     if let Some(p) = shape.iter().position(|&s| s == -1) {
-        dims[p] = a.len().checked_div(known).unwrap_or(0);
+        dims[p] = known.and_then(|k| a.len().checked_div(k)).unwrap_or(0);
     }
-    if dims.iter().product::<usize>() != a.len() {
+    let total = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    if total != Some(a.len()) {
         return Err(format!("cannot reshape {:?} to {shape:?}", a.dims));
     }
     Ok(Tensor {
@@ -511,6 +588,7 @@ fn reshape(a: &Tensor, shape: &[i64]) -> R {
 fn expand(a: &Tensor, shape: &[i64]) -> R {
     let target: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
     let out = broadcast_dims(&a.dims, &target)?;
+    sized(&out)?;
     let off = broadcast_offsets(&a.dims, &out);
     Ok(match &a.data {
         TensorData::F32(v) => Tensor::f32(out, off.iter().map(|&i| v[i]).collect()),
@@ -526,10 +604,19 @@ fn expand(a: &Tensor, shape: &[i64]) -> R {
 fn transpose(a: &Tensor, perm: Option<&[i64]>) -> R {
     let rank = a.dims.len();
     let perm: Vec<usize> = match perm {
-        Some(p) => p.iter().map(|&x| x as usize).collect(),
+        Some(p) => p
+            .iter()
+            .map(|&x| usize::try_from(x).unwrap_or(usize::MAX))
+            .collect(),
         None => (0..rank).rev().collect(),
     };
+    let mut sorted = perm.clone();
+    sorted.sort_unstable();
+    if sorted != (0..rank).collect::<Vec<_>>() {
+        return Err(format!("perm {perm:?} is not a permutation of rank {rank}"));
+    }
     let dims: Vec<usize> = perm.iter().map(|&p| a.dims[p]).collect();
+    sized(&dims)?;
     let ist = strides(&a.dims);
     let ost = strides(&dims);
     let od = dims.clone();
@@ -577,6 +664,9 @@ fn squeeze(a: &Tensor, axes: Option<&Tensor>) -> R {
             .collect::<std::result::Result<_, _>>()?,
         None => (0..a.dims.len()).filter(|&i| a.dims[i] == 1).collect(),
     };
+    if let Some(&ax) = axes.iter().find(|&&ax| a.dims[ax] != 1) {
+        return Err(format!("Squeeze of axis {ax} of {:?}", a.dims));
+    }
     let dims = a
         .dims
         .iter()
@@ -601,6 +691,9 @@ fn matmul(a: &Tensor, b: &Tensor) -> R {
     if b.dims[rb - 2] != k || (rb > 2 && b.dims[..rb - 2] != a.dims[..ra - 2]) {
         return Err(format!("MatMul shapes {:?} x {:?}", a.dims, b.dims));
     }
+    let mut dims = a.dims[..ra - 1].to_vec();
+    dims.push(n);
+    sized(&dims)?;
     let batch: usize = a.dims[..ra - 2].iter().product();
     let mut out = vec![0f32; batch * m * n];
     out.par_chunks_mut(n).enumerate().for_each(|(row, o)| {
@@ -614,8 +707,6 @@ fn matmul(a: &Tensor, b: &Tensor) -> R {
             }
         }
     });
-    let mut dims = a.dims[..ra - 1].to_vec();
-    dims.push(n);
     Ok(Tensor::f32(dims, out))
 }
 
@@ -655,10 +746,13 @@ fn reduce_mean(a: &Tensor, axes: &[i64], keep: bool) -> R {
         .iter()
         .map(|&x| axis_of(x, rank))
         .collect::<std::result::Result<_, _>>()?;
-    if axes != [rank - 1] {
+    if rank == 0 || axes != [rank - 1] {
         return Err("ReduceMean: only the last axis is supported".into());
     }
     let d = a.dims[rank - 1];
+    if d == 0 {
+        return Err("ReduceMean over an empty axis".into());
+    }
     let v: Vec<f32> = f32s(a)?
         .chunks(d)
         .map(|c| c.iter().sum::<f32>() / d as f32)
@@ -693,6 +787,12 @@ fn softmax(a: &Tensor, axis: i64) -> R {
 fn layer_norm(x: &Tensor, g: &Tensor, b: Option<&Tensor>, eps: f32) -> R {
     let d = *x.dims.last().unwrap_or(&1);
     let (gv, bv) = (f32s(g)?, b.map(f32s).transpose()?);
+    if gv.len() != d || bv.is_some_and(|b| b.len() != d) {
+        return Err(format!(
+            "LayerNormalization: scale/bias of {:?} for a last axis of {d}",
+            g.dims
+        ));
+    }
     let mut v = f32s(x)?.to_vec();
     v.par_chunks_mut(d.max(1)).for_each(|c| {
         let mean = c.iter().sum::<f32>() / d as f32;

@@ -65,7 +65,7 @@ pub(super) fn dequantize_linear(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>,
     let v = xv
         .iter()
         .zip(&idx)
-        .map(|(&q, &c)| (q - zv[c]) as f32 * sv[c])
+        .map(|(&q, &c)| q.wrapping_sub(zv[c]) as f32 * sv[c])
         .collect();
     Ok(Tensor::f32(x.dims.clone(), v))
 }
@@ -104,18 +104,20 @@ pub(super) fn matmul_integer(
         Some(z) if z.len() == n => z.iter().map(|&v| v as i32).collect(),
         Some(z) => return Err(format!("{} zero points for B's {n} columns", z.len())),
     };
-    let rows = a.len() / k.max(1);
+    let mut dims = a.dims[..ra - 1].to_vec();
+    dims.push(n);
+    let rows: usize = a.dims[..ra - 1].iter().product();
+    super::sized(&dims)?;
     let mut out = vec![0i32; rows * n];
     out.par_chunks_mut(n.max(1)).enumerate().for_each(|(r, o)| {
         for (kk, &x) in av[r * k..(r + 1) * k].iter().enumerate() {
-            let x = i32::from(x) - za;
+            // Wrapping: a hostile zero point must not panic (real ones are int8).
+            let x = i32::from(x).wrapping_sub(za);
             for ((oj, &w), &z) in o.iter_mut().zip(&bv[kk * n..(kk + 1) * n]).zip(&zb) {
-                *oj += x * (i32::from(w) - z);
+                *oj = oj.wrapping_add(x.wrapping_mul(i32::from(w).wrapping_sub(z)));
             }
         }
     });
-    let mut dims = a.dims[..ra - 1].to_vec();
-    dims.push(n);
     Ok(Tensor {
         dims,
         data: TensorData::I32(out),

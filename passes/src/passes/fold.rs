@@ -4,7 +4,7 @@
 use super::Pass;
 use crate::error::Result;
 use crate::eval;
-use crate::ir::{Graph, Tensor};
+use crate::ir::{Graph, Node, Tensor};
 
 /// Results bigger than this many bytes beyond their inputs stay computed at run time.
 pub const DEFAULT_MAX_GROWTH: usize = 1 << 16;
@@ -29,34 +29,55 @@ impl Pass for ConstantFolding {
     }
 
     fn run(&self, g: &mut Graph) -> Result<bool> {
-        let mut changed = false;
-        let mut i = 0;
-        while i < g.nodes.len() {
-            let n = &g.nodes[i];
-            let foldable = eval::supports(n)
-                && n.outputs.len() == 1
-                && !g.is_output(&n.outputs[0])
-                && n.inputs
-                    .iter()
-                    .all(|v| v.is_empty() || g.initializers.contains_key(v));
-            if !foldable {
-                i += 1;
-                continue;
+        // One walk in topological order: a folded node's output is an initializer by the time
+        // its readers are looked at, so whole constant chains fold in one run. Kept nodes are
+        // moved to a new list (removing them one by one would be quadratic).
+        let nodes = std::mem::take(&mut g.nodes);
+        let before = nodes.len();
+        let mut kept = Vec::with_capacity(before);
+        let mut nodes = nodes.into_iter();
+        while let Some(n) = nodes.next() {
+            match self.fold(g, &n) {
+                Ok(Some(out)) => {
+                    g.initializers.insert(n.outputs[0].clone(), out);
+                }
+                Ok(None) => kept.push(n),
+                Err(e) => {
+                    kept.push(n);
+                    kept.extend(nodes);
+                    g.nodes = kept;
+                    return Err(e);
+                }
             }
-            let args: Vec<Option<&Tensor>> =
-                n.inputs.iter().map(|v| g.initializers.get(v)).collect();
-            let in_bytes: usize = args.iter().flatten().map(|t| t.nbytes()).sum();
-            let out = eval::eval_node(n, &args)?.remove(0);
-            if out.nbytes() > in_bytes + self.max_growth {
-                i += 1;
-                continue;
-            }
-            let name = n.outputs[0].clone();
-            g.initializers.insert(name, out);
-            g.nodes.remove(i);
-            changed = true;
         }
+        let changed = kept.len() != before;
+        g.nodes = kept;
         Ok(changed)
+    }
+}
+
+impl ConstantFolding {
+    /// The value of `n` if it folds: an evaluable node of constants, not a graph output, whose
+    /// result does not grow past the limit.
+    fn fold(&self, g: &Graph, n: &Node) -> Result<Option<Tensor>> {
+        let foldable = eval::supports(n)
+            && n.outputs.len() == 1
+            && !g.is_output(&n.outputs[0])
+            && n.inputs
+                .iter()
+                .all(|v| v.is_empty() || g.initializers.contains_key(v));
+        if !foldable {
+            return Ok(None);
+        }
+        let args: Vec<Option<&Tensor>> = n.inputs.iter().map(|v| g.initializers.get(v)).collect();
+        let in_bytes: usize = args.iter().flatten().map(|t| t.nbytes()).sum();
+        // Every kept result has at most one element per byte it may take.
+        let limit = in_bytes.saturating_add(self.max_growth);
+        let Some(mut outs) = eval::eval_node_within(n, &args, limit)? else {
+            return Ok(None);
+        };
+        let out = outs.remove(0);
+        Ok((out.nbytes() <= in_bytes + self.max_growth).then_some(out))
     }
 }
 

@@ -2,6 +2,8 @@
 //! last shape matters, when it is a constant without `0`: a `0` copies the inner result's
 //! dimension), and `Transpose` pairs that cancel.
 
+use std::collections::{HashMap, HashSet};
+
 use super::{Matcher, Pass};
 use crate::error::Result;
 use crate::ir::{Graph, Node};
@@ -36,17 +38,28 @@ impl Pass for IdentityElimination {
             }
             changed = true;
         }
-        let mut i = 0;
-        while i < g.nodes.len() {
-            let n = &g.nodes[i];
-            if n.is("Identity") && !g.is_output(&n.outputs[0]) {
-                let (from, to) = (n.outputs[0].clone(), n.inputs[0].clone());
-                g.nodes.remove(i);
-                g.replace_uses(&from, &to);
-                changed = true;
+        // Drop identities in one sweep and rename their readers once at the end: removing and
+        // renaming node by node would be quadratic in the graph size.
+        let mut renames: HashMap<String, String> = HashMap::new();
+        let outputs: HashSet<&str> = g.outputs.iter().map(|o| o.name.as_str()).collect();
+        let mut kept = Vec::with_capacity(g.nodes.len());
+        for n in std::mem::take(&mut g.nodes) {
+            if n.is("Identity") && !outputs.contains(n.outputs[0].as_str()) {
+                // Topological order: the input's own rename (a chain of identities) is known.
+                let to = renames.get(&n.inputs[0]).unwrap_or(&n.inputs[0]).clone();
+                renames.insert(n.outputs[0].clone(), to);
             } else {
-                i += 1;
+                kept.push(n);
             }
+        }
+        g.nodes = kept;
+        if !renames.is_empty() {
+            for input in g.nodes.iter_mut().flat_map(|n| n.inputs.iter_mut()) {
+                if let Some(to) = renames.get(input.as_str()) {
+                    *input = to.clone();
+                }
+            }
+            changed = true;
         }
         Ok(changed)
     }
