@@ -118,3 +118,4 @@ pub fn listing(dir: &Path) -> Vec<String> {
 mod compile;
 mod parity;
 mod validate;
+mod validate_ties;
