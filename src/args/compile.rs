@@ -92,4 +92,6 @@ pub struct CompileArgs {
     pub sign: super::SignKeyArgs,
     #[command(flatten)]
     pub hub: HubArgs,
+    #[command(flatten)]
+    pub threads: super::ThreadsArgs,
 }

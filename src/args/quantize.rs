@@ -80,6 +80,8 @@ pub struct QuantizeArgs {
     pub awq_grid: usize,
     #[command(flatten)]
     pub hub: HubArgs,
+    #[command(flatten)]
+    pub threads: super::ThreadsArgs,
 }
 
 /// `perplexity PKG|DIR --text FILE [--reference PKG|DIR]`.
@@ -104,4 +106,6 @@ pub struct PerplexityArgs {
     /// distributions from it (mean, median, p99, max) and top-1 agreement, same windows.
     #[arg(long, value_name = "PKG|DIR")]
     pub reference: Option<PathBuf>,
+    #[command(flatten)]
+    pub threads: super::ThreadsArgs,
 }

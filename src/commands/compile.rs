@@ -297,6 +297,7 @@ impl<'a> Pipeline<'a> {
                 calib_seq_len: a.calib_seq_len,
                 awq_grid: ava_quantize::awq::DEFAULT_GRID,
                 hub: HubArgs::default(),
+                threads: a.threads,
             };
             crate::commands::quantize::quantize(&args, &inner).map(drop)
         })
