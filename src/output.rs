@@ -28,6 +28,11 @@ const CHILD_POLL: Duration = Duration::from_millis(20);
 static WATCHED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 /// Set once a termination signal arrived: the main thread must not report or exit any more.
 static TERMINATING: AtomicBool = AtomicBool::new(false);
+/// While set, SIGINT does not end the process but sets [`INTERRUPTED`] (`alc chat`: Ctrl-C
+/// stops a reply).
+static CATCH_SIGINT: AtomicBool = AtomicBool::new(false);
+/// A SIGINT arrived while [`CATCH_SIGINT`] was set.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// What an output path holds when the tools wrote it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -340,7 +345,11 @@ pub fn install_signal_handlers() {
         return;
     };
     std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
+        for sig in signals.forever() {
+            if sig == SIGINT && CATCH_SIGINT.load(Ordering::SeqCst) {
+                INTERRUPTED.store(true, Ordering::SeqCst);
+                continue;
+            }
             TERMINATING.store(true, Ordering::SeqCst);
             end_children();
             remove_own_partials();
@@ -352,6 +361,20 @@ pub fn install_signal_handlers() {
             });
         }
     });
+}
+
+/// While `on`, Ctrl-C (SIGINT) does not end the process: [`take_interrupt`] reports it. Turning
+/// it on forgets an earlier Ctrl-C.
+pub fn catch_interrupts(on: bool) {
+    if on {
+        INTERRUPTED.store(false, Ordering::SeqCst);
+    }
+    CATCH_SIGINT.store(on, Ordering::SeqCst);
+}
+
+/// Whether Ctrl-C was pressed while [`catch_interrupts`] was on (and clears it).
+pub fn take_interrupt() -> bool {
+    INTERRUPTED.swap(false, Ordering::SeqCst)
 }
 
 /// Blocks forever once a termination signal arrived (the handler thread exits the process), so

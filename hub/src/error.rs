@@ -74,6 +74,16 @@ pub enum Error {
         /// Files the revision has.
         total: usize,
     },
+    /// A file named on the command line is not in the revision.
+    #[error("{file}: no such file in {repo}@{revision}")]
+    MissingFile {
+        /// Repository id.
+        repo: String,
+        /// Revision asked for.
+        revision: String,
+        /// The file.
+        file: String,
+    },
     /// Any other unexpected status (5xx after retries, 416, ...).
     #[error("{url}: HTTP {status}{detail}")]
     Http {

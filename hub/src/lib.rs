@@ -23,7 +23,7 @@ pub use error::{Error, Result};
 pub use options::{HubOptions, DEFAULT_ENDPOINT, DEFAULT_PARALLEL};
 pub use progress::{NoProgress, Progress};
 pub use repo::{is_hub_argument, split_revision, FileFilter, RepoId};
-pub use snapshot::{download, DownloadRequest, FileReport, Snapshot};
+pub use snapshot::{download, plan, DownloadRequest, FileReport, Plan, PlannedFile, Snapshot};
 pub use transfer::{MAX_ATTEMPTS, MAX_RETRIES};
 
 /// Files a checkpoint download leaves out: pickle weights (never loaded: they execute code),
@@ -48,6 +48,7 @@ pub fn checkpoint_request(arg: &str) -> Result<DownloadRequest> {
     Ok(DownloadRequest {
         repo: RepoId::parse(id)?,
         revision: revision.map(str::to_string),
+        files: Vec::new(),
         include: Vec::new(),
         exclude: CHECKPOINT_EXCLUDE.iter().map(|s| s.to_string()).collect(),
         local_dir: None,

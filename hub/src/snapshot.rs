@@ -25,7 +25,9 @@ pub struct DownloadRequest {
     pub repo: RepoId,
     /// Branch, tag or commit (default `main`).
     pub revision: Option<String>,
-    /// Only files matching one of these globs (all when empty).
+    /// Only these files (exact paths; each must exist), plus those `include` matches.
+    pub files: Vec<String>,
+    /// Only files matching one of these globs (all when empty, unless `files` are named).
     pub include: Vec<String>,
     /// Minus files matching one of these.
     pub exclude: Vec<String>,
@@ -56,6 +58,36 @@ pub struct FileReport {
     pub downloaded: bool,
 }
 
+/// What a download would fetch ([`plan`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    pub repo_id: String,
+    pub revision: String,
+    pub commit: String,
+    pub files: Vec<PlannedFile>,
+}
+
+/// One file of a [`Plan`].
+#[derive(Clone, Debug, Serialize)]
+pub struct PlannedFile {
+    pub path: String,
+    /// Bytes, as the hub lists it (when it does).
+    pub size: Option<u64>,
+    /// Whether the cache (or local dir) already holds it at this commit: nothing to fetch.
+    pub present: bool,
+}
+
+impl Plan {
+    /// Bytes of the files not present yet (those of unknown size counted as 0).
+    pub fn bytes_to_fetch(&self) -> u64 {
+        self.files
+            .iter()
+            .filter(|f| !f.present)
+            .filter_map(|f| f.size)
+            .sum()
+    }
+}
+
 impl Snapshot {
     /// Bytes fetched in this run.
     pub fn downloaded_bytes(&self) -> u64 {
@@ -64,6 +96,62 @@ impl Snapshot {
             .filter(|f| f.downloaded)
             .map(|f| f.size)
             .sum()
+    }
+}
+
+/// What [`download`] would fetch for `req`, asking the hub only for the file list: the commit
+/// the revision is at, and each selected file's size and whether it is already here.
+pub fn plan(req: &DownloadRequest, opts: &HubOptions) -> Result<Plan> {
+    let revision = req.revision.as_deref().unwrap_or(DEFAULT_REVISION);
+    check_revision(revision)?;
+    let filter = FileFilter::new(&req.include, &req.exclude)?;
+    if opts.offline {
+        return Err(Error::Offline(
+            "a dry run asks the hub for the file list; it cannot run offline".into(),
+        ));
+    }
+    let client = Client::new(opts)?;
+    let ctx = Ctx {
+        repo: &req.repo,
+        revision,
+        file: None,
+    };
+    let info = with_retries(&format!("{}@{revision}", req.repo), || {
+        client.repo_info(ctx)
+    })?;
+    let commit = commit_of(&client, info.sha)?;
+    let cache = RepoCache::new(&opts.cache_dir, &req.repo);
+    let files = select(req, revision, &filter, info.siblings)?
+        .into_iter()
+        .map(|s| {
+            let present = match &req.local_dir {
+                Some(dir) => local_dir::read_metadata(&LocalPaths::new(dir, &s.rfilename))
+                    .is_some_and(|m| m.commit == commit),
+                None => cache.pointer(&commit, &s.rfilename).exists(),
+            };
+            PlannedFile {
+                path: s.rfilename,
+                size: s.size,
+                present,
+            }
+        })
+        .collect();
+    Ok(Plan {
+        repo_id: req.repo.to_string(),
+        revision: revision.to_string(),
+        commit,
+        files,
+    })
+}
+
+/// The commit a revision answer names, lower-cased.
+fn commit_of(client: &Client, sha: Option<String>) -> Result<String> {
+    match sha {
+        Some(sha) if is_commit(&sha) => Ok(sha.to_ascii_lowercase()),
+        other => Err(Error::Protocol {
+            url: client.endpoint().to_string(),
+            message: format!("revision info has no usable commit sha: {other:?}"),
+        }),
     }
 }
 
@@ -90,15 +178,7 @@ pub fn download(
     };
     let what = format!("{}@{revision}", req.repo);
     let info = with_retries(&what, || client.repo_info(ctx))?;
-    let commit = match info.sha {
-        Some(sha) if is_commit(&sha) => sha.to_ascii_lowercase(),
-        other => {
-            return Err(Error::Protocol {
-                url: client.endpoint().to_string(),
-                message: format!("revision info has no usable commit sha: {other:?}"),
-            })
-        }
-    };
+    let commit = commit_of(&client, info.sha)?;
     let cache = RepoCache::new(&opts.cache_dir, &req.repo);
     if req.local_dir.is_none() {
         cache.write_ref(revision, &commit)?;
@@ -133,10 +213,22 @@ fn select(
     siblings: Vec<Sibling>,
 ) -> Result<Vec<Sibling>> {
     let total = siblings.len();
+    for file in &req.files {
+        if !siblings.iter().any(|s| &s.rfilename == file) {
+            return Err(Error::MissingFile {
+                repo: req.repo.to_string(),
+                revision: revision.to_string(),
+                file: file.clone(),
+            });
+        }
+    }
+    // Named files alone, unless globs are given too.
+    let by_glob = req.files.is_empty() || !req.include.is_empty();
     let mut files = Vec::new();
     for sibling in siblings {
         check_file_path(&req.repo, &sibling.rfilename)?;
-        if filter.matches(&sibling.rfilename) {
+        let named = req.files.contains(&sibling.rfilename);
+        if named || (by_glob && filter.matches(&sibling.rfilename)) {
             files.push(sibling);
         }
     }
@@ -393,7 +485,19 @@ fn offline_select(
             )));
         }
     }
-    let names: Vec<String> = files.into_iter().filter(|f| filter.matches(f)).collect();
+    for file in &req.files {
+        if !files.contains(file) {
+            return Err(Error::Offline(format!(
+                "{file} of {} is not cached",
+                req.repo
+            )));
+        }
+    }
+    let by_glob = req.files.is_empty() || !req.include.is_empty();
+    let names: Vec<String> = files
+        .into_iter()
+        .filter(|f| req.files.contains(f) || (by_glob && filter.matches(f)))
+        .collect();
     if names.is_empty() {
         return Err(Error::Offline(format!(
             "no cached file of {} matches --include/--exclude",

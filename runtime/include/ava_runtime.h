@@ -417,6 +417,16 @@ AvaOpenOptions ava_open_options_default(void);
 // `out` points to writable storage for a pointer.
 AvaStatus ava_engine_open_with(const char *path, const AvaOpenOptions *options, AvaEngine **out);
 
+// `ava_engine_open_with`, the engine's forward passes running on `n_threads` threads of its
+// own (0: the process's threads, one per core; at most 1024).
+//
+// # Safety
+// As `ava_engine_open_with`.
+AvaStatus ava_engine_open_with_threads(const char *path,
+                                       const AvaOpenOptions *options,
+                                       uint32_t n_threads,
+                                       AvaEngine **out);
+
 // `ava_classifier_open` with a native-code policy, as `ava_engine_open_with`.
 //
 // # Safety
@@ -424,6 +434,16 @@ AvaStatus ava_engine_open_with(const char *path, const AvaOpenOptions *options, 
 AvaStatus ava_classifier_open_with(const char *path,
                                    const AvaOpenOptions *options,
                                    AvaClassifier **out);
+
+// `ava_classifier_open_with` on `n_threads` threads of its own, as
+// `ava_engine_open_with_threads`.
+//
+// # Safety
+// As `ava_engine_open_with`.
+AvaStatus ava_classifier_open_with_threads(const char *path,
+                                           const AvaOpenOptions *options,
+                                           uint32_t n_threads,
+                                           AvaClassifier **out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -11,6 +11,7 @@ use crate::gemma3::{Gemma3, KvCache, KvDtype, LanguageModel};
 use crate::policy::KernelPolicy;
 use crate::sampling::{Sampler, SamplingParams};
 use crate::source::ModelSource;
+use crate::threads::Threads;
 use crate::tokenizer::{Tokenizer, END_OF_TURN};
 use crate::tvm::{Backend, Gemma3Tvm};
 
@@ -25,6 +26,8 @@ pub struct Engine {
     load_time: Duration,
     /// Why `Auto` did not take the archive's kernel library (the policy refused it).
     kernel_note: Option<String>,
+    /// The threads forward passes run on.
+    threads: Threads,
 }
 
 impl Engine {
@@ -75,7 +78,19 @@ impl Engine {
             tokenizer,
             load_time: start.elapsed(),
             kernel_note,
+            threads: Threads::default(),
         })
+    }
+
+    /// Runs this engine's forward passes on `threads` (by default the process's pools).
+    pub fn with_threads(mut self, threads: Threads) -> Self {
+        self.threads = threads;
+        self
+    }
+
+    /// The threads forward passes run on.
+    pub fn threads(&self) -> &Threads {
+        &self.threads
     }
 
     /// Why the archive's kernel library was not loaded under `Auto`, when the policy refused it.
@@ -95,7 +110,7 @@ impl Engine {
 
     /// Runs `tokens` on the chosen backend; returns the last token's logits.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
-        self.model.forward(tokens, cache)
+        self.threads.run(|| self.model.forward(tokens, cache))
     }
 
     /// The tokenizer.
@@ -249,6 +264,12 @@ impl Session<'_> {
     /// The KV cache (position, size).
     pub fn cache(&self) -> &KvCache {
         &self.cache
+    }
+
+    /// Every token of the conversation so far, in order: the prompts, the replies and the last
+    /// reply's final token (run through the model with the next prompt).
+    pub fn transcript(&self) -> Vec<u32> {
+        self.history.iter().copied().chain(self.pending).collect()
     }
 
     /// Forgets the conversation.

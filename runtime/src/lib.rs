@@ -17,6 +17,7 @@ pub mod policy;
 pub mod sampling;
 pub mod source;
 pub mod stepwise;
+pub mod threads;
 pub mod tokenizer;
 pub mod tvm;
 
@@ -27,5 +28,6 @@ pub use package::Package;
 pub use policy::KernelPolicy;
 pub use sampling::SamplingParams;
 pub use source::ModelSource;
+pub use threads::{set_process_threads, Threads};
 pub use tokenizer::Tokenizer;
 pub use tvm::Backend;

@@ -169,6 +169,39 @@ fn sessions_take_a_kv_cache_type() {
 }
 
 #[test]
+fn engines_run_on_the_threads_they_are_opened_with() {
+    let p = golden_prompt();
+    let model = c_path(&fixture("fixtures/models/gemma3-tiny"));
+    for threads in [1, 3] {
+        let mut engine = ptr::null_mut();
+        // SAFETY: valid strings and out pointer; NULL options trust nothing.
+        let status = unsafe {
+            ava_engine_open_with_threads(model.as_ptr(), ptr::null(), threads, &mut engine)
+        };
+        assert_eq!(status, AvaStatus::Ok, "{}", last_error());
+        let session = new_session(engine, 256);
+        let out = generate(session, &ids(&p["input_ids"]), &greedy(32));
+        assert_eq!(out.tokens, ids(&p["greedy_ids"]), "{threads} threads");
+        // SAFETY: freed once, no call running.
+        unsafe {
+            ava_session_free(session);
+            ava_engine_free(engine);
+        }
+    }
+    let mut engine = ptr::null_mut();
+    // SAFETY: as above; the count is checked before any thread starts.
+    let status =
+        unsafe { ava_engine_open_with_threads(model.as_ptr(), ptr::null(), 5000, &mut engine) };
+    assert_eq!(status, AvaStatus::InvalidArgument);
+    assert!(
+        last_error().contains("between 1 and 1024"),
+        "{}",
+        last_error()
+    );
+    assert!(engine.is_null());
+}
+
+#[test]
 fn tokenize_and_detokenize_round_trip() {
     let p = golden_prompt();
     let engine = open(&fixture("fixtures/models/gemma3-tiny"));

@@ -40,6 +40,8 @@ pub struct AonConvertArgs {
     /// Hub options.
     #[command(flatten)]
     pub hub: HubArgs,
+    #[command(flatten)]
+    pub threads: super::ThreadsArgs,
 }
 
 /// `aon export DIR -o model.onnx`.

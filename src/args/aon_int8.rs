@@ -98,6 +98,8 @@ pub struct QuantizeOnnxArgs {
     /// tokenizer.json (default: next to the input model).
     #[arg(long, value_name = "FILE")]
     pub tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    pub threads: super::ThreadsArgs,
 }
 
 /// `aon classify PKG|DIR|MODEL.onnx --text TEXT`.
@@ -106,8 +108,8 @@ pub struct ClassifyArgs {
     /// Model: an archive (`aon compile`), an `.onnx` file (tokenizer.json and labels.json beside
     /// it) or a directory holding `model.onnx`, tokenizer.json and labels.json.
     pub model: PathBuf,
-    /// Utterance to classify.
-    #[arg(long)]
+    /// Utterance to classify; `-` reads it from stdin.
+    #[arg(long, value_name = "TEXT|-")]
     pub text: String,
     /// How many intents to list.
     #[arg(long, default_value_t = 3, value_name = "K", value_parser = crate::args::bounds::positive)]
@@ -121,6 +123,8 @@ pub struct ClassifyArgs {
     pub backend: Backend,
     #[command(flatten)]
     pub trust: super::TrustArgs,
+    #[command(flatten)]
+    pub threads: super::ThreadsArgs,
 }
 
 /// `aon eval PKG|DIR|MODEL.onnx --data FILE`.
@@ -134,9 +138,13 @@ pub struct EvalArgs {
     /// Split to score.
     #[arg(long, default_value = "test")]
     pub split: String,
-    /// Score only the first N utterances.
+    /// Score at most N utterances (and N out-of-scope ones), sampled across all intents: each
+    /// intent's utterances in a seeded random order, one per intent in turn.
     #[arg(long, value_name = "N", value_parser = crate::args::bounds::positive)]
     pub limit: Option<usize>,
+    /// Seed of the `--limit` sample.
+    #[arg(long, default_value_t = 0, requires = "limit")]
+    pub seed: u64,
     /// Write token ids, gold and predicted labels as JSON (for comparisons with onnxruntime).
     #[arg(long, value_name = "FILE")]
     pub predictions: Option<PathBuf>,
@@ -153,6 +161,8 @@ pub struct EvalArgs {
     pub backend: Backend,
     #[command(flatten)]
     pub trust: super::TrustArgs,
+    #[command(flatten)]
+    pub threads: super::ThreadsArgs,
 }
 
 /// Weight format `aon compile` produces.
@@ -244,4 +254,6 @@ pub struct CompileArgs {
     /// symlink, a FIFO or a device).
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub threads: super::ThreadsArgs,
 }

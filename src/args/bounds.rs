@@ -53,6 +53,17 @@ pub fn open_unit(s: &str) -> Result<f32, String> {
     }
 }
 
+/// Most threads `--threads` accepts.
+pub const MAX_THREADS: usize = 1024;
+
+/// A thread count, 1 to [`MAX_THREADS`] (`--threads`).
+pub fn threads(s: &str) -> Result<usize, String> {
+    match positive(s)? {
+        n if n <= MAX_THREADS => Ok(n),
+        _ => Err(format!("must be at most {MAX_THREADS}")),
+    }
+}
+
 /// Longest duration a flag accepts, in seconds (about 30 years).
 const MAX_SECONDS: f64 = 1e9;
 
@@ -79,5 +90,6 @@ mod tests {
         assert!(positive_f32("0").is_err() && positive_f32("1.1").is_ok());
         assert!(unit("1.5").is_err() && unit("0").is_ok());
         assert!(open_unit("0").is_err() && open_unit("1").is_ok() && open_unit("NaN").is_err());
+        assert!(threads("0").is_err() && threads("1025").is_err() && threads("4") == Ok(4));
     }
 }

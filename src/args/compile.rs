@@ -92,6 +92,8 @@ pub struct CompileArgs {
     pub sign: super::SignKeyArgs,
     #[command(flatten)]
     pub hub: HubArgs,
+    #[command(flatten)]
+    pub threads: super::ThreadsArgs,
 }
 
 impl CompileArgs {

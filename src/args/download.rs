@@ -8,7 +8,8 @@ use clap::Args;
 use crate::ui::Ui;
 use ava_hub::HubOptions;
 
-/// `download REPO_ID [--revision REV] [--include GLOB]... [--exclude GLOB]... [--local-dir DIR]`.
+/// `download REPO_ID [FILES]... [--revision REV] [--include GLOB]... [--exclude GLOB]...
+/// [--local-dir DIR] [--dry-run]`.
 #[derive(Args, Clone, Debug)]
 #[command(
     after_help = "Prints the snapshot directory (with --json: the commit and every file's size and \
@@ -19,6 +20,10 @@ honoured. Interrupted downloads resume. See docs/download.md."
 pub struct DownloadArgs {
     /// Repository id, `org/name` or `name`, optionally `@REVISION`.
     pub repo_id: String,
+    /// Only these files (paths in the repository; each must exist), as the hub's own CLI
+    /// takes them.
+    #[arg(value_name = "FILES")]
+    pub files: Vec<String>,
     /// Branch, tag or full commit sha [default: main].
     #[arg(long, value_name = "REV")]
     pub revision: Option<String>,
@@ -33,6 +38,9 @@ pub struct DownloadArgs {
     /// of the cache.
     #[arg(long, value_name = "DIR")]
     pub local_dir: Option<PathBuf>,
+    /// List what would be fetched (files, sizes, what is already here) without downloading.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub hub: HubArgs,
 }
@@ -55,6 +63,18 @@ pub struct HubArgs {
     /// Accept files the hub gives no checksum for (no sha256, nor a size and git blob sha1).
     #[arg(long)]
     pub no_verify: bool,
+    /// Hub access token (overrides HF_TOKEN and the stored token).
+    #[arg(long, value_name = "TOKEN", value_parser = token)]
+    pub token: Option<String>,
+}
+
+/// A `--token`: trimmed, not empty, no control characters (it goes into an HTTP header).
+fn token(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    if t.is_empty() || t.chars().any(char::is_control) {
+        return Err("must be a non-empty token without control characters".into());
+    }
+    Ok(t.to_string())
 }
 
 impl HubArgs {
@@ -69,6 +89,9 @@ impl HubArgs {
             o.file_deadline = Duration::from_secs_f64(s);
         }
         o.no_verify = self.no_verify;
+        if let Some(token) = &self.token {
+            o.token = Some(token.clone());
+        }
         o
     }
 }

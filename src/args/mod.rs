@@ -2,6 +2,7 @@
 
 mod aon;
 mod archive;
+pub mod bench;
 pub mod bounds;
 pub mod build;
 pub mod compile;
@@ -22,6 +23,25 @@ pub use trust::{KeygenArgs, SignArgs, SignKeyArgs, TrustArgs};
 use std::path::PathBuf;
 
 use clap::Args;
+
+/// `--threads N` of the commands that compute.
+#[derive(Args, Clone, Copy, Debug, Default)]
+pub struct ThreadsArgs {
+    /// Threads to compute on (default: one per core).
+    #[arg(long, value_name = "N", value_parser = bounds::threads)]
+    pub threads: Option<usize>,
+}
+
+impl ThreadsArgs {
+    /// Sizes the process's kernel pools to `--threads` (before any model runs).
+    pub fn apply(&self) -> anyhow::Result<()> {
+        if let Some(n) = self.threads {
+            ava_runtime::set_process_threads(n)
+                .map_err(|e| anyhow::anyhow!("--threads {n}: {e}"))?;
+        }
+        Ok(())
+    }
+}
 
 /// Flags every subcommand accepts.
 #[derive(Args, Clone, Debug, Default)]

@@ -83,6 +83,8 @@ pub struct QuantizeArgs {
     pub awq_grid: usize,
     #[command(flatten)]
     pub hub: HubArgs,
+    #[command(flatten)]
+    pub threads: super::ThreadsArgs,
 }
 
 impl QuantArg {
@@ -147,4 +149,6 @@ pub struct PerplexityArgs {
     /// distributions from it (mean, median, p99, max) and top-1 agreement, same windows.
     #[arg(long, value_name = "PKG|DIR")]
     pub reference: Option<PathBuf>,
+    #[command(flatten)]
+    pub threads: super::ThreadsArgs,
 }

@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 use crate::args::run::{Backend, KvCache};
 
 /// Where the archive runs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Device {
     /// This machine, directly.
     Host,
@@ -16,6 +16,24 @@ pub enum Device {
     Qemu,
     /// An Android device through the `adb` client, optionally by serial.
     Adb(Option<String>),
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Host => f.write_str("host"),
+            Device::Qemu => f.write_str("qemu"),
+            Device::Adb(None) => f.write_str("adb"),
+            Device::Adb(Some(serial)) => write!(f, "adb:{serial}"),
+        }
+    }
+}
+
+/// The `--device` spelling: messages that format a device with `{:?}` show what the user typed.
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 impl FromStr for Device {
@@ -127,4 +145,18 @@ pub struct AonValidateArgs {
     /// Runner options.
     #[command(flatten)]
     pub runner: RunnerArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_print_as_typed() {
+        for text in ["host", "qemu", "adb", "adb:emulator-5554"] {
+            let device: Device = text.parse().unwrap();
+            assert_eq!(device.to_string(), text);
+            assert_eq!(format!("{device:?}"), text);
+        }
+    }
 }

@@ -166,6 +166,14 @@ impl Classifier {
         }
     }
 
+    /// Threads the model runs on.
+    pub fn threads(&self) -> usize {
+        match &self.backend {
+            Backend::Runtime(c) => c.threads().count(),
+            Backend::Evaluator(_) => ava_runtime::Threads::default().count(),
+        }
+    }
+
     /// Classifies one utterance; below `threshold` its intent is `oos`.
     pub fn classify(
         &self,
@@ -218,7 +226,8 @@ fn softmax(v: &[f32]) -> Vec<f32> {
 pub fn run_classify(args: &ClassifyArgs, ui: &Ui) -> anyhow::Result<()> {
     let c = Classifier::open(&args.model, args.backend, &args.trust, ui)?;
     let threshold = args.threshold.or(c.oos_threshold);
-    let p = c.classify(&args.text, args.top.max(1), threshold)?;
+    let text = crate::text_input::inline_or_stdin(&args.text, "--text")?;
+    let p = c.classify(text.trim(), args.top.max(1), threshold)?;
     if !p.finite {
         ui.info(NON_FINITE_WARNING);
     }
@@ -305,27 +314,26 @@ pub fn run_eval(args: &EvalArgs, ui: &Ui) -> anyhow::Result<()> {
     };
     let (mut lat, mut model_lat) = (Vec::new(), Vec::new());
     let (mut skipped, mut scored) = (0, Vec::new());
-    let limit = args.limit.unwrap_or(usize::MAX);
-    let (mut in_scope, mut out_of_scope) = (0, 0);
+    // Gold intent of each usable utterance: `Some(index)`, or `None` for out of scope.
+    let mut usable = Vec::new();
     let mut warned = false;
     for (text, intent) in &examples {
-        let gold = if oos::is_oos(intent.as_deref(), &c.labels) && threshold.is_some() {
-            None
+        if oos::is_oos(intent.as_deref(), &c.labels) && threshold.is_some() {
+            usable.push((text, None));
         } else if let Some(&g) = intent.as_deref().and_then(|i| index.get(i)) {
-            Some(g)
+            usable.push((text, Some(g)));
         } else {
             skipped += 1;
-            continue;
-        };
-        let n = if gold.is_some() {
-            &mut in_scope
-        } else {
-            &mut out_of_scope
-        };
-        if *n >= limit {
-            continue;
         }
-        *n += 1;
+    }
+    let golds: Vec<Option<usize>> = usable.iter().map(|(_, g)| *g).collect();
+    let chosen = match args.limit {
+        Some(limit) => stratified(&golds, limit, args.seed),
+        None => (0..usable.len()).collect(),
+    };
+    let out_of_scope = chosen.iter().filter(|&&i| golds[i].is_none()).count();
+    for i in chosen {
+        let (text, gold) = usable[i];
         let p = c.classify(text, 1, threshold)?;
         if !p.finite && !warned {
             ui.info(NON_FINITE_WARNING);
@@ -397,4 +405,96 @@ pub fn run_eval(args: &EvalArgs, ui: &Ui) -> anyhow::Result<()> {
         }
         s
     })
+}
+
+/// Indices of at most `limit` in-scope and `limit` out-of-scope utterances (`golds[i]` is the
+/// intent of utterance `i`, `None` out of scope), spread over the intents: each intent's
+/// utterances in a seeded random order, taken one per intent (intents in a seeded order) in
+/// turn. In file order.
+pub fn stratified(golds: &[Option<usize>], limit: usize, seed: u64) -> Vec<usize> {
+    let mut groups: std::collections::BTreeMap<Option<usize>, Vec<usize>> = Default::default();
+    for (i, g) in golds.iter().enumerate() {
+        groups.entry(*g).or_default().push(i);
+    }
+    let mut rng = XorShift(seed ^ 0x9e37_79b9_7f4a_7c15);
+    for members in groups.values_mut() {
+        rng.shuffle(members);
+    }
+    let mut chosen = groups.remove(&None).unwrap_or_default();
+    chosen.truncate(limit);
+    // Intents in a seeded order too: a limit below their number takes a random subset.
+    let mut in_scope: Vec<Vec<usize>> = groups.into_values().collect();
+    rng.shuffle(&mut in_scope);
+    let mut taken = 0;
+    'rounds: for round in 0.. {
+        let mut any = false;
+        for members in &in_scope {
+            if let Some(&i) = members.get(round) {
+                if taken == limit {
+                    break 'rounds;
+                }
+                chosen.push(i);
+                taken += 1;
+                any = true;
+            }
+        }
+        if !any {
+            break;
+        }
+    }
+    chosen.sort_unstable();
+    chosen
+}
+
+/// A small seeded generator (xorshift64*): the same sample on every machine.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        // Zero is xorshift's fixed point.
+        if self.0 == 0 {
+            self.0 = 0x2545_f491_4f6c_dd1d;
+        }
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Fisher-Yates.
+    fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stratified_samples_cover_every_intent() {
+        // 10 intents of 20 utterances each, sorted by intent as CLINC150 is; 15 out of scope.
+        let golds: Vec<Option<usize>> = (0..200)
+            .map(|i| Some(i / 20))
+            .chain((0..15).map(|_| None))
+            .collect();
+        let pick = stratified(&golds, 30, 7);
+        let in_scope: Vec<usize> = pick.iter().filter_map(|&i| golds[i]).collect();
+        assert_eq!(in_scope.len(), 30);
+        for intent in 0..10 {
+            assert_eq!(
+                in_scope.iter().filter(|&&g| g == intent).count(),
+                3,
+                "{intent}"
+            );
+        }
+        assert_eq!(pick.iter().filter(|&&i| golds[i].is_none()).count(), 15);
+        assert!(pick.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(pick, stratified(&golds, 30, 7));
+        assert_ne!(pick, stratified(&golds, 30, 8));
+        assert_eq!(stratified(&golds, 1000, 0).len(), golds.len());
+    }
 }

@@ -6,7 +6,7 @@ use ava_hub::{split_revision, DownloadRequest, RepoId};
 
 use crate::args::DownloadArgs;
 use crate::hub::fetch_with_progress;
-use crate::ui::Ui;
+use crate::ui::{escape, human_bytes, Ui};
 
 /// Runs `download`.
 pub fn run(args: &DownloadArgs, ui: &Ui) -> anyhow::Result<()> {
@@ -24,6 +24,7 @@ pub fn run(args: &DownloadArgs, ui: &Ui) -> anyhow::Result<()> {
     let request = DownloadRequest {
         repo: RepoId::parse(id)?,
         revision,
+        files: args.files.clone(),
         include: args.include.clone(),
         exclude: args.exclude.clone(),
         local_dir: args.local_dir.clone(),
@@ -35,7 +36,34 @@ pub fn run(args: &DownloadArgs, ui: &Ui) -> anyhow::Result<()> {
         opts.cache_dir.display(),
         if opts.offline { ", offline" } else { "" }
     ));
+    if args.dry_run {
+        let plan =
+            ava_hub::plan(&request, &opts).with_context(|| format!("listing {}", args.repo_id))?;
+        return ui.result(&plan, || plan_text(&plan));
+    }
     let snapshot = fetch_with_progress(&request, &opts, ui)
         .with_context(|| format!("downloading {}", args.repo_id))?;
     ui.result(&snapshot, || format!("{}\n", snapshot.path.display()))
+}
+
+/// A dry run for people: one line per file, then the total to fetch.
+fn plan_text(plan: &ava_hub::Plan) -> String {
+    let mut s = format!(
+        "{}@{} ({}): would fetch\n",
+        plan.repo_id,
+        plan.revision,
+        &plan.commit[..plan.commit.len().min(12)]
+    );
+    for f in &plan.files {
+        let size = f.size.map_or_else(|| "?".to_string(), human_bytes);
+        let state = if f.present { "  (already here)" } else { "" };
+        s += &format!("{size:>10}  {}{state}\n", escape(&f.path));
+    }
+    let missing = plan.files.iter().filter(|f| !f.present).count();
+    s += &format!(
+        "{missing} of {} files to download, {}\n",
+        plan.files.len(),
+        human_bytes(plan.bytes_to_fetch())
+    );
+    s
 }

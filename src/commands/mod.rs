@@ -1,9 +1,13 @@
 //! One module per verb, each with a single `run`.
 
+pub mod aon_bench;
 pub mod aon_convert;
 pub mod archive_identity;
+pub mod bench;
 pub mod build;
+pub mod chat;
 pub mod compile;
+pub mod completions;
 pub mod convert;
 pub mod download;
 pub mod export;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use ava_runtime::tokenizer::gemma_chat_turn;
-use ava_runtime::{Engine, GenerateOptions, SamplingParams};
+use ava_runtime::{Engine, GenerateOptions};
 use serde::Serialize;
 
 use crate::args::RunArgs;
@@ -23,6 +23,7 @@ struct RunReport<'a> {
     kv_cache_bytes: usize,
     weights_bytes: usize,
     backend: &'a str,
+    threads: usize,
 }
 
 #[derive(Serialize)]
@@ -47,17 +48,7 @@ pub fn run(args: &RunArgs, ui: &Ui) -> anyhow::Result<()> {
     if let Some(note) = engine.kernel_note() {
         ui.info(format!("note: running on the native backend: {note}"));
     }
-    let max_context = engine.model().config().max_position_embeddings;
-    let context = match args.context {
-        Some(n) if n > max_context => {
-            return Err(crate::UsageError(format!(
-                "--context {n}: the model handles at most {max_context} positions"
-            ))
-            .into())
-        }
-        Some(n) => n,
-        None => ava_runtime::generate::DEFAULT_CONTEXT.min(max_context),
-    };
+    let context = context_length(args.context, &engine)?;
     ui.detail(format!(
         "loaded in {:.0} ms ({} backend)",
         engine.load_time().as_secs_f64() * 1e3,
@@ -66,15 +57,7 @@ pub fn run(args: &RunArgs, ui: &Ui) -> anyhow::Result<()> {
     let prompt = prompt_ids(args, &engine)?;
     let options = GenerateOptions {
         max_tokens: args.max_tokens,
-        sampling: SamplingParams {
-            temperature: args.temperature,
-            top_k: args.top_k,
-            top_p: args.top_p,
-            min_p: args.min_p,
-            repeat_penalty: args.repeat_penalty,
-            seed: args.seed,
-            ..SamplingParams::default()
-        },
+        sampling: args.sampling.params(),
         stop_strings: args.stop.clone(),
         ignore_eos: args.ignore_eos,
     };
@@ -135,19 +118,38 @@ pub fn run(args: &RunArgs, ui: &Ui) -> anyhow::Result<()> {
         kv_cache_bytes: session.cache().bytes(),
         weights_bytes: engine.model().weight_bytes(),
         backend: engine.backend_name(),
+        threads: engine.threads().count(),
     };
     ui.result(&report, String::new)
+}
+
+/// The session length `--context` asks for: by default 4096 or the model's maximum when that
+/// is smaller; more than the maximum is a usage error.
+pub fn context_length(asked: Option<usize>, engine: &Engine) -> anyhow::Result<usize> {
+    let max_context = engine.model().config().max_position_embeddings;
+    match asked {
+        Some(n) if n > max_context => Err(crate::UsageError(format!(
+            "--context {n}: the model handles at most {max_context} positions"
+        ))
+        .into()),
+        Some(n) => Ok(n),
+        None => Ok(ava_runtime::generate::DEFAULT_CONTEXT.min(max_context)),
+    }
 }
 
 fn prompt_ids(args: &RunArgs, engine: &Engine) -> anyhow::Result<Vec<u32>> {
     if let Some(ids) = &args.prompt_ids {
         return Ok(ids.clone());
     }
-    let text = args.prompt.as_deref().unwrap_or_default();
+    let text = match (&args.prompt, &args.prompt_file) {
+        (Some(prompt), _) => crate::text_input::inline_or_stdin(prompt, "--prompt")?,
+        (None, Some(path)) => crate::text_input::from_file(path, "--prompt-file")?,
+        (None, None) => String::new(),
+    };
     let text = if args.chat {
-        gemma_chat_turn(text, true)
+        gemma_chat_turn(&text, true)
     } else {
-        text.to_string()
+        text
     };
     Ok(engine.tokenizer().encode(&text, true)?)
 }

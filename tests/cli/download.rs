@@ -791,3 +791,87 @@ fn a_file_with_no_possible_check_is_refused_unless_no_verify() {
     home.alc(&server, &[], &["download", GEMMA, "--no-verify"])
         .ok();
 }
+
+#[test]
+fn named_files_token_flag_and_dry_run() {
+    let server = start();
+    let home = Home::new();
+    // A dry run lists the files with their sizes and fetches nothing.
+    let plan = home
+        .alc(&server, &[], &["--json", "download", GEMMA, "--dry-run"])
+        .ok()
+        .json();
+    assert_eq!(plan["commit"], MAIN);
+    let files = plan["files"].as_array().unwrap();
+    assert_eq!(files.len(), fs::read_dir(gemma3_tiny()).unwrap().count());
+    for f in files {
+        let name = f["path"].as_str().unwrap();
+        assert_eq!(f["size"], fixture_bytes(name).len() as u64, "{name}");
+        assert_eq!(f["present"], false, "{name}");
+    }
+    assert!(server.file_requests().is_empty(), "{:?}", server.seen());
+    assert!(!home.snapshot(GEMMA, MAIN).exists());
+
+    // Files named after the repository, as the hub's CLI takes them: those alone.
+    let report = home
+        .alc(
+            &server,
+            &[],
+            &["--json", "download", GEMMA, "config.json", "tokenizer.json"],
+        )
+        .ok()
+        .json();
+    let names: Vec<&str> = report["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["config.json", "tokenizer.json"]);
+    let run = home.alc(&server, &[], &["download", GEMMA, "nope.json"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("nope.json: no such file"),
+        "{}",
+        run.stderr
+    );
+
+    // The dry run now sees what is here, in JSON and as text.
+    let plan = home
+        .alc(&server, &[], &["--json", "download", GEMMA, "--dry-run"])
+        .ok()
+        .json();
+    for f in plan["files"].as_array().unwrap() {
+        let here = ["config.json", "tokenizer.json"].contains(&f["path"].as_str().unwrap());
+        assert_eq!(f["present"], here, "{f}");
+    }
+    let text = home
+        .alc(&server, &[], &["download", GEMMA, "--dry-run"])
+        .ok()
+        .stdout;
+    assert!(
+        text.contains("(already here)") && text.contains(WEIGHTS),
+        "{text}"
+    );
+
+    // --token is sent (and wins over HF_TOKEN) to a gated repository.
+    server.faults(|f| f.gated = Some((GEMMA.into(), "hf_granted".into())));
+    let env = [("HF_TOKEN", "hf_wrong")];
+    let refused = home.alc(&server, &env, &["download", GEMMA, "config.json"]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    home.alc(
+        &server,
+        &env,
+        &[
+            "-q",
+            "download",
+            GEMMA,
+            "config.json",
+            "--token",
+            "hf_granted",
+        ],
+    )
+    .ok();
+    let bad = home.alc(&server, &[], &["download", GEMMA, "--token", "a\nb"]);
+    assert_eq!(bad.code, 2);
+}

@@ -7,12 +7,15 @@ mod aon_int8;
 mod aon_runtime;
 mod aon_validate;
 mod archive;
+mod bench;
 mod big_models;
+mod chat;
 mod checkpoint;
 mod convert;
 mod download;
 mod hubserver;
 mod outputs;
+mod polish;
 mod quantize;
 mod real;
 mod run;
@@ -63,18 +66,25 @@ impl Run {
     }
 }
 
+fn command(bin: &str, dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("AVA_CACHE_DIR")
+        .env("AVA_CONFIG_DIR", config_dir());
+    cmd
+}
+
 fn run_bin(bin: &str, dir: &Path, args: &[&str]) -> Run {
+    finished(command(bin, dir, args).output().expect("binary runs"))
+}
+
+fn finished(output: Output) -> Run {
     let Output {
         status,
         stdout,
         stderr,
-    } = Command::new(bin)
-        .args(args)
-        .current_dir(dir)
-        .env_remove("AVA_CACHE_DIR")
-        .env("AVA_CONFIG_DIR", config_dir())
-        .output()
-        .expect("binary runs");
+    } = output;
     Run {
         code: status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -85,6 +95,35 @@ fn run_bin(bin: &str, dir: &Path, args: &[&str]) -> Run {
 /// Runs `alc` in `dir`.
 pub fn alc(dir: &Path, args: &[&str]) -> Run {
     run_bin(env!("CARGO_BIN_EXE_alc"), dir, args)
+}
+
+/// Runs `alc` in `dir` with `input` on its stdin.
+pub fn alc_stdin(dir: &Path, args: &[&str], input: &str) -> Run {
+    with_stdin(env!("CARGO_BIN_EXE_alc"), dir, args, input)
+}
+
+/// Runs `aon` in `dir` with `input` on its stdin.
+pub fn aon_stdin(dir: &Path, args: &[&str], input: &str) -> Run {
+    with_stdin(env!("CARGO_BIN_EXE_aon"), dir, args, input)
+}
+
+fn with_stdin(bin: &str, dir: &Path, args: &[&str], input: &str) -> Run {
+    use std::io::Write;
+    let mut child = command(bin, dir, args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let mut stdin = child.stdin.take().expect("stdin piped");
+    let input = input.to_string();
+    // Written from a thread: a binary that answers before reading everything must not block us.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let output = child.wait_with_output().expect("binary runs");
+    writer.join().expect("stdin writer");
+    finished(output)
 }
 
 /// Runs `aon` in `dir`.

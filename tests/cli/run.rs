@@ -2,7 +2,7 @@
 
 use std::fs;
 
-use crate::{alc, gemma3_tiny};
+use crate::{alc, alc_stdin, gemma3_tiny};
 
 fn golden(index: usize) -> serde_json::Value {
     let json: serde_json::Value =
@@ -136,4 +136,95 @@ fn bad_requests_fail_cleanly() {
     let run = alc(tmp.path(), &["run", "no-such-model", "--prompt", "x"]);
     assert_eq!(run.code, 1);
     assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+}
+
+#[test]
+fn prompt_from_stdin_and_from_a_file_match_the_inline_prompt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = gemma3_tiny();
+    let model = model.to_str().unwrap();
+    let g = golden(0);
+    let prompt = g["prompt"].as_str().unwrap();
+    let ids = |run: crate::Run| {
+        let report = run.ok().json();
+        (report["tokens"].clone(), report["prompt_tokens"].clone())
+    };
+    let common = ["--json", "run", model, "--max-tokens", "8", "--ignore-eos"];
+    fn with<'a>(common: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        [common, extra].concat()
+    }
+    let stdin = ids(alc_stdin(
+        tmp.path(),
+        &with(&common, &["--prompt", "-"]),
+        prompt,
+    ));
+    assert_eq!(
+        stdin.0.as_array().unwrap()[..],
+        g["greedy_ids"].as_array().unwrap()[..8]
+    );
+    assert_eq!(stdin.1, g["input_ids"].as_array().unwrap().len());
+    fs::write(tmp.path().join("p.txt"), prompt).unwrap();
+    let file = ids(alc(tmp.path(), &with(&common, &["--prompt-file", "p.txt"])));
+    assert_eq!(file, stdin);
+    let file_stdin = ids(alc_stdin(
+        tmp.path(),
+        &with(&common, &["--prompt-file", "-"]),
+        prompt,
+    ));
+    assert_eq!(file_stdin, stdin);
+    // A longer prompt on stdin gives a longer prompt: stdin is really read.
+    let longer = format!("{prompt} {prompt}");
+    let other = ids(alc_stdin(
+        tmp.path(),
+        &with(&common, &["--prompt", "-"]),
+        &longer,
+    ));
+    assert!(other.1.as_u64() > stdin.1.as_u64());
+    let run = alc(
+        tmp.path(),
+        &with(&common, &["--prompt-file", "missing.txt"]),
+    );
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("missing.txt"), "{}", run.stderr);
+    let run = alc(
+        tmp.path(),
+        &with(&common, &["--prompt", "x", "--prompt-file", "p.txt"]),
+    );
+    assert_eq!(run.code, 2);
+}
+
+#[test]
+fn threads_flag_sizes_the_pool() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = gemma3_tiny();
+    let g = golden(0);
+    let prompt = g["prompt"].as_str().unwrap();
+    for threads in ["1", "3"] {
+        let run = alc(
+            tmp.path(),
+            &[
+                "--json",
+                "run",
+                model.to_str().unwrap(),
+                "--prompt",
+                prompt,
+                "--max-tokens",
+                "8",
+                "--ignore-eos",
+                "--threads",
+                threads,
+            ],
+        )
+        .ok();
+        let report = run.json();
+        assert_eq!(report["threads"].to_string(), threads);
+        assert_eq!(
+            report["tokens"].as_array().unwrap()[..],
+            g["greedy_ids"].as_array().unwrap()[..8]
+        );
+    }
+    for bad in ["0", "5000", "x"] {
+        let run = alc(tmp.path(), &["run", "m", "--prompt", "x", "--threads", bad]);
+        assert_eq!(run.code, 2, "{bad}: {}", run.stderr);
+    }
 }

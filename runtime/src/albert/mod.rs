@@ -14,6 +14,7 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::package::Package;
 use crate::policy::KernelPolicy;
+use crate::threads::Threads;
 use crate::tokenizer::Tokenizer;
 use crate::tvm::Backend;
 
@@ -42,6 +43,7 @@ pub struct Classifier {
     model: PathBuf,
     oos_threshold: Option<f32>,
     kernel_note: Option<String>,
+    threads: Threads,
 }
 
 /// One utterance's result.
@@ -170,6 +172,7 @@ impl Classifier {
             model: model.to_path_buf(),
             oos_threshold: None,
             kernel_note: None,
+            threads: Threads::default(),
         })
     }
 
@@ -201,6 +204,17 @@ impl Classifier {
         &self.encoder
     }
 
+    /// Runs this classifier's encoder on `threads` (by default the process's pools).
+    pub fn with_threads(mut self, threads: Threads) -> Self {
+        self.threads = threads;
+        self
+    }
+
+    /// The threads the encoder runs on.
+    pub fn threads(&self) -> &Threads {
+        &self.threads
+    }
+
     /// Token ids of `text` with `[CLS]`/`[SEP]`, truncated as `tokenizer.json` says.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         self.tokenizer.encode(text, true)
@@ -211,7 +225,7 @@ impl Classifier {
         let t0 = Instant::now();
         let input_ids = self.encode(text)?;
         let t1 = Instant::now();
-        let logits = self.encoder.logits(&input_ids)?;
+        let logits = self.threads.run(|| self.encoder.logits(&input_ids))?;
         let model_seconds = t1.elapsed().as_secs_f64();
         let probs = softmax(&logits);
         let index = (0..probs.len())

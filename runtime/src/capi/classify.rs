@@ -86,15 +86,19 @@ pub(crate) struct Ranking {
 impl AvaClassifier {
     /// Opens an archive (`.tar`, verified, or unpacked) of an mALBERT classifier.
     pub(crate) fn open(path: &Path) -> CapiResult<Self> {
-        Self::open_with_policy(path, &crate::policy::KernelPolicy::default())
+        Self::open_with_threads(path, &crate::policy::KernelPolicy::default(), 0)
     }
 
-    /// [`AvaClassifier::open`], loading a kernel library only when `policy` allows it.
-    pub(crate) fn open_with_policy(
+    /// [`AvaClassifier::open`], loading a kernel library only when `policy` allows it, on
+    /// `n_threads` threads of its own (0: the process's pools).
+    pub(crate) fn open_with_threads(
         path: &Path,
         policy: &crate::policy::KernelPolicy,
+        n_threads: usize,
     ) -> CapiResult<Self> {
-        let classifier = Classifier::open_with_policy(path, crate::tvm::Backend::Auto, policy)?;
+        let threads = crate::threads::Threads::new(n_threads)?;
+        let classifier = Classifier::open_with_policy(path, crate::tvm::Backend::Auto, policy)?
+            .with_threads(threads);
         let labels = classifier.labels().iter().map(|l| c_string(l)).collect();
         Ok(AvaClassifier { classifier, labels })
     }

@@ -249,6 +249,11 @@ fn result_values(r: &AvaGenerateResult) -> [f64; 9] {
     ]
 }
 
+/// The thread count of a Java `open` (0: the process's threads).
+fn thread_count(threads: jint) -> JniResult<usize> {
+    Ok(usize::try_from(threads).map_err(|_| CapiError::invalid("thread count is negative"))?)
+}
+
 /// The native-code policy of a Java `open`: trusted keys (key lines or hex) and the opt-in.
 fn policy(
     env: &mut JNIEnv<'_>,
@@ -270,7 +275,7 @@ fn policy(
 }
 
 /// `static native long nativeOpen(String path, int context, String[] trustedKeys,
-/// boolean allowUnsignedKernels)`.
+/// boolean allowUnsignedKernels, int threads)`.
 #[no_mangle]
 pub extern "system" fn Java_com_ava_runtime_AlcEngine_nativeOpen<'l>(
     mut env: JNIEnv<'l>,
@@ -279,13 +284,15 @@ pub extern "system" fn Java_com_ava_runtime_AlcEngine_nativeOpen<'l>(
     context: jint,
     trusted_keys: JObjectArray<'l>,
     allow_unsigned: jboolean,
+    threads: jint,
 ) -> jlong {
     run(&mut env, |env| {
         let path = string(env, &path, "path")?;
         let context = usize::try_from(context)
             .map_err(|_| CapiError::invalid("context length is negative"))?;
+        let threads = thread_count(threads)?;
         let policy = policy(env, &trusted_keys, allow_unsigned)?;
-        let engine = super::trust::engine_with(Path::new(&path), &policy)?;
+        let engine = super::trust::engine_with(Path::new(&path), &policy, threads)?;
         let session = Box::new(AvaSession::new(engine, context, crate::KvDtype::F16));
         Ok(Box::into_raw(session) as jlong)
     })
@@ -417,7 +424,7 @@ fn classifier<'a>(handle: jlong) -> JniResult<&'a AvaClassifier> {
 }
 
 /// `static native long nativeOpen(String path, String[] trustedKeys, boolean
-/// allowUnsignedKernels)` of `AonClassifier`.
+/// allowUnsignedKernels, int threads)` of `AonClassifier`.
 #[no_mangle]
 pub extern "system" fn Java_com_ava_runtime_AonClassifier_nativeOpen<'l>(
     mut env: JNIEnv<'l>,
@@ -425,11 +432,17 @@ pub extern "system" fn Java_com_ava_runtime_AonClassifier_nativeOpen<'l>(
     path: JString<'l>,
     trusted_keys: JObjectArray<'l>,
     allow_unsigned: jboolean,
+    threads: jint,
 ) -> jlong {
     run(&mut env, |env| {
         let path = string(env, &path, "path")?;
+        let threads = thread_count(threads)?;
         let policy = policy(env, &trusted_keys, allow_unsigned)?;
-        let classifier = Box::new(AvaClassifier::open_with_policy(Path::new(&path), &policy)?);
+        let classifier = Box::new(AvaClassifier::open_with_threads(
+            Path::new(&path),
+            &policy,
+            threads,
+        )?);
         Ok(Box::into_raw(classifier) as jlong)
     })
     .unwrap_or(0)

@@ -33,7 +33,8 @@ pub use session::{
 };
 
 pub use trust::{
-    ava_classifier_open_with, ava_engine_open_with, ava_open_options_default, AvaOpenOptions,
+    ava_classifier_open_with, ava_classifier_open_with_threads, ava_engine_open_with,
+    ava_engine_open_with_threads, ava_open_options_default, AvaOpenOptions,
 };
 
 use error::{c_slice, c_str, guard, guard_void, handle, out_ptr, CapiError, CapiResult};

@@ -95,6 +95,22 @@ pub unsafe extern "C" fn ava_engine_open_with(
     options: *const AvaOpenOptions,
     out: *mut *mut AvaEngine,
 ) -> super::AvaStatus {
+    // SAFETY: the same contract.
+    unsafe { ava_engine_open_with_threads(path, options, 0, out) }
+}
+
+/// `ava_engine_open_with`, the engine's forward passes running on `n_threads` threads of its
+/// own (0: the process's threads, one per core; at most 1024).
+///
+/// # Safety
+/// As `ava_engine_open_with`.
+#[no_mangle]
+pub unsafe extern "C" fn ava_engine_open_with_threads(
+    path: *const c_char,
+    options: *const AvaOpenOptions,
+    n_threads: u32,
+    out: *mut *mut AvaEngine,
+) -> super::AvaStatus {
     guard(|| {
         // SAFETY: per this function's contract.
         let out = unsafe { out_ptr(out, "out") }?;
@@ -103,10 +119,8 @@ pub unsafe extern "C" fn ava_engine_open_with(
         let path = unsafe { c_str(path, "path") }?;
         // SAFETY: per this function's contract.
         let policy = unsafe { policy(options) }?;
-        let engine = Engine::open_with_policy(Path::new(path), Backend::Auto, &policy)?;
-        *out = Box::into_raw(Box::new(AvaEngine {
-            engine: Arc::new(engine),
-        }));
+        let engine = engine_with(Path::new(path), &policy, n_threads as usize)?;
+        *out = Box::into_raw(Box::new(AvaEngine { engine }));
         Ok(())
     })
 }
@@ -121,6 +135,22 @@ pub unsafe extern "C" fn ava_classifier_open_with(
     options: *const AvaOpenOptions,
     out: *mut *mut AvaClassifier,
 ) -> super::AvaStatus {
+    // SAFETY: the same contract.
+    unsafe { ava_classifier_open_with_threads(path, options, 0, out) }
+}
+
+/// `ava_classifier_open_with` on `n_threads` threads of its own, as
+/// `ava_engine_open_with_threads`.
+///
+/// # Safety
+/// As `ava_engine_open_with`.
+#[no_mangle]
+pub unsafe extern "C" fn ava_classifier_open_with_threads(
+    path: *const c_char,
+    options: *const AvaOpenOptions,
+    n_threads: u32,
+    out: *mut *mut AvaClassifier,
+) -> super::AvaStatus {
     guard(|| {
         // SAFETY: per this function's contract.
         let out = unsafe { out_ptr(out, "out") }?;
@@ -129,20 +159,23 @@ pub unsafe extern "C" fn ava_classifier_open_with(
         let path = unsafe { c_str(path, "path") }?;
         // SAFETY: per this function's contract.
         let policy = unsafe { policy(options) }?;
-        *out = Box::into_raw(Box::new(AvaClassifier::open_with_policy(
+        *out = Box::into_raw(Box::new(AvaClassifier::open_with_threads(
             Path::new(path),
             &policy,
+            n_threads as usize,
         )?));
         Ok(())
     })
 }
 
-/// The engine handle of an opened engine (JNI).
-#[cfg(feature = "jni")]
-pub(crate) fn engine_with(path: &Path, policy: &KernelPolicy) -> CapiResult<Arc<Engine>> {
-    Ok(Arc::new(Engine::open_with_policy(
-        path,
-        Backend::Auto,
-        policy,
-    )?))
+/// An engine opened under `policy`, on `n_threads` threads of its own (0: the process's).
+pub(crate) fn engine_with(
+    path: &Path,
+    policy: &KernelPolicy,
+    n_threads: usize,
+) -> CapiResult<Arc<Engine>> {
+    let threads = crate::threads::Threads::new(n_threads)?;
+    Ok(Arc::new(
+        Engine::open_with_policy(path, Backend::Auto, policy)?.with_threads(threads),
+    ))
 }

@@ -7,7 +7,7 @@
 mod ffi;
 mod kernels;
 mod library;
-mod pool;
+pub(crate) mod pool;
 
 pub use kernels::{Gemma3Tvm, TvmKernels, TvmPositions, TvmWeight};
 pub(crate) use library::{library_on_disk, LibraryEntry};

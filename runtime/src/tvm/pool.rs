@@ -1,5 +1,7 @@
 //! The persistent thread pool behind `TVMBackendParallelLaunch`: workers spin briefly, then
 //! sleep, waiting for the next launch, so a launch costs a few microseconds, not a thread spawn.
+//! A launch from inside [`crate::threads::Threads::run`] is split into at most that many tasks;
+//! workers whose id is past the task count sit it out.
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,6 +12,8 @@ use super::ffi::{ParallelEnv, ParallelLambda};
 
 /// Environment variable overriding the number of threads kernels use.
 pub const THREADS_ENV: &str = "AVA_NUM_THREADS";
+/// Threads asked for by [`request_threads`] before the pool started (0: none).
+static REQUESTED: AtomicUsize = AtomicUsize::new(0);
 /// How long an idle worker spins before it sleeps.
 const SPIN: Duration = Duration::from_micros(200);
 
@@ -30,9 +34,17 @@ struct Pool {
     remaining: AtomicUsize,
     /// Failed tasks of the current launch.
     failures: AtomicUsize,
-    job: Mutex<Option<JobPtr>>,
+    /// The current launch: its generation, task count and job (`None` between launches).
+    job: Mutex<Launch>,
     wake: Condvar,
     sleep: Mutex<()>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Launch {
+    generation: usize,
+    tasks: usize,
+    job: Option<JobPtr>,
 }
 
 #[derive(Clone, Copy)]
@@ -44,9 +56,10 @@ static POOL: OnceLock<&'static Pool> = OnceLock::new();
 
 fn pool() -> &'static Pool {
     POOL.get_or_init(|| {
-        let wanted = std::env::var(THREADS_ENV)
-            .ok()
-            .and_then(|v| v.parse().ok())
+        let requested = REQUESTED.load(Ordering::Acquire);
+        let wanted = Some(requested)
+            .filter(|&n| n > 0)
+            .or_else(|| std::env::var(THREADS_ENV).ok().and_then(|v| v.parse().ok()))
             .filter(|&n: &usize| n > 0)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let pool: &'static Pool = Box::leak(Box::new(Pool {
@@ -55,7 +68,7 @@ fn pool() -> &'static Pool {
             generation: AtomicUsize::new(0),
             remaining: AtomicUsize::new(0),
             failures: AtomicUsize::new(0),
-            job: Mutex::new(None),
+            job: Mutex::new(Launch::default()),
             wake: Condvar::new(),
             sleep: Mutex::new(()),
         }));
@@ -75,6 +88,22 @@ fn pool() -> &'static Pool {
 /// Threads a launch uses.
 pub fn threads() -> usize {
     pool().workers.load(Ordering::Acquire) + 1
+}
+
+/// Sizes the pool to `n` threads when it starts (before any kernel runs); a pool already
+/// running another count is an error.
+pub(crate) fn request_threads(n: usize) -> crate::Result<()> {
+    REQUESTED.store(n, Ordering::Release);
+    let Some(pool) = POOL.get() else {
+        return Ok(());
+    };
+    let running = pool.workers.load(Ordering::Acquire) + 1;
+    if running != n {
+        return Err(crate::Error::Request(format!(
+            "the kernel thread pool already runs {running} threads, {n} asked for"
+        )));
+    }
+    Ok(())
 }
 
 fn worker(pool: &'static Pool, id: usize) {
@@ -99,8 +128,10 @@ fn worker(pool: &'static Pool, id: usize) {
                 let _ = pool.wake.wait_timeout(guard, Duration::from_millis(50));
             }
         }
-        let job = *pool.job.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(JobPtr(job)) = job {
+        let launch = *pool.job.lock().unwrap_or_else(|e| e.into_inner());
+        // A launch started after the one seen is taken as it is: the worker joins it once.
+        seen = seen.max(launch.generation);
+        if let (Some(JobPtr(job)), true) = (launch.job, id < launch.tasks) {
             // SAFETY: the launching thread keeps `job` alive until `remaining` reaches zero.
             let job = unsafe { &*job };
             // SAFETY: TVM's contract for parallel lambdas.
@@ -125,7 +156,10 @@ pub unsafe extern "C" fn parallel_launch(
 /// Runs `f(task, env, cdata)` for every task id, on the pool; returns 0 or -1.
 fn launch(f: ParallelLambda, cdata: *mut c_void) -> i32 {
     let pool = pool();
-    let n = threads();
+    let n = match crate::threads::tvm_task_cap() {
+        0 => threads(),
+        cap => cap.min(threads()),
+    };
     let mut env = ParallelEnv {
         sync_handle: std::ptr::null_mut(),
         num_task: n as i32,
@@ -146,8 +180,13 @@ fn launch(f: ParallelLambda, cdata: *mut c_void) -> i32 {
     };
     pool.failures.store(0, Ordering::Release);
     pool.remaining.store(n - 1, Ordering::Release);
-    *pool.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(JobPtr(&job));
     {
+        let mut launch = pool.job.lock().unwrap_or_else(|e| e.into_inner());
+        *launch = Launch {
+            generation: pool.generation.load(Ordering::Acquire) + 1,
+            tasks: n,
+            job: Some(JobPtr(&job)),
+        };
         let _s = pool.sleep.lock().unwrap_or_else(|e| e.into_inner());
         pool.generation.fetch_add(1, Ordering::AcqRel);
         pool.wake.notify_all();
@@ -165,7 +204,7 @@ fn launch(f: ParallelLambda, cdata: *mut c_void) -> i32 {
             std::thread::yield_now();
         }
     }
-    *pool.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    pool.job.lock().unwrap_or_else(|e| e.into_inner()).job = None;
     if rc == 0 && pool.failures.load(Ordering::Acquire) == 0 {
         0
     } else {

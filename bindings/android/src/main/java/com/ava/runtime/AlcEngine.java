@@ -98,7 +98,22 @@ public final class AlcEngine implements AutoCloseable {
     public static AlcEngine open(
             String path, int contextLength, String[] trustedKeys, boolean allowUnsignedKernels)
             throws AlcException {
-        return new AlcEngine(nativeOpen(path, contextLength, trustedKeys, allowUnsignedKernels));
+        return open(path, contextLength, trustedKeys, allowUnsignedKernels, 0);
+    }
+
+    /**
+     * As {@link #open(String, int, String[], boolean)}, running the model on {@code threads}
+     * threads of its own (0: one per core, shared with the other engines; at most 1024).
+     */
+    public static AlcEngine open(
+            String path,
+            int contextLength,
+            String[] trustedKeys,
+            boolean allowUnsignedKernels,
+            int threads)
+            throws AlcException {
+        return new AlcEngine(
+                nativeOpen(path, contextLength, trustedKeys, allowUnsignedKernels, threads));
     }
 
     /** Continues the conversation with a user turn (chat template applied) and answers it. */
@@ -209,7 +224,11 @@ public final class AlcEngine implements AutoCloseable {
     }
 
     private static native long nativeOpen(
-            String path, int context, String[] trustedKeys, boolean allowUnsignedKernels)
+            String path,
+            int context,
+            String[] trustedKeys,
+            boolean allowUnsignedKernels,
+            int threads)
             throws AlcException;
 
     private static native void nativeFree(long handle);

@@ -112,7 +112,17 @@ public final class AonClassifier implements AutoCloseable {
      */
     public static AonClassifier open(
             String path, String[] trustedKeys, boolean allowUnsignedKernels) throws AlcException {
-        long h = nativeOpen(path, trustedKeys, allowUnsignedKernels);
+        return open(path, trustedKeys, allowUnsignedKernels, 0);
+    }
+
+    /**
+     * As {@link #open(String, String[], boolean)}, classifying on {@code threads} threads of its
+     * own (0: one per core, shared with the other classifiers; at most 1024).
+     */
+    public static AonClassifier open(
+            String path, String[] trustedKeys, boolean allowUnsignedKernels, int threads)
+            throws AlcException {
+        long h = nativeOpen(path, trustedKeys, allowUnsignedKernels, threads);
         try {
             return new AonClassifier(h, nativeLabels(h), nativeThreshold(h));
         } catch (Throwable t) {
@@ -187,7 +197,8 @@ public final class AonClassifier implements AutoCloseable {
     }
 
     private static native long nativeOpen(
-            String path, String[] trustedKeys, boolean allowUnsignedKernels) throws AlcException;
+            String path, String[] trustedKeys, boolean allowUnsignedKernels, int threads)
+            throws AlcException;
 
     private static native void nativeFree(long handle);
 

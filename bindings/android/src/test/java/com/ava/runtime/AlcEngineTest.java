@@ -122,6 +122,22 @@ public final class AlcEngineTest {
             check(e.status() == AlcException.INVALID_ARGUMENT, "trusted key: " + e.getMessage());
         }
         AlcEngine.open(args[0], 16, new String[0], false).close();
+        try (AlcEngine two = AlcEngine.open(args[0], 256, null, false, 2)) {
+            AlcEngine.Options greedy = new AlcEngine.Options();
+            greedy.maxTokens = 32;
+            greedy.ignoreEos = true;
+            List<Integer> tokens = new ArrayList<>();
+            two.generate(prompt, greedy, (piece, token) -> tokens.add(token));
+            for (int i = 0; i < golden.length; i++) {
+                check(tokens.get(i) == golden[i], "2 threads: token " + i + " differs");
+            }
+        }
+        try {
+            AlcEngine.open(args[0], 16, null, false, -1).close();
+            check(false, "a negative thread count is refused");
+        } catch (AlcException e) {
+            check(e.status() == AlcException.INVALID_ARGUMENT, "threads: " + e.getMessage());
+        }
         expectFailure("/nonexistent/model.tar", AlcException.IO, "/nonexistent/model.tar");
         expectFailure(args[2], AlcException.ARCHIVE, "");
         System.out.println("AlcEngineTest: ok");
