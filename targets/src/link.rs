@@ -14,8 +14,8 @@ use ava_core::Target;
 
 use crate::error::{io, Error, Result};
 
-/// File name of the kernel library inside `lib/<target>/`.
-pub const LIBRARY_NAME: &str = "libmodel.so";
+pub use ava_core::kernel_table::LIBRARY_NAME;
+
 /// Android API level the library is linked for.
 const ANDROID_API: u32 = 24;
 

@@ -22,8 +22,7 @@ pub use kernels::EncoderKernels;
 
 /// Model entries looked for, INT8 first.
 pub const MODEL_FILES: [&str; 2] = ["model.int8.onnx", "model.onnx"];
-/// The tokenizer entry.
-pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub use ava_core::TOKENIZER_FILE;
 /// Label names by class index.
 pub const LABELS_FILE: &str = "labels.json";
 /// The `family` of classifier archives' manifests.

@@ -14,9 +14,13 @@ use anyhow::{bail, Context};
 use ava_core::footprint::{self, FootprintInputs, KvDtype};
 use ava_core::{Gemma3Config, Target};
 use ava_packaging::{Manifest, PackageTarget, Role};
+use ava_runtime::runner_report::{
+    DeviceFacts, FactsReport, GenerateReport, Status, REPORT_VERSION,
+};
 use ava_runtime::stepwise::{run_steps, StepSizes};
 use ava_runtime::Engine;
-use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::args::run::Backend;
@@ -28,8 +32,6 @@ use crate::ui::{human_bytes, Ui};
 const EXIT_CHECK_FAILED: u8 = 1;
 /// Exit code when the device cannot be reached (no device, unauthorized, offline).
 const EXIT_UNREACHABLE: u8 = 2;
-/// The runner's report layout this command reads.
-const RUNNER_REPORT_VERSION: u64 = 1;
 /// Where files are pushed on an Android device (world-writable, executable).
 const ADB_ROOT: &str = "/data/local/tmp";
 /// The qemu command of `--device qemu` (Debian `qemu-user` + `libc6-dev-arm64-cross`).
@@ -169,7 +171,7 @@ struct Report {
     memory: Memory,
     timings: Timings,
     peak_rss_bytes: Option<u64>,
-    device_facts: Value,
+    device_facts: DeviceFacts,
     checks: Vec<Check>,
 }
 
@@ -273,7 +275,7 @@ fn validate(args: &ValidateArgs, ui: &Ui) -> anyhow::Result<Report> {
     ];
     let mut device = Transport::new(&args.device, &runner, &args.archive, &files)?;
     let facts = device.facts()?;
-    memory.device_mem_total_bytes = facts["mem_total_bytes"].as_u64();
+    memory.device_mem_total_bytes = facts.mem_total_bytes;
     let mut report = Report {
         ok: false,
         archive: args.archive.display().to_string(),
@@ -557,11 +559,11 @@ fn lines(seqs: &[Vec<u32>]) -> String {
 fn compare_run(
     engine: &Engine,
     (prompts, expected): (&[Vec<u32>], &[Vec<u32>]),
-    run: &Value,
+    run: &GenerateReport,
     args: &ValidateArgs,
     tolerance: f32,
 ) -> anyhow::Result<Comparison> {
-    let runs = run["prompts"].as_array().cloned().unwrap_or_default();
+    let runs = &run.prompts;
     let mut c = Comparison::new(tolerance);
     for (p, (prompt, forced)) in prompts.iter().zip(expected).enumerate() {
         let device = runs.get(p).map(compare::device_steps).unwrap_or_default();
@@ -703,31 +705,36 @@ fn fits_check(estimate: u64, device_total: Option<u64>, breakdown: &str) -> Chec
     }
 }
 
-/// The runner's report from its output, or the `runner` check's failure detail.
-fn runner_report(out: &Output) -> Result<Value, String> {
+/// The runner's report from its output (its last line of JSON), or the `runner` check's
+/// failure detail.
+fn runner_report<T: DeserializeOwned>(out: &Output) -> Result<T, String> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let parsed = stdout
         .lines()
         .rev()
         .find_map(|l| serde_json::from_str::<Value>(l.trim()).ok());
+    let status = parsed
+        .as_ref()
+        .and_then(|v| Status::deserialize(v).ok())
+        .unwrap_or_default();
     match parsed {
-        Some(v) if v["ok"] == true && v["report_version"] == RUNNER_REPORT_VERSION => Ok(v),
-        other => Err(other
-            .and_then(|v| v["error"].as_str().map(str::to_string))
-            .unwrap_or_else(|| {
-                format!(
-                    "exit {:?}, no report: {}",
-                    out.status.code(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )
-            })),
+        Some(v) if status.ok && status.report_version == Some(REPORT_VERSION) => {
+            T::deserialize(v).map_err(|e| format!("malformed runner report: {e}"))
+        }
+        _ => Err(status.error.unwrap_or_else(|| {
+            format!(
+                "exit {:?}, no report: {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )
+        })),
     }
 }
 
 /// Reads the runner's output into the report (the `runner` check and timings); its report
 /// when it ran.
-fn read_run(report: &mut Report, out: Output) -> Option<Value> {
-    let run = match runner_report(&out) {
+fn read_run(report: &mut Report, out: Output) -> Option<GenerateReport> {
+    let run: GenerateReport = match runner_report(&out) {
         Ok(v) => v,
         Err(detail) => {
             report.checks.push(Check {
@@ -743,31 +750,27 @@ fn read_run(report: &mut Report, out: Output) -> Option<Value> {
         ok: true,
         detail: format!("ran {} prompts", report.prompts),
     });
-    report.backend = run["backend"].as_str().map(str::to_string);
-    report.peak_rss_bytes = run["peak_rss_bytes"].as_u64();
-    let runs = run["prompts"].as_array().cloned().unwrap_or_default();
-    report.timings = timings(&run, &runs);
+    report.backend = Some(run.backend.clone());
+    report.peak_rss_bytes = run.peak_rss_bytes;
+    report.timings = timings(&run);
     Some(run)
 }
 
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|t| t.as_u64())
-                .map(|t| t as u32)
-                .collect()
-        })
-        .unwrap_or_default()
+/// The finite values of `values` (a `null` in the report, read as NaN, is left out).
+fn finite(values: impl Iterator<Item = f64>) -> Vec<f64> {
+    values.filter(|v| v.is_finite()).collect()
 }
 
-fn timings(run: &Value, prompts: &[Value]) -> Timings {
-    let field =
-        |name: &str| -> Vec<f64> { prompts.iter().filter_map(|p| p[name].as_f64()).collect() };
-    let ttft = field("ttft_ms");
-    let decode = field("decode_tok_s");
+/// `Some(v)` when `v` is finite.
+fn finite_one(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+fn timings(run: &GenerateReport) -> Timings {
+    let ttft = finite(run.prompts.iter().map(|p| p.ttft_ms));
+    let decode = finite(run.prompts.iter().map(|p| p.decode_tok_s));
     Timings {
-        load_ms: run["load_ms"].as_f64(),
+        load_ms: finite_one(run.load_ms),
         ttft_ms_p50: percentile(&ttft, 50),
         ttft_ms_p95: percentile(&ttft, 95),
         decode_tok_s_p50: percentile(&decode, 50),
