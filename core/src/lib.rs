@@ -14,6 +14,8 @@ pub mod dtype;
 pub mod error;
 pub mod footprint;
 pub mod kernel_table;
+#[cfg(feature = "onnx")]
+pub mod onnx_proto;
 pub mod partial;
 pub mod quant;
 pub mod safetensors_file;

@@ -6,7 +6,7 @@
 pub mod encoder;
 pub mod graph;
 pub mod kernels;
-mod proto;
+use ava_core::onnx_proto as proto;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
