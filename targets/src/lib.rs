@@ -6,6 +6,7 @@
 //! See `docs/tvm.md` for the library's ABI.
 #![deny(missing_docs)]
 
+pub mod android_runner;
 pub mod driver;
 mod error;
 pub mod kernels;

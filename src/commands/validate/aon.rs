@@ -4,13 +4,24 @@
 //! activations at the longest input) is checked against the device's RAM first.
 
 use std::collections::HashMap;
+use std::path::Path;
+use std::process::Output;
 
+use anyhow::{bail, Context};
+use ava_core::footprint;
 use ava_runtime::albert::{graph::OnnxGraph, Classifier, FAMILY, MODEL_FILES, TOKENIZER_FILE};
-use ava_runtime::runner_report::{Classified, ClassifyReport};
+use ava_runtime::runner_report::{Classified, ClassifyReport, DeviceFacts};
 use ava_runtime::Package;
+use serde::Serialize;
+use serde_json::Value;
 
-use super::*;
+use super::report::{finite, finite_one, fits_check, human_head, percentile, runner_report};
+use super::report::{Check, Outcome};
+use super::runner::{device_target, kernel_flag, locate_runner};
+use super::transport::{adb_state, Transport};
+use crate::args::validate::{AonValidateArgs, Device};
 use crate::commands::aon_data;
+use crate::ui::{human_bytes, Ui};
 
 /// The utterances file pushed next to the runner (one utterance a line).
 const UTTERANCES_FILE: &str = "utterances.txt";
@@ -245,7 +256,7 @@ pub(super) fn validate(args: &AonValidateArgs, ui: &Ui) -> anyhow::Result<AonRep
             "--classify".into(),
             UTTERANCES_FILE.into(),
         ];
-        argv.extend(super::kernel_flag(&args.archive, &args.trust)?);
+        argv.extend(kernel_flag(&args.archive, &args.trust)?);
         let out = device.exec(&argv);
         drop(device);
         read_run(&mut report, out?, &expected, &utterances, host.labels());

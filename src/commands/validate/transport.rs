@@ -1,6 +1,14 @@
 //! How the runner and its files reach a device: the host itself, qemu-aarch64, or adb.
 
-use super::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use anyhow::{bail, Context};
+use ava_runtime::runner_report::{DeviceFacts, FactsReport};
+
+use super::report::Unreachable;
+use super::{ADB_ROOT, QEMU};
+use crate::args::validate::Device;
 
 /// A device with the runner, the archive and the runner's input files on it.
 pub(super) struct Transport {
