@@ -1,12 +1,20 @@
 //! The persistent thread pool behind `TVMBackendParallelLaunch`: workers spin briefly, then
 //! sleep, waiting for the next launch, so a launch costs a few microseconds, not a thread spawn.
 
-use std::ffi::c_void;
+use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::ffi::{ParallelEnv, ParallelLambda};
+/// `TVMParallelGroupEnv`.
+#[repr(C)]
+pub struct ParallelEnv {
+    pub sync_handle: *mut c_void,
+    pub num_task: i32,
+}
+
+/// The body of a parallel loop: `int f(int task_id, TVMParallelGroupEnv* env, void* cdata)`.
+pub type ParallelLambda = unsafe extern "C" fn(c_int, *mut ParallelEnv, *mut c_void) -> c_int;
 
 /// Environment variable overriding the number of threads kernels use.
 pub const THREADS_ENV: &str = "AVA_NUM_THREADS";
@@ -117,8 +125,8 @@ fn worker(pool: &'static Pool, id: usize) {
 pub unsafe extern "C" fn parallel_launch(
     f: ParallelLambda,
     cdata: *mut c_void,
-    _num_task: std::ffi::c_int,
-) -> std::ffi::c_int {
+    _num_task: c_int,
+) -> c_int {
     launch(f, cdata)
 }
 
