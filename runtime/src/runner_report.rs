@@ -88,6 +88,9 @@ pub struct GenerateReport {
     pub device: DeviceFacts,
 }
 
+/// Per step, the highest `(id, logit)` pairs.
+pub type TopLogits = Vec<Vec<(u32, f32)>>;
+
 /// One prompt of a [`GenerateReport`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PromptRun {
@@ -101,7 +104,7 @@ pub struct PromptRun {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "top_or_nan"
     )]
-    pub top: Option<Vec<Vec<(u32, f32)>>>,
+    pub top: Option<TopLogits>,
     /// Why generation stopped (`StopReason::name`).
     pub stop_reason: String,
     /// Milliseconds to the first token.
@@ -180,7 +183,7 @@ fn f32s_or_nan<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f32>, D::Error> {
 
 type TopIn = Option<Vec<Vec<(u32, Option<f32>)>>>;
 
-fn top_or_nan<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Vec<(u32, f32)>>>, D::Error> {
+fn top_or_nan<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TopLogits>, D::Error> {
     Ok(TopIn::deserialize(d)?.map(|steps| {
         steps
             .into_iter()
