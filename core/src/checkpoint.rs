@@ -15,6 +15,8 @@ use crate::tensor::{TensorInfo, TensorView};
 
 /// The model config file.
 pub const CONFIG_FILE: &str = "config.json";
+/// The weights file of a single-file checkpoint, as the stages write it.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// The usual shard index file.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
 /// Suffix of any safetensors shard index.

@@ -120,6 +120,18 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A file of a format version this reader does not read.
+    #[error("{}: {what} format {found} (this reader reads {supported})", path.display())]
+    FormatVersion {
+        /// The file.
+        path: PathBuf,
+        /// Which format ("kernel table").
+        what: &'static str,
+        /// The version found, as written (`null` when absent).
+        found: String,
+        /// The version this reader reads.
+        supported: u32,
+    },
     /// A name (dtype, target) given on a command line or in a manifest is unknown.
     #[error("unknown {what} `{value}` (valid: {valid})")]
     Parse {

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use ava_core::checkpoint::WEIGHTS_FILE;
 use ava_core::{AlbertConfig, Checkpoint, TOKENIZER_FILE};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -17,7 +18,6 @@ use crate::{encode, head, intents, vocab, Error, Progress};
 
 /// Name of the label list written next to the model (the runtime reads it).
 pub use ava_runtime::albert::LABELS_FILE;
-const WEIGHTS_FILE: &str = "model.safetensors";
 
 /// f32 tensors by name, with shapes.
 pub type Weights = BTreeMap<String, (Vec<usize>, Vec<f32>)>;

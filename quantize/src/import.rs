@@ -20,10 +20,7 @@ use crate::error::{Error, Result};
 use crate::gguf::gemma3::{self, Gemma3Params, NORM_OFFSET};
 use crate::gguf::{GgufFile, TensorInfo};
 
-/// The weights file written.
-pub const WEIGHTS_FILE: &str = "model.safetensors";
-/// The config file written.
-pub const CONFIG_FILE: &str = "config.json";
+pub use ava_core::checkpoint::{CONFIG_FILE, WEIGHTS_FILE};
 /// The generation config written.
 pub const GENERATION_CONFIG_FILE: &str = "generation_config.json";
 /// Elements dequantized per step while streaming a tensor (bounds memory use).

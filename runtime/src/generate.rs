@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ava_core::Gemma3Config;
+use ava_core::checkpoint::CONFIG_FILE;
+use ava_core::{Gemma3Config, TOKENIZER_FILE};
 
 use crate::error::{Error, Result};
 use crate::gemma3::{Gemma3, KvCache, KvDtype, LanguageModel};
@@ -50,10 +51,10 @@ impl Engine {
     pub fn open_with_policy(path: &Path, backend: Backend, policy: &KernelPolicy) -> Result<Self> {
         let start = Instant::now();
         let source = ModelSource::open_with_policy(path, policy)?;
-        let config_path = source.label("config.json");
+        let config_path = source.label(CONFIG_FILE);
         let config = Gemma3Config::from_json(&config_path, &source.config_json()?)?;
-        let tokenizer_path = source.label("tokenizer.json");
-        let bytes = source.file("tokenizer.json").ok_or(Error::MissingFile {
+        let tokenizer_path = source.label(TOKENIZER_FILE);
+        let bytes = source.file(TOKENIZER_FILE).ok_or(Error::MissingFile {
             path: tokenizer_path.clone(),
         })?;
         let tokenizer = Tokenizer::from_bytes(&bytes, &tokenizer_path)?;

@@ -14,6 +14,7 @@ pub mod generate;
 pub mod native;
 pub mod package;
 pub mod policy;
+pub mod runner_report;
 pub mod sampling;
 pub mod source;
 pub mod stepwise;

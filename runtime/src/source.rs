@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
+use ava_core::checkpoint::CONFIG_FILE;
 use ava_core::{Checkpoint, TensorView};
 use ava_packaging::MANIFEST_NAME;
 
@@ -97,9 +98,9 @@ impl ModelSource {
 
     /// `config.json`, parsed.
     pub fn config_json(&self) -> Result<serde_json::Value> {
-        let path = self.label("config.json");
+        let path = self.label(CONFIG_FILE);
         let bytes = self
-            .file("config.json")
+            .file(CONFIG_FILE)
             .ok_or_else(|| Error::MissingFile { path: path.clone() })?;
         serde_json::from_slice(&bytes).map_err(|e| Error::Model(format!("{}: {e}", path.display())))
     }

@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_json::{json, Value};
+use ava_core::kernel_table::KernelEntry;
+use serde::Deserialize;
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::error::{io, Error, Result};
@@ -43,10 +45,21 @@ const ERROR_PREFIX: &str = "ava-driver-error: ";
 pub struct DriverOutput {
     /// The relocatable object holding every kernel.
     pub object: PathBuf,
-    /// The driver's table: `{"kernels": [{name, symbol, op, args}], "compile_seconds", ...}`.
-    pub table: Value,
+    /// The driver's table.
+    pub table: DriverTable,
     /// Whether the object came from the cache.
     pub cached: bool,
+}
+
+/// The driver's `table.json`: `{"kernels": [{name, symbol, op, args}], "tvm_version",
+/// "compile_seconds"}` (the time is not kept).
+#[derive(Debug, Deserialize)]
+pub struct DriverTable {
+    /// The kernels, as the kernel table lists them.
+    pub kernels: Vec<KernelEntry>,
+    /// Apache TVM's version.
+    #[serde(default)]
+    pub tvm_version: Option<String>,
 }
 
 /// The interpreter to run the driver with: `$AVA_PYTHON` (or the older `$AVA_TVM_PYTHON`),
@@ -134,7 +147,7 @@ pub fn run(
     })
 }
 
-fn read_table(path: &Path) -> Result<Value> {
+fn read_table(path: &Path) -> Result<DriverTable> {
     let bytes = std::fs::read(path).map_err(io(path))?;
     serde_json::from_slice(&bytes).map_err(|e| Error::BadOutput {
         path: path.to_path_buf(),

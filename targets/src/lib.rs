@@ -6,6 +6,7 @@
 //! See `docs/tvm.md` for the library's ABI.
 #![deny(missing_docs)]
 
+pub mod android_runner;
 pub mod driver;
 mod error;
 pub mod kernels;
@@ -16,19 +17,16 @@ pub mod stage_dir;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use ava_core::kernel_table::{KernelTable, LIB_DIR};
 use ava_core::Checkpoint;
 use serde::Serialize;
-use serde_json::{json, Value};
 
 pub use error::{Error, Result};
 pub use kernels::WeightFormat;
 pub use spec::{CpuPreset, TargetSpec};
 pub use stage_dir::build_dir;
 
-/// Version of `kernels.json`; the runtime refuses other versions.
-pub const TABLE_FORMAT_VERSION: u32 = 1;
-/// File name of the kernel table inside `lib/<target>/`.
-pub const TABLE_NAME: &str = "kernels.json";
+pub use ava_core::kernel_table::{TABLE_FORMAT_VERSION, TABLE_NAME};
 
 /// Options of [`build`].
 #[derive(Clone, Debug, Default)]
@@ -103,15 +101,14 @@ fn build_target(
     cache: Option<&Path>,
 ) -> Result<TargetReport> {
     let start = Instant::now();
-    let dir = out.join("lib").join(spec.target.name());
+    let dir = out.join(LIB_DIR).join(spec.target.name());
     std::fs::create_dir_all(&dir).map_err(error::io(&dir))?;
     let work = tempfile::tempdir_in(&dir).map_err(error::io(&dir))?;
     let compiled = driver::run(spec, kernels, work.path(), cache)?;
     let library = link::link(spec.target, &compiled.object, &dir)?;
-    let table = kernel_table(spec, &compiled.table);
+    let table = kernel_table(spec, compiled.table);
     let table_path = dir.join(TABLE_NAME);
-    let text = serde_json::to_string_pretty(&table).unwrap_or_default();
-    std::fs::write(&table_path, text + "\n").map_err(error::io(&table_path))?;
+    std::fs::write(&table_path, table.to_json()).map_err(error::io(&table_path))?;
     Ok(TargetReport {
         target: spec.target.name().to_string(),
         cpu: spec.cpu.name.to_string(),
@@ -123,14 +120,14 @@ fn build_target(
     })
 }
 
-fn kernel_table(spec: &TargetSpec, driver_table: &Value) -> Value {
-    json!({
-        "format_version": TABLE_FORMAT_VERSION,
-        "target": spec.target.name(),
-        "cpu": spec.cpu.name,
-        "requires": spec.cpu.requires,
-        "library": link::LIBRARY_NAME,
-        "tvm_version": driver_table["tvm_version"],
-        "kernels": driver_table["kernels"],
-    })
+fn kernel_table(spec: &TargetSpec, driver_table: driver::DriverTable) -> KernelTable {
+    KernelTable {
+        format_version: TABLE_FORMAT_VERSION,
+        target: spec.target.name().to_string(),
+        cpu: spec.cpu.name.to_string(),
+        requires: spec.cpu.requires.iter().map(|f| f.to_string()).collect(),
+        library: link::LIBRARY_NAME.to_string(),
+        tvm_version: driver_table.tvm_version,
+        kernels: driver_table.kernels,
+    }
 }

@@ -201,7 +201,7 @@ fn aon_validate_over_a_standin_adb_pushes_runs_and_parses() {
 }
 
 /// Without `--runner`, the adb path links an Android `ava-runner` without the NDK
-/// (src/commands/validate/android.rs). It cannot run here: the stand-in adb runs it through
+/// (targets/src/android_runner.rs). It cannot run here: the stand-in adb runs it through
 /// qemu-aarch64 with glibc's sysroot, which has no bionic, so qemu names the executable's
 /// interpreter, `/system/bin/linker64`, and validation fails (exit 1) after cleaning up.
 #[test]

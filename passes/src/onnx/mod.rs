@@ -3,7 +3,7 @@
 //! Every initializer is written once with `raw_data` (little-endian); nodes that share a weight
 //! name it, so ALBERT's shared layer stays one copy in the file.
 
-pub mod proto;
+pub use ava_core::onnx_proto as proto;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -384,13 +384,14 @@ mod tests {
             input: vec!["x_quantized".into(), "w_quantized".into()],
             output: vec!["acc".into()],
             op_type: "MatMulInteger".into(),
-            attribute: vec![],
+            ..NodeProto::default()
         };
         let model = ModelProto {
             graph: Some(GraphProto {
                 node: vec![node],
-                initializer: vec![],
+                ..GraphProto::default()
             }),
+            ..ModelProto::default()
         };
         let err = OnnxGraph::parse(&model.encode_to_vec())
             .err()

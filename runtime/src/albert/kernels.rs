@@ -19,7 +19,9 @@ use ava_core::Target;
 use crate::error::{Error, Result};
 use crate::package::Package;
 use crate::tvm::Backend;
-use crate::tvm::{library_on_disk, library_path, table_path, Arg, KernelTable, Library};
+use crate::tvm::{
+    library_on_disk, library_path, missing_features, parse_table, table_path, Arg, Library,
+};
 
 /// DLPack type code of signed integers.
 const DL_INT: u8 = 0;
@@ -65,8 +67,8 @@ impl EncoderKernels {
                 Ok(None)
             };
         };
-        let table = KernelTable::parse(table_bytes, &archive.join(table_path(target)))?;
-        let missing = table.missing_features();
+        let table = parse_table(table_bytes, &archive.join(table_path(target)))?;
+        let missing = missing_features(&table);
         if !missing.is_empty() {
             return if strict {
                 Err(Error::Model(format!(

@@ -6,7 +6,7 @@
 pub mod encoder;
 pub mod graph;
 pub mod kernels;
-mod proto;
+use ava_core::onnx_proto as proto;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -23,8 +23,7 @@ pub use kernels::EncoderKernels;
 
 /// Model entries looked for, INT8 first.
 pub const MODEL_FILES: [&str; 2] = ["model.int8.onnx", "model.onnx"];
-/// The tokenizer entry.
-pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub use ava_core::TOKENIZER_FILE;
 /// Label names by class index.
 pub const LABELS_FILE: &str = "labels.json";
 /// The `family` of classifier archives' manifests.

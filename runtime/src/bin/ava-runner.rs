@@ -25,11 +25,11 @@ use std::time::{Duration, Instant};
 
 use ava_packaging::PublicKey;
 use ava_runtime::albert::Classifier;
+use ava_runtime::runner_report::{
+    Classified, ClassifyReport, DeviceFacts, FactsReport, GenerateReport, PromptRun, Status,
+    CLASSIFY_MODE, REPORT_VERSION,
+};
 use ava_runtime::{stepwise, Backend, Engine, GenerateOptions, KernelPolicy, SamplingParams};
-use serde_json::{json, Value};
-
-/// Version of the report's layout, checked by `alc validate`.
-const REPORT_VERSION: u32 = 1;
 /// New tokens per prompt when `--max-new-tokens` is not given.
 const DEFAULT_MAX_NEW_TOKENS: usize = 32;
 
@@ -56,11 +56,14 @@ const DEFAULT_TOP: usize = 16;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = if args.iter().any(|a| a == "--facts") {
-        Ok(json!({ "report_version": REPORT_VERSION, "device": device_facts() }))
+        to_line(&FactsReport {
+            report_version: REPORT_VERSION,
+            device: device_facts(),
+        })
     } else {
         parse_args(&args).and_then(|o| match &o.classify {
-            Some(utterances) => classify(&o.archive, utterances, o.backend, &o.policy),
-            None => run(&o),
+            Some(utterances) => to_line(&classify(&o.archive, utterances, o.backend, &o.policy)?),
+            None => to_line(&run(&o)?),
         })
     };
     match result {
@@ -69,11 +72,17 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            println!("{}", json!({ "ok": false, "error": e.to_string() }));
+            let failure = Status::failure(e.to_string());
+            println!("{}", serde_json::to_string(&failure).unwrap_or_default());
             eprintln!("ava-runner: error: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// A report as one line of JSON.
+fn to_line<T: serde::Serialize>(report: &T) -> Result<String> {
+    Ok(serde_json::to_string(report)?)
 }
 
 fn parse_args(args: &[String]) -> Result<Options> {
@@ -166,7 +175,7 @@ fn read_prompts(path: &std::path::Path) -> Result<Vec<Vec<u32>>> {
     Ok(prompts)
 }
 
-fn run(o: &Options) -> Result<Value> {
+fn run(o: &Options) -> Result<GenerateReport> {
     let prompts = read_prompts(o.prompts.as_deref().ok_or("--prompts FILE is required")?)?;
     let engine = Engine::open_with_policy(&o.archive, o.backend, &o.policy)
         .map_err(|e| format!("loading {}: {e}", o.archive.display()))?;
@@ -200,29 +209,35 @@ fn run(o: &Options) -> Result<Value> {
         let mut session = engine.session_as(o.context, o.kv);
         let out = session.generate(prompt, &options, &mut |_| true)?;
         let t = &out.timings;
-        results.push(json!({
-            "prompt_tokens": prompt.len(),
-            "tokens": out.tokens,
-            "stop_reason": out.stop_reason.name(),
-            "ttft_ms": ms(t.time_to_first_token),
-            "prefill_tok_s": t.prefill_tokens_per_second(),
-            "decode_tok_s": t.decode_tokens_per_second(),
-        }));
+        results.push(PromptRun {
+            prompt_tokens: prompt.len(),
+            tokens: out.tokens,
+            top: None,
+            stop_reason: out.stop_reason.name().to_string(),
+            ttft_ms: ms(t.time_to_first_token),
+            prefill_tok_s: t.prefill_tokens_per_second(),
+            decode_tok_s: t.decode_tokens_per_second(),
+        });
     }
-    Ok(json!({
-        "report_version": REPORT_VERSION,
-        "ok": true,
-        "backend": engine.backend_name(),
-        "load_ms": ms(engine.load_time()),
-        "kv_cache_bytes": ava_runtime::KvCache::bytes_for(engine.model().config(), o.context, o.kv),
-        "prompts": results,
-        "peak_rss_bytes": status_bytes("VmHWM:"),
-        "device": device_facts(),
-    }))
+    Ok(GenerateReport {
+        report_version: REPORT_VERSION,
+        ok: true,
+        backend: engine.backend_name().to_string(),
+        load_ms: ms(engine.load_time()),
+        kv_cache_bytes: ava_runtime::KvCache::bytes_for(engine.model().config(), o.context, o.kv),
+        prompts: results,
+        peak_rss_bytes: status_bytes("VmHWM:"),
+        device: device_facts(),
+    })
 }
 
 /// One prompt teacher-forced with `forced`: the device's argmax and `--top` logits per step.
-fn forced_prompt(engine: &Engine, prompt: &[u32], forced: &[u32], o: &Options) -> Result<Value> {
+fn forced_prompt(
+    engine: &Engine,
+    prompt: &[u32],
+    forced: &[u32],
+    o: &Options,
+) -> Result<PromptRun> {
     let sizes = stepwise::StepSizes {
         steps: o.max_new_tokens,
         context: o.context,
@@ -236,15 +251,15 @@ fn forced_prompt(engine: &Engine, prompt: &[u32], forced: &[u32], o: &Options) -
         decoded as f64 / out.decode.as_secs_f64()
     };
     let top: Vec<Vec<(u32, f32)>> = out.steps.iter().map(|s| s.top.clone()).collect();
-    Ok(json!({
-        "prompt_tokens": prompt.len(),
-        "tokens": out.steps.iter().map(|s| s.argmax).collect::<Vec<_>>(),
-        "top": top,
-        "stop_reason": "max_tokens",
-        "ttft_ms": ms(out.prefill),
-        "prefill_tok_s": prompt.len() as f64 / out.prefill.as_secs_f64().max(f64::MIN_POSITIVE),
-        "decode_tok_s": decode_tok_s,
-    }))
+    Ok(PromptRun {
+        prompt_tokens: prompt.len(),
+        tokens: out.steps.iter().map(|s| s.argmax).collect(),
+        top: Some(top),
+        stop_reason: ava_runtime::StopReason::MaxTokens.name().to_string(),
+        ttft_ms: ms(out.prefill),
+        prefill_tok_s: prompt.len() as f64 / out.prefill.as_secs_f64().max(f64::MIN_POSITIVE),
+        decode_tok_s,
+    })
 }
 
 /// Classifies every non-empty line of `utterances` with the archive's mALBERT classifier.
@@ -253,7 +268,7 @@ fn classify(
     utterances: &Path,
     backend: Backend,
     policy: &KernelPolicy,
-) -> Result<Value> {
+) -> Result<ClassifyReport> {
     let text = std::fs::read_to_string(utterances)
         .map_err(|e| format!("reading {}: {e}", utterances.display()))?;
     let t0 = Instant::now();
@@ -263,30 +278,30 @@ fn classify(
     let mut results = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let r = c.classify(line)?;
-        results.push(json!({
-            "tokens": r.input_ids,
-            "index": r.index,
-            "score": r.probs.get(r.index).copied().unwrap_or(0.0),
-            "logits": r.logits,
-            "ms": r.seconds * 1e3,
-            "model_ms": r.model_seconds * 1e3,
-        }));
+        results.push(Classified {
+            score: r.probs.get(r.index).copied().unwrap_or(0.0),
+            tokens: r.input_ids,
+            index: r.index,
+            logits: r.logits,
+            ms: r.seconds * 1e3,
+            model_ms: r.model_seconds * 1e3,
+        });
     }
     if results.is_empty() {
         return Err(format!("{}: no utterances", utterances.display()).into());
     }
-    Ok(json!({
-        "report_version": REPORT_VERSION,
-        "ok": true,
-        "mode": "classify",
-        "backend": c.encoder().backend_name(),
-        "load_ms": ms(load),
-        "labels": c.labels().len(),
-        "max_seq_len": c.encoder().max_positions(),
-        "utterances": results,
-        "peak_rss_bytes": status_bytes("VmHWM:"),
-        "device": device_facts(),
-    }))
+    Ok(ClassifyReport {
+        report_version: REPORT_VERSION,
+        ok: true,
+        mode: CLASSIFY_MODE.to_string(),
+        backend: c.encoder().backend_name().to_string(),
+        load_ms: ms(load),
+        labels: c.labels().len(),
+        max_seq_len: c.encoder().max_positions(),
+        utterances: results,
+        peak_rss_bytes: status_bytes("VmHWM:"),
+        device: device_facts(),
+    })
 }
 
 fn ms(d: Duration) -> f64 {
@@ -305,18 +320,18 @@ fn kib_line(text: &str, key: &str) -> Option<u64> {
 }
 
 /// What the device says about itself; every field is `null` where it cannot be read.
-fn device_facts() -> Value {
+fn device_facts() -> DeviceFacts {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    json!({
-        "arch": std::env::consts::ARCH,
-        "os": std::env::consts::OS,
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).ok(),
-        "cpu_features": cpu_features(),
-        "mem_total_bytes": kib_line(&meminfo, "MemTotal:"),
-        "mem_available_bytes": kib_line(&meminfo, "MemAvailable:"),
-        "model": getprop("ro.product.model"),
-        "android_version": getprop("ro.build.version.release"),
-    })
+    DeviceFacts {
+        arch: std::env::consts::ARCH.to_string(),
+        os: std::env::consts::OS.to_string(),
+        cpus: std::thread::available_parallelism().map(|n| n.get()).ok(),
+        cpu_features: cpu_features(),
+        mem_total_bytes: kib_line(&meminfo, "MemTotal:"),
+        mem_available_bytes: kib_line(&meminfo, "MemAvailable:"),
+        model: getprop("ro.product.model"),
+        android_version: getprop("ro.build.version.release"),
+    }
 }
 
 /// The first `Features` (arm64) or `flags` (x86) line of `/proc/cpuinfo`.

@@ -1,5 +1,7 @@
-//! The C ABI of TVM-generated kernels (tvm-ffi safe calls on DLPack tensors) and the host
-//! hooks they call back into: errors and workspaces (the parallel-launch hook is in `pool`).
+//! The C ABI of TVM-generated kernels (tvm-ffi safe calls on DLPack tensors) and two of the
+//! host hooks they call back into: errors and workspaces. The third, the parallel launch, has
+//! its ABI and implementation in `pool`; the two modules do not use each other, `library`
+//! installs both.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::Mutex;
@@ -53,16 +55,6 @@ pub const DL_CPU: i32 = 1;
 /// A kernel entry point: `int f(void* self, const TVMFFIAny* args, int32 n, TVMFFIAny* ret)`.
 pub type SafeCall =
     unsafe extern "C" fn(*mut c_void, *const TVMFFIAny, i32, *mut TVMFFIAny) -> c_int;
-
-/// `TVMParallelGroupEnv`.
-#[repr(C)]
-pub struct ParallelEnv {
-    pub sync_handle: *mut c_void,
-    pub num_task: i32,
-}
-
-/// The body of a parallel loop: `int f(int task_id, TVMParallelGroupEnv* env, void* cdata)`.
-pub type ParallelLambda = unsafe extern "C" fn(c_int, *mut ParallelEnv, *mut c_void) -> c_int;
 
 /// The last error a kernel raised (kernels may raise on worker threads, so not thread-local).
 static LAST_ERROR: Mutex<String> = Mutex::new(String::new());

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use ava_core::{DType, Gemma3Config, Target};
 
-use super::library::{library_on_disk, Arg, KernelTable, Library, TempLibrary};
+use super::library::{library_on_disk, missing_features, parse_table, Arg, Library, TempLibrary};
 use super::{library_path, table_path};
 use crate::error::{Error, Result};
 use crate::gemma3::{Attention, Gemma3, Input, Kernels};
@@ -74,8 +74,8 @@ impl TvmKernels {
                 source.label("").display()
             ))
         })?;
-        let table = KernelTable::parse(&table_bytes, &table_label)?;
-        let missing = table.missing_features();
+        let table = parse_table(&table_bytes, &table_label)?;
+        let missing = missing_features(&table);
         if !missing.is_empty() {
             return Err(Error::Model(format!(
                 "tvm: the {target} kernels need CPU features this machine lacks: {}",

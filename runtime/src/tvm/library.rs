@@ -4,66 +4,30 @@ use std::collections::HashMap;
 use std::ffi::{c_void, CString};
 use std::path::{Path, PathBuf};
 
+use ava_core::KernelTable;
+
 use super::ffi::{
     self, DLDataType, DLDevice, DLTensor, SafeCall, TVMFFIAny, DL_CPU, TYPE_DLTENSOR_PTR,
     TYPE_FLOAT, TYPE_INT, TYPE_NONE,
 };
 use crate::error::{Error, Result};
 
-/// Version of `kernels.json` this runtime reads.
-pub const TABLE_FORMAT_VERSION: u64 = 1;
 /// Most dimensions of a tensor argument.
 const MAX_DIMS: usize = 4;
 
-/// The parts of `kernels.json` the runtime uses.
-#[derive(Clone, Debug)]
-pub struct KernelTable {
-    /// Target name.
-    pub target: String,
-    /// CPU features the library needs.
-    pub requires: Vec<String>,
-    /// Kernel names (symbol = `__tvm_ffi_<name>`).
-    pub kernels: Vec<String>,
+/// Parses `kernels.json` (`label` names it in errors).
+pub fn parse_table(bytes: &[u8], label: &Path) -> Result<KernelTable> {
+    Ok(KernelTable::parse(bytes, label)?)
 }
 
-impl KernelTable {
-    /// Parses `kernels.json` (`label` names it in errors).
-    pub fn parse(bytes: &[u8], label: &Path) -> Result<Self> {
-        let bad = |m: &str| Error::Model(format!("{}: {m}", label.display()));
-        let v: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| bad(&e.to_string()))?;
-        if v["format_version"].as_u64() != Some(TABLE_FORMAT_VERSION) {
-            return Err(bad(&format!(
-                "kernel table format {} (this runtime reads {TABLE_FORMAT_VERSION})",
-                v["format_version"]
-            )));
-        }
-        let strings = |key: &str, field: Option<&str>| -> Result<Vec<String>> {
-            v[key]
-                .as_array()
-                .ok_or_else(|| bad(&format!("no {key} list")))?
-                .iter()
-                .map(|e| {
-                    let e = field.map_or(e, |f| &e[f]);
-                    e.as_str().map(str::to_string).ok_or_else(|| bad(key))
-                })
-                .collect()
-        };
-        Ok(KernelTable {
-            target: v["target"].as_str().unwrap_or_default().to_string(),
-            requires: strings("requires", None)?,
-            kernels: strings("kernels", Some("name"))?,
-        })
-    }
-
-    /// CPU features the library needs that this CPU lacks.
-    pub fn missing_features(&self) -> Vec<String> {
-        self.requires
-            .iter()
-            .filter(|f| !cpu_has(f))
-            .cloned()
-            .collect()
-    }
+/// CPU features the library of `table` needs that this CPU lacks.
+pub fn missing_features(table: &KernelTable) -> Vec<String> {
+    table
+        .requires
+        .iter()
+        .filter(|f| !cpu_has(f))
+        .cloned()
+        .collect()
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -181,7 +145,7 @@ impl Library {
         };
         lib.install_hooks();
         let mut kernels = HashMap::new();
-        for name in &table.kernels {
+        for name in table.kernels.iter().map(|k| &k.name) {
             let sym = lib
                 .symbol(&format!("__tvm_ffi_{name}"))
                 .ok_or_else(|| bad(format!("kernel {name} listed in the table is not exported")))?;
@@ -405,7 +369,7 @@ fn private_file(label: &Path, bytes: &[u8]) -> Result<(PathBuf, Option<TempLibra
         }
     };
     let guard = TempLibrary(dir.clone());
-    let path = dir.join("libmodel.so");
+    let path = dir.join(ava_core::kernel_table::LIBRARY_NAME);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

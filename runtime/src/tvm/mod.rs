@@ -9,9 +9,11 @@ mod kernels;
 mod library;
 pub(crate) mod pool;
 
+pub use ava_core::kernel_table::{library_path, table_path};
+pub use ava_core::KernelTable;
 pub use kernels::{Gemma3Tvm, TvmKernels, TvmPositions, TvmWeight};
 pub(crate) use library::{library_on_disk, LibraryEntry};
-pub use library::{Arg, KernelTable, Library};
+pub use library::{missing_features, parse_table, Arg, Library};
 pub use pool::{threads, THREADS_ENV};
 
 /// Which backend runs the model.
@@ -25,14 +27,4 @@ pub enum Backend {
     Native,
     /// The archive's TVM kernel library (an error when it has none for this machine).
     Tvm,
-}
-
-/// Archive path of a target's kernel library.
-pub fn library_path(target: ava_core::Target) -> String {
-    format!("lib/{}/libmodel.so", target.name())
-}
-
-/// Archive path of a target's kernel table.
-pub fn table_path(target: ava_core::Target) -> String {
-    format!("lib/{}/kernels.json", target.name())
 }

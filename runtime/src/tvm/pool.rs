@@ -3,12 +3,20 @@
 //! A launch from inside [`crate::threads::Threads::run`] is split into at most that many tasks;
 //! workers whose id is past the task count sit it out.
 
-use std::ffi::c_void;
+use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::ffi::{ParallelEnv, ParallelLambda};
+/// `TVMParallelGroupEnv`.
+#[repr(C)]
+pub struct ParallelEnv {
+    pub sync_handle: *mut c_void,
+    pub num_task: i32,
+}
+
+/// The body of a parallel loop: `int f(int task_id, TVMParallelGroupEnv* env, void* cdata)`.
+pub type ParallelLambda = unsafe extern "C" fn(c_int, *mut ParallelEnv, *mut c_void) -> c_int;
 
 /// Environment variable overriding the number of threads kernels use.
 pub const THREADS_ENV: &str = "AVA_NUM_THREADS";
@@ -148,8 +156,8 @@ fn worker(pool: &'static Pool, id: usize) {
 pub unsafe extern "C" fn parallel_launch(
     f: ParallelLambda,
     cdata: *mut c_void,
-    _num_task: std::ffi::c_int,
-) -> std::ffi::c_int {
+    _num_task: c_int,
+) -> c_int {
     launch(f, cdata)
 }
 

@@ -4,12 +4,24 @@
 //! activations at the longest input) is checked against the device's RAM first.
 
 use std::collections::HashMap;
+use std::path::Path;
+use std::process::Output;
 
+use anyhow::{bail, Context};
+use ava_core::footprint;
 use ava_runtime::albert::{graph::OnnxGraph, Classifier, FAMILY, MODEL_FILES, TOKENIZER_FILE};
+use ava_runtime::runner_report::{Classified, ClassifyReport, DeviceFacts};
 use ava_runtime::Package;
+use serde::Serialize;
+use serde_json::Value;
 
-use super::*;
+use super::report::{finite, finite_one, fits_check, human_head, percentile, runner_report};
+use super::report::{Check, Outcome};
+use super::runner::{device_target, kernel_flag, locate_runner};
+use super::transport::{adb_state, Transport};
+use crate::args::validate::{AonValidateArgs, Device};
 use crate::commands::aon_data;
+use crate::ui::{human_bytes, Ui};
 
 /// The utterances file pushed next to the runner (one utterance a line).
 const UTTERANCES_FILE: &str = "utterances.txt";
@@ -110,7 +122,7 @@ pub(super) struct AonReport {
     memory: AonMemory,
     timings: Timings,
     peak_rss_bytes: Option<u64>,
-    device_facts: Value,
+    device_facts: DeviceFacts,
     checks: Vec<Check>,
 }
 
@@ -184,7 +196,7 @@ pub(super) fn validate(args: &AonValidateArgs, ui: &Ui) -> anyhow::Result<AonRep
     let files = [(UTTERANCES_FILE, text)];
     let mut device = Transport::new(&args.device, &runner, &args.archive, &files)?;
     let facts = device.facts()?;
-    memory.device_mem_total_bytes = facts["mem_total_bytes"].as_u64();
+    memory.device_mem_total_bytes = facts.mem_total_bytes;
     let mut report = AonReport {
         ok: false,
         archive: args.archive.display().to_string(),
@@ -244,7 +256,7 @@ pub(super) fn validate(args: &AonValidateArgs, ui: &Ui) -> anyhow::Result<AonRep
             "--classify".into(),
             UTTERANCES_FILE.into(),
         ];
-        argv.extend(super::kernel_flag(&args.archive, &args.trust)?);
+        argv.extend(kernel_flag(&args.archive, &args.trust)?);
         let out = device.exec(&argv);
         drop(device);
         read_run(&mut report, out?, &expected, &utterances, host.labels());
@@ -342,7 +354,7 @@ fn read_run(
     utterances: &[Utterance],
     labels: &[String],
 ) {
-    let run = match runner_report(&out) {
+    let run: ClassifyReport = match runner_report(&out) {
         Ok(v) => v,
         Err(detail) => {
             report.checks.push(Check {
@@ -353,16 +365,15 @@ fn read_run(
             return;
         }
     };
-    report.backend = run["backend"].as_str().map(str::to_string);
-    let rows = run["utterances"].as_array().cloned().unwrap_or_default();
+    report.backend = Some(run.backend.clone());
     report.checks.push(Check {
         name: "runner",
         ok: true,
-        detail: format!("classified {} utterances", rows.len()),
+        detail: format!("classified {} utterances", run.utterances.len()),
     });
-    report.peak_rss_bytes = run["peak_rss_bytes"].as_u64();
-    report.timings = timings(&run, &rows);
-    let got: Vec<Option<Predicted>> = rows.iter().map(predicted).collect();
+    report.peak_rss_bytes = run.peak_rss_bytes;
+    report.timings = timings(&run);
+    let got: Vec<Option<Predicted>> = run.utterances.iter().map(predicted).collect();
     report.max_logit_diff = expected
         .iter()
         .zip(&got)
@@ -389,18 +400,15 @@ fn read_run(
     report.accuracy = accuracy(expected, &got, utterances, labels);
 }
 
-fn predicted(v: &Value) -> Option<Predicted> {
-    let floats = |v: &Value| -> Option<Vec<f32>> {
-        v.as_array()?
-            .iter()
-            .map(|x| x.as_f64().map(|x| x as f32))
-            .collect()
-    };
-    Some(Predicted {
-        tokens: ids(&v["tokens"]),
-        index: usize::try_from(v["index"].as_u64()?).ok()?,
-        score: v["score"].as_f64()? as f32,
-        logits: floats(&v["logits"])?,
+/// A row of the runner's report; `None` (a missing prediction) when a score or logit was not
+/// a finite number.
+fn predicted(row: &Classified) -> Option<Predicted> {
+    let finite = row.score.is_finite() && row.logits.iter().all(|x| x.is_finite());
+    finite.then(|| Predicted {
+        tokens: row.tokens.clone(),
+        index: row.index,
+        score: row.score,
+        logits: row.logits.clone(),
     })
 }
 
@@ -492,12 +500,11 @@ fn accuracy(
     })
 }
 
-fn timings(run: &Value, rows: &[Value]) -> Timings {
-    let field = |name: &str| -> Vec<f64> { rows.iter().filter_map(|p| p[name].as_f64()).collect() };
-    let latency = field("ms");
-    let model = field("model_ms");
+fn timings(run: &ClassifyReport) -> Timings {
+    let latency = finite(run.utterances.iter().map(|u| u.ms));
+    let model = finite(run.utterances.iter().map(|u| u.model_ms));
     Timings {
-        load_ms: run["load_ms"].as_f64(),
+        load_ms: finite_one(run.load_ms),
         latency_ms_p50: percentile(&latency, 50),
         latency_ms_p95: percentile(&latency, 95),
         model_ms_p50: percentile(&model, 50),

@@ -3,8 +3,8 @@
 //! another token where the host's top-two margin is inside the tolerance: reported, then the
 //! host's token is fed on both sides) and the first divergence outside the tolerance.
 
+use ava_runtime::runner_report::PromptRun;
 use serde::Serialize;
-use serde_json::Value;
 
 /// Default tolerance: float ordering (vector widths, FMA) moves logits by ~1e-5.
 pub const TOLERANCE: f32 = 1e-3;
@@ -223,30 +223,18 @@ fn margin(logits: &[f32], a: u32, b: u32) -> f32 {
     }
 }
 
-/// The steps of one prompt of the runner's report (`tokens` and `top`; see ava-runner).
-pub fn device_steps(prompt: &Value) -> Vec<DeviceStep> {
-    let tokens = prompt["tokens"].as_array().cloned().unwrap_or_default();
-    let tops = prompt["top"].as_array().cloned().unwrap_or_default();
-    tokens
+/// The steps of one prompt of the runner's report (`tokens` and `top`).
+pub fn device_steps(prompt: &PromptRun) -> Vec<DeviceStep> {
+    let tops = prompt.top.as_deref().unwrap_or_default();
+    prompt
+        .tokens
         .iter()
         .enumerate()
-        .filter_map(|(s, t)| {
-            let argmax = u32::try_from(t.as_u64()?).ok()?;
-            let top = tops
-                .get(s)
-                .and_then(Value::as_array)
-                .map(|pairs| pairs.iter().filter_map(pair).collect())
-                .unwrap_or_default();
-            Some(DeviceStep { argmax, top })
+        .map(|(s, &argmax)| DeviceStep {
+            argmax,
+            top: tops.get(s).cloned().unwrap_or_default(),
         })
         .collect()
-}
-
-fn pair(v: &Value) -> Option<(u32, f32)> {
-    let id = u32::try_from(v.get(0)?.as_u64()?).ok()?;
-    // A non-finite logit arrives as JSON null: NaN, the worst difference.
-    let logit = v.get(1)?.as_f64().map_or(f32::NAN, |x| x as f32);
-    Some((id, logit))
 }
 
 #[cfg(test)]
@@ -328,8 +316,10 @@ mod tests {
 
     #[test]
     fn runner_steps_parse() {
-        let v = serde_json::json!({"tokens": [3, 4], "top": [[[3, 1.5], [4, null]], [[4, 2.0]]]});
-        let s = device_steps(&v);
+        let v = serde_json::json!({"prompt_tokens": 1, "tokens": [3, 4],
+            "top": [[[3, 1.5], [4, null]], [[4, 2.0]]], "stop_reason": "max_tokens",
+            "ttft_ms": 1.0, "prefill_tok_s": null, "decode_tok_s": 2.0});
+        let s = device_steps(&serde_json::from_value(v).unwrap());
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].argmax, 3);
         assert!(s[0].top[1].1.is_nan());

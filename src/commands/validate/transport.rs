@@ -1,6 +1,14 @@
 //! How the runner and its files reach a device: the host itself, qemu-aarch64, or adb.
 
-use super::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use anyhow::{bail, Context};
+use ava_runtime::runner_report::{DeviceFacts, FactsReport};
+
+use super::report::Unreachable;
+use super::{ADB_ROOT, QEMU};
+use crate::args::validate::Device;
 
 /// A device with the runner, the archive and the runner's input files on it.
 pub(super) struct Transport {
@@ -62,13 +70,13 @@ impl Transport {
     }
 
     /// `ava-runner --facts`.
-    pub(super) fn facts(&mut self) -> anyhow::Result<Value> {
+    pub(super) fn facts(&mut self) -> anyhow::Result<DeviceFacts> {
         let out = self.exec(&["--facts".to_string()])?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         let facts = stdout
             .lines()
             .rev()
-            .find_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+            .find_map(|l| serde_json::from_str::<FactsReport>(l.trim()).ok())
             .with_context(|| {
                 format!(
                     "ava-runner --facts printed no report (exit {:?}): {}",
@@ -76,7 +84,7 @@ impl Transport {
                     String::from_utf8_lossy(&out.stderr).trim()
                 )
             })?;
-        Ok(facts["device"].clone())
+        Ok(facts.device)
     }
 
     /// The archive's path as the runner sees it.

@@ -1,6 +1,7 @@
-//! Linking `ava-runner` for aarch64-linux-android without the NDK. clang targets Android and
-//! lld links (.cargo/config.toml) against what this module prepares under
-//! `target/android-runner-link/`:
+//! Linking an executable (`ava-runner`, the device half of `alc validate`) for
+//! aarch64-linux-android without the NDK; [`crate::link`] does the same for kernel libraries.
+//! clang targets Android and lld links (.cargo/config.toml) against what this module prepares
+//! under `target/android-runner-link/`:
 //!
 //! - `crt.o`, the start-up object (`android_crt.c`: `_start` -> bionic's `__libc_init`);
 //! - empty `libc.so`, `libm.so`, `libdl.so`, `liblog.so` with the right sonames (as
@@ -14,11 +15,14 @@
 //! stub libraries would have let lld check at link time is checked at load time instead).
 
 use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use super::*;
+use ava_core::Target;
 
-/// Android API level the start-up object is compiled for (that of scripts/android-lib).
-const ANDROID_API: u32 = 24;
+use crate::error::{io, Error, Result};
+use crate::link::{run, ANDROID_API};
+
 /// The folder under `target/` holding the link inputs.
 const LINK_DIR: &str = "android-runner-link";
 /// Marks a finished link folder.
@@ -32,29 +36,29 @@ const GCC_CROSS_DIR: &str = "/usr/lib/gcc-cross/aarch64-linux-gnu";
 /// glibc's `_dl_find_object` for bionic (libgcc_eh needs it), from the repository.
 const DL_FIND_OBJECT: &str = "bindings/android/link/dl_find_object.c";
 
-/// The rustc arguments that link `ava-runner` for Android from `root` (the checkout),
+/// The rustc arguments that link an executable for Android from `root` (the checkout),
 /// preparing the link folder first when it is not there yet.
-pub(super) fn rustc_link_args(root: &Path) -> anyhow::Result<Vec<String>> {
+pub fn rustc_link_args(root: &Path) -> Result<Vec<String>> {
     let target = root.join("target");
     let dir = target.join(LINK_DIR);
     if !dir.join(DONE).is_file() {
-        std::fs::create_dir_all(&target)
-            .with_context(|| format!("creating {}", target.display()))?;
+        std::fs::create_dir_all(&target).map_err(io(&target))?;
         let tmp = tempfile::Builder::new()
             .prefix(".android-runner-link-")
             .tempdir_in(&target)
-            .context("creating the Android link folder")?;
-        prepare(root, tmp.path()).context("preparing the NDK-less Android link")?;
-        std::fs::write(tmp.path().join(DONE), b"")?;
+            .map_err(io(&target))?;
+        prepare(root, tmp.path())?;
+        let done = tmp.path().join(DONE);
+        std::fs::write(&done, b"").map_err(io(&done))?;
         let kept = tmp.keep();
         if std::fs::rename(&kept, &dir).is_err() {
             // Another run made it first (or an unfinished one is in the way).
             let _ = std::fs::remove_dir_all(&kept);
             if !dir.join(DONE).is_file() {
-                bail!(
-                    "{}: an unfinished Android link folder; remove it",
-                    dir.display()
-                );
+                return Err(Error::BadOutput {
+                    path: dir,
+                    message: "an unfinished Android link folder; remove it".into(),
+                });
             }
         }
     }
@@ -70,9 +74,9 @@ pub(super) fn rustc_link_args(root: &Path) -> anyhow::Result<Vec<String>> {
     ])
 }
 
-fn prepare(root: &Path, dir: &Path) -> anyhow::Result<()> {
+fn prepare(root: &Path, dir: &Path) -> Result<()> {
     let empty = dir.join("empty.c");
-    std::fs::write(&empty, b"")?;
+    std::fs::write(&empty, b"").map_err(io(&empty))?;
     for lib in STUB_LIBS {
         let so = dir.join(format!("lib{lib}.so"));
         let soname = format!("-Wl,-soname,lib{lib}.so");
@@ -84,14 +88,15 @@ fn prepare(root: &Path, dir: &Path) -> anyhow::Result<()> {
         )?;
     }
     let crt = dir.join("crt.c");
-    std::fs::write(&crt, CRT_SOURCE)?;
+    std::fs::write(&crt, CRT_SOURCE).map_err(io(&crt))?;
     compile(&crt, &dir.join("crt.o"), &["-fno-emulated-tls"])?;
     let eh_dir = dir.join("eh");
-    std::fs::create_dir(&eh_dir)?;
+    std::fs::create_dir(&eh_dir).map_err(io(&eh_dir))?;
     tool("ar", &eh_dir, [OsStr::new("x"), libgcc_eh()?.as_os_str()])?;
     let dl = dir.join("dl_find_object.o");
     compile(&root.join(DL_FIND_OBJECT), &dl, &[])?;
-    let mut members: Vec<PathBuf> = std::fs::read_dir(&eh_dir)?
+    let mut members: Vec<PathBuf> = std::fs::read_dir(&eh_dir)
+        .map_err(io(&eh_dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "o"))
         .collect();
@@ -108,11 +113,14 @@ fn prepare(root: &Path, dir: &Path) -> anyhow::Result<()> {
 }
 
 /// The newest `libgcc_eh.a` of Debian's aarch64 cross GCC.
-fn libgcc_eh() -> anyhow::Result<PathBuf> {
+fn libgcc_eh() -> Result<PathBuf> {
+    let missing = |message: &str| Error::Tool {
+        tool: "libgcc_eh.a".into(),
+        target: Target::AndroidArm64.name().into(),
+        message: format!("{message} (Debian libgcc-12-dev-arm64-cross, `make setup`)"),
+    };
     let mut found: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir(GCC_CROSS_DIR)
-        .with_context(|| {
-            format!("{GCC_CROSS_DIR} (Debian libgcc-12-dev-arm64-cross, `make setup`)")
-        })?
+        .map_err(|e| missing(&format!("{GCC_CROSS_DIR}: {e}")))?
         .filter_map(|e| e.ok())
         .map(|e| e.path().join("libgcc_eh.a"))
         .filter(|p| p.is_file())
@@ -134,16 +142,16 @@ fn libgcc_eh() -> anyhow::Result<PathBuf> {
     found
         .pop()
         .map(|(_, p)| p)
-        .with_context(|| format!("no libgcc_eh.a under {GCC_CROSS_DIR}"))
+        .ok_or_else(|| missing(&format!("no libgcc_eh.a under {GCC_CROSS_DIR}")))
 }
 
-fn compile(source: &Path, object: &Path, extra: &[&str]) -> anyhow::Result<()> {
+fn compile(source: &Path, object: &Path, extra: &[&str]) -> Result<()> {
     let args = ["-O2", "-fPIC", "-ffreestanding", "-Wall", "-Wextra", "-c"];
     let paths = [source.as_os_str(), OsStr::new("-o"), object.as_os_str()];
     clang(args.iter().chain(extra).map(OsStr::new).chain(paths))
 }
 
-fn clang<'a>(args: impl IntoIterator<Item = &'a OsStr>) -> anyhow::Result<()> {
+fn clang<'a>(args: impl IntoIterator<Item = &'a OsStr>) -> Result<()> {
     let target = format!("--target=aarch64-linux-android{ANDROID_API}");
     let mut all = vec![std::ffi::OsString::from(target)];
     all.extend(args.into_iter().map(OsStr::to_os_string));
@@ -151,21 +159,8 @@ fn clang<'a>(args: impl IntoIterator<Item = &'a OsStr>) -> anyhow::Result<()> {
 }
 
 /// Runs `program` with `args` in `cwd`, failing with its stderr.
-fn tool<'a>(
-    program: &str,
-    cwd: &Path,
-    args: impl IntoIterator<Item = &'a OsStr>,
-) -> anyhow::Result<()> {
-    let out = Command::new(program)
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .with_context(|| format!("running {program}"))?;
-    if !out.status.success() {
-        bail!(
-            "{program} failed: {}",
-            tail_lines(&String::from_utf8_lossy(&out.stderr), CARGO_ERROR_LINES)
-        );
-    }
-    Ok(())
+fn tool<'a>(program: &str, cwd: &Path, args: impl IntoIterator<Item = &'a OsStr>) -> Result<()> {
+    let mut cmd = Command::new(program);
+    cmd.args(args).current_dir(cwd);
+    run(&mut cmd, Target::AndroidArm64)
 }

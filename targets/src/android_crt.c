@@ -1,6 +1,6 @@
 /*
  * The start-up object of an Android executable, for linking `ava-runner` without the NDK
- * (src/commands/validate/android.rs). It does what the NDK's crtbegin_dynamic.o does for a
+ * (targets/src/android_runner.rs). It does what the NDK's crtbegin_dynamic.o does for a
  * dynamically linked executable: `_start` hands the kernel's argument block to bionic's
  * `__libc_init`, which runs `main` and exits with its result. No headers: there is no Android
  * sysroot here, so bionic's `structors_array_t` is spelled out.

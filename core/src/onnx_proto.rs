@@ -1,8 +1,9 @@
-//! The subset of `onnx.proto` (ONNX IR version 8, opset 17) that the IR needs, as prost messages.
+//! The subset of `onnx.proto` (ONNX IR version 8, opset 17) that `ava-passes` (import, export)
+//! and the runtime's classifier (reading the graph) use, as prost messages. Feature `onnx`.
 //!
 //! Transcribed from onnx/onnx `onnx/onnx.proto` with the same field numbers, the way tract keeps
 //! prost-generated ONNX code in its tree: no `protoc` at build time. Fields not listed here are
-//! skipped when decoding (prost ignores unknown fields), so import keeps what the IR models.
+//! skipped when decoding (prost ignores unknown fields).
 
 #![allow(missing_docs)]
 
