@@ -89,7 +89,7 @@ pub struct ValidateArgs {
     pub backend: Backend,
     /// Largest logit difference accepted at any step; a different greedy token where the
     /// host's margin between the two is at most this is a near-tie, not a failure (default:
-    /// 0.001, or 0.25 for q4bf16 archives, whose int8 activations amplify float rounding).
+    /// 0.01, or 1.0 for q4bf16 archives, whose int8 activations amplify float rounding).
     #[arg(long, value_name = "X", value_parser = tolerance)]
     pub tolerance: Option<f32>,
     #[command(flatten)]

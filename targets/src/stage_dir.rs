@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use ava_core::checkpoint::CONFIG_FILE;
+use ava_core::kernel_table::KernelTable;
 use ava_packaging::stage::{StageFile, STAGE_FILE};
 use ava_packaging::PackageTarget;
 use serde_json::json;
@@ -13,8 +15,6 @@ use crate::{build, BuildOptions, Result, TargetReport, TargetSpec};
 
 /// The stage's name in `ava-stage.json` and the manifest.
 pub const BUILD_STAGE: &str = "build";
-/// The config file that makes a directory a checkpoint.
-const CONFIG_FILE: &str = "config.json";
 
 /// Builds `specs` for the checkpoint in `dir` into the existing, empty directory `out`, beside
 /// copies of the checkpoint's top-level files (never hard links: the input may be a stage
@@ -62,17 +62,15 @@ fn write_stage(
     if let [only] = specs {
         stage.target = Some(PackageTarget::Native(only.target));
     }
-    let targets: Vec<_> = reports
-        .iter()
-        .map(|r| {
-            let table: serde_json::Value = std::fs::read(&r.table)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_default();
-            json!({"target": r.target, "cpu": r.cpu, "kernels": table["kernels"],
-                   "tvm_version": table["tvm_version"]})
-        })
-        .collect();
+    let mut targets = Vec::with_capacity(reports.len());
+    for r in reports {
+        let bytes = std::fs::read(&r.table).map_err(error::io(&r.table))?;
+        let table = KernelTable::parse(&bytes, &r.table)?;
+        targets.push(
+            json!({"target": r.target, "cpu": r.cpu, "kernels": table.kernels,
+               "tvm_version": table.tvm_version}),
+        );
+    }
     stage.stages.insert(
         BUILD_STAGE.to_string(),
         json!({"tool": "ava-targets", "targets": targets}),

@@ -6,11 +6,13 @@
 use ava_runtime::runner_report::PromptRun;
 use serde::Serialize;
 
-/// Default tolerance: float ordering (vector widths, FMA) moves logits by ~1e-5.
-pub const TOLERANCE: f32 = 1e-3;
+/// Default tolerance: float ordering (vector widths, FMA) and the f16 KV cache's rounding move
+/// logits by ~1e-5 on the tiny models and 3.6e-3 on the real Gemma 3 270M (docs/runtime.md).
+pub const TOLERANCE: f32 = 1e-2;
 /// Default tolerance of q4bf16 archives: the same float differences can move an activation
-/// across an int8 rounding boundary (one code, `amax / 127`), moving logits by ~1e-2.
-pub const TOLERANCE_INT8_ACTS: f32 = 0.25;
+/// across an int8 rounding boundary (one code, `amax / 127`), moving logits by ~1e-1 on the
+/// tiny models and 0.74 on the real Gemma 3 270M (docs/runtime.md).
+pub const TOLERANCE_INT8_ACTS: f32 = 1.0;
 
 /// The default tolerance of an archive quantized as `quantization` (its manifest's field).
 pub fn default_tolerance(quantization: &str) -> f32 {
