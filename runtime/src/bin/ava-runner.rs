@@ -224,7 +224,8 @@ fn run(o: &Options) -> Result<GenerateReport> {
         ok: true,
         backend: engine.backend_name().to_string(),
         load_ms: ms(engine.load_time()),
-        kv_cache_bytes: ava_runtime::KvCache::bytes_for(engine.model().config(), o.context, o.kv),
+        kv_cache_bytes: ava_runtime::KvCache::bytes_for(engine.model().config(), o.context, o.kv)
+            as u64,
         prompts: results,
         peak_rss_bytes: status_bytes("VmHWM:"),
         device: device_facts(),
