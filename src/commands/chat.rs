@@ -9,11 +9,10 @@ use std::path::Path;
 
 use anyhow::Context;
 use ava_runtime::tokenizer::{gemma_chat_turn, END_OF_TURN};
-use ava_runtime::{Engine, GenerateOptions, StopReason};
+use ava_runtime::{GenerateOptions, StopReason};
 use serde::Serialize;
 
 use crate::args::run::ChatArgs;
-use crate::hub::resolve_checkpoint;
 use crate::output::{catch_interrupts, take_interrupt};
 use crate::ui::Ui;
 
@@ -33,13 +32,14 @@ struct TurnReport<'a> {
 /// Runs `alc chat`.
 pub fn run(args: &ChatArgs, ui: &Ui) -> anyhow::Result<()> {
     let local = Path::new(&args.model).exists();
-    let model = resolve_checkpoint(&args.model, &args.hub.options(ui), ui)?;
-    let policy = args.trust.policy(local)?;
-    let engine = Engine::open_with_policy(&model, args.backend.into(), &policy)
-        .with_context(|| format!("loading {}", model.display()))?;
-    if let Some(note) = engine.kernel_note() {
-        ui.info(format!("note: running on the native backend: {note}"));
-    }
+    let engine = super::run::open_engine(
+        &args.model,
+        local,
+        &args.hub,
+        &args.trust,
+        args.backend.into(),
+        ui,
+    )?;
     let context = super::run::context_length(args.context, &engine)?;
     let options = GenerateOptions {
         max_tokens: args.max_tokens,
@@ -124,32 +124,9 @@ fn reply(
     options: &GenerateOptions,
     stream: bool,
 ) -> anyhow::Result<ava_runtime::Generation> {
-    let mut stdout = std::io::stdout().lock();
-    let mut write_error = None;
     // A Ctrl-C pressed at the prompt is not for this reply.
     take_interrupt();
-    let out = session.generate(ids, options, &mut |piece| {
-        if take_interrupt() {
-            return false;
-        }
-        if stream {
-            if let Err(e) = stdout
-                .write_all(piece.text.as_bytes())
-                .and_then(|()| stdout.flush())
-            {
-                write_error = Some(e);
-                return false;
-            }
-        }
-        true
-    })?;
-    if let Some(e) = write_error {
-        return Err(e.into());
-    }
-    if stream {
-        writeln!(stdout)?;
-    }
-    Ok(out)
+    super::run::generate_to_stdout(session, ids, options, stream, take_interrupt)
 }
 
 #[cfg(test)]

@@ -34,38 +34,41 @@ struct TimingsReport {
     decode_tok_s: f64,
 }
 
-/// Runs `run`.
-pub fn run(args: &RunArgs, ui: &Ui) -> anyhow::Result<()> {
-    let backend = ava_runtime::Backend::from(args.backend);
-    let local = Path::new(&args.model).exists();
-    if let Some(path) = &args.logits_out {
-        crate::output::claim(path, crate::output::Expect::Npy, args.force)?;
-    }
-    let model = resolve_checkpoint(&args.model, &args.hub.options(ui), ui)?;
-    let policy = args.trust.policy(local)?;
+/// Opens `model` (a path, `local`, or a hub id) on `backend` under the trust policy of
+/// `trust`, saying when the archive's kernels are not used. `run`, `chat` and `bench` share it.
+pub(crate) fn open_engine(
+    model: &str,
+    local: bool,
+    hub: &crate::args::HubArgs,
+    trust: &crate::args::TrustArgs,
+    backend: ava_runtime::Backend,
+    ui: &Ui,
+) -> anyhow::Result<Engine> {
+    let model = resolve_checkpoint(model, &hub.options(ui), ui)?;
+    let policy = trust.policy(local)?;
     let engine = Engine::open_with_policy(&model, backend, &policy)
         .with_context(|| format!("loading {}", model.display()))?;
     if let Some(note) = engine.kernel_note() {
         ui.info(format!("note: running on the native backend: {note}"));
     }
-    let context = context_length(args.context, &engine)?;
-    ui.detail(format!(
-        "loaded in {:.0} ms ({} backend)",
-        engine.load_time().as_secs_f64() * 1e3,
-        engine.backend_name()
-    ));
-    let prompt = prompt_ids(args, &engine)?;
-    let options = GenerateOptions {
-        max_tokens: args.max_tokens,
-        sampling: args.sampling.params(),
-        stop_strings: args.stop.clone(),
-        ignore_eos: args.ignore_eos,
-    };
-    let mut session = engine.session_as(context, args.kv_cache.into());
-    let stream = !ui.json;
+    Ok(engine)
+}
+
+/// Generates from `ids`, streaming each piece to stdout (then a newline) when `stream`;
+/// generation stops early when `stop` returns true. `run` and `chat` share it.
+pub(crate) fn generate_to_stdout(
+    session: &mut ava_runtime::Session<'_>,
+    ids: &[u32],
+    options: &GenerateOptions,
+    stream: bool,
+    mut stop: impl FnMut() -> bool,
+) -> anyhow::Result<ava_runtime::Generation> {
     let mut stdout = std::io::stdout().lock();
     let mut write_error = None;
-    let out = session.generate(&prompt, &options, &mut |piece| {
+    let out = session.generate(ids, options, &mut |piece| {
+        if stop() {
+            return false;
+        }
         if stream {
             if let Err(e) = stdout
                 .write_all(piece.text.as_bytes())
@@ -83,7 +86,33 @@ pub fn run(args: &RunArgs, ui: &Ui) -> anyhow::Result<()> {
     if stream {
         writeln!(stdout)?;
     }
-    drop(stdout);
+    Ok(out)
+}
+
+/// Runs `run`.
+pub fn run(args: &RunArgs, ui: &Ui) -> anyhow::Result<()> {
+    let backend = ava_runtime::Backend::from(args.backend);
+    let local = Path::new(&args.model).exists();
+    if let Some(path) = &args.logits_out {
+        crate::output::claim(path, crate::output::Expect::Npy, args.force)?;
+    }
+    let engine = open_engine(&args.model, local, &args.hub, &args.trust, backend, ui)?;
+    let context = context_length(args.context, &engine)?;
+    ui.detail(format!(
+        "loaded in {:.0} ms ({} backend)",
+        engine.load_time().as_secs_f64() * 1e3,
+        engine.backend_name()
+    ));
+    let prompt = prompt_ids(args, &engine)?;
+    let options = GenerateOptions {
+        max_tokens: args.max_tokens,
+        sampling: args.sampling.params(),
+        stop_strings: args.stop.clone(),
+        ignore_eos: args.ignore_eos,
+    };
+    let mut session = engine.session_as(context, args.kv_cache.into());
+    let stream = !ui.json;
+    let out = generate_to_stdout(&mut session, &prompt, &options, stream, || false)?;
     if out.prompt_logits.iter().any(|x| !x.is_finite()) {
         ui.info(
             "warning: the model computes NaN or infinite logits (its weights hold NaN or \
