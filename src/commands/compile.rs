@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use ava_core::kernel_table::{table_path, KernelTable};
 use ava_core::TOKENIZER_FILE;
 use ava_hub::split_revision;
 use ava_packaging::cache::{hash_dir, KeyHasher, Lookup, StageCache, DIGEST_FILE};
@@ -373,15 +374,9 @@ impl<'a> Pipeline<'a> {
             Ok(())
         })?;
         let built = built.join(CHECKPOINT_DIR);
-        let table = built
-            .dir
-            .join("lib")
-            .join(spec.target.name())
-            .join(ava_targets::TABLE_NAME);
-        let table: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(&table).with_context(|| format!("reading {}", table.display()))?,
-        )?;
-        let kernels = table["kernels"].as_array().map_or(0, Vec::len);
+        let path = built.dir.join(table_path(spec.target));
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let kernels = KernelTable::parse(&bytes, &path)?.kernels.len();
         Ok((built, kernels))
     }
 
