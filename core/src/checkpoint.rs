@@ -23,12 +23,22 @@ pub const INDEX_FILE: &str = "model.safetensors.index.json";
 pub const INDEX_SUFFIX: &str = ".safetensors.index.json";
 /// Extension of weight files.
 pub const SAFETENSORS_EXTENSION: &str = "safetensors";
+/// The generation config (sampling defaults, end-of-turn ids) of a Gemma 3 checkpoint.
+pub const GENERATION_CONFIG_FILE: &str = "generation_config.json";
 /// The Hugging Face tokenizers file, the one tokenizer every pipeline carries to the device.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// The tokenizer's options (special tokens, maximum length) beside [`TOKENIZER_FILE`].
+pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
+/// An encoder's ONNX graph (f32, or weight-only quantized), as the aon stages write it.
+pub const ONNX_MODEL_FILE: &str = "model.onnx";
+/// An encoder's ONNX graph with int8 operators (`aon int8`), preferred when both are present.
+pub const INT8_ONNX_MODEL_FILE: &str = "model.int8.onnx";
+/// A classifier's label names by class index (a JSON array of strings).
+pub const LABELS_FILE: &str = "labels.json";
 /// Tokenizer files we recognise (HF tokenizers, SentencePiece, WordPiece, BPE).
 pub const TOKENIZER_FILES: [&str; 10] = [
     TOKENIZER_FILE,
-    "tokenizer_config.json",
+    TOKENIZER_CONFIG_FILE,
     "tokenizer.model",
     "spiece.model",
     "sentencepiece.bpe.model",

@@ -17,7 +17,8 @@ use crate::error::{bail, tokenizer_err, Context};
 use crate::{encode, head, intents, vocab, Error, Progress};
 
 /// Name of the label list written next to the model (the runtime reads it).
-pub use ava_runtime::albert::LABELS_FILE;
+pub use ava_core::checkpoint::LABELS_FILE;
+use ava_core::checkpoint::{CONFIG_FILE, TOKENIZER_CONFIG_FILE};
 
 /// f32 tensors by name, with shapes.
 pub type Weights = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
@@ -232,7 +233,7 @@ fn features(
 }
 
 fn copy_tokenizer_config(src: &Path, out: &Path, cap: usize) -> crate::Result<()> {
-    let path = src.join("tokenizer_config.json");
+    let path = src.join(TOKENIZER_CONFIG_FILE);
     if !path.is_file() {
         return Ok(());
     }
@@ -240,7 +241,7 @@ fn copy_tokenizer_config(src: &Path, out: &Path, cap: usize) -> crate::Result<()
         .with_context(|| format!("parsing {}", path.display()))?;
     v["model_max_length"] = cap.into();
     std::fs::write(
-        out.join("tokenizer_config.json"),
+        out.join(TOKENIZER_CONFIG_FILE),
         serde_json::to_vec_pretty(&v)?,
     )?;
     Ok(())
@@ -302,6 +303,6 @@ fn write_checkpoint(
         }
         None => config["architectures"] = serde_json::json!(["AlbertModel"]),
     }
-    std::fs::write(out.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
+    std::fs::write(out.join(CONFIG_FILE), serde_json::to_vec_pretty(&config)?)?;
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 
+use ava_packaging::{MANIFEST_NAME, SIGNATURE_NAME};
 use sha2::{Digest, Sha256};
 
 const BLOCK: usize = 512;
@@ -117,7 +118,7 @@ fn main() {
     let hello: &[u8] = b"hello";
     let m = manifest(&[("hello.txt", hello)]);
     let good = |extra: Vec<Raw>| {
-        let mut all = vec![entry("manifest.json", &m)];
+        let mut all = vec![entry(MANIFEST_NAME, &m)];
         all.extend(extra);
         tar(&all)
     };
@@ -140,7 +141,7 @@ fn main() {
             "hardlink.tar",
             good(vec![Raw {
                 kind: b'1',
-                link: "manifest.json",
+                link: MANIFEST_NAME,
                 ..entry("hello.txt", b"")
             }]),
         ),
@@ -174,7 +175,7 @@ fn main() {
         ("checksum.tar", good(vec![entry("hello.txt", b"jello")])),
         (
             "manifest-not-first.tar",
-            tar(&[entry("hello.txt", hello), entry("manifest.json", &m)]),
+            tar(&[entry("hello.txt", hello), entry(MANIFEST_NAME, &m)]),
         ),
         ("trailing-data.tar", {
             let mut t = good(vec![entry("hello.txt", hello)]);
@@ -185,7 +186,7 @@ fn main() {
     // Cut in the middle of the data of its second entry.
     let long = [7u8; 3000];
     let m_long = manifest(&[("hello.txt", &long)]);
-    let full = tar(&[entry("manifest.json", &m_long), entry("hello.txt", &long)]);
+    let full = tar(&[entry(MANIFEST_NAME, &m_long), entry("hello.txt", &long)]);
     let cut = full[..full.len() - 2 * BLOCK - 1500].to_vec();
     out.push(("truncated.tar", cut));
     // A small valid archive followed by 64 MiB of zeros: far past the bound its manifest allows.
@@ -198,7 +199,7 @@ fn main() {
     out.push((
         "huge-manifest.tar.zst",
         zstd(
-            &tar(&[entry("manifest.json", &huge), entry("hello.txt", hello)]),
+            &tar(&[entry(MANIFEST_NAME, &huge), entry("hello.txt", hello)]),
             false,
         ),
     ));
@@ -211,7 +212,7 @@ fn main() {
     out.push((
         "format-version-99.tar",
         tar(&[
-            entry("manifest.json", v99.as_bytes()),
+            entry(MANIFEST_NAME, v99.as_bytes()),
             entry("hello.txt", hello),
         ]),
     ));
@@ -220,7 +221,7 @@ fn main() {
     out.push((
         "signature-missing.tar",
         tar(&[
-            entry("manifest.json", v2.as_bytes()),
+            entry(MANIFEST_NAME, v2.as_bytes()),
             entry("hello.txt", hello),
         ]),
     ));
@@ -231,8 +232,8 @@ fn main() {
     out.push((
         "signature-mismatch.tar",
         tar(&[
-            entry("manifest.json", v2.as_bytes()),
-            entry("manifest.sig", &forged),
+            entry(MANIFEST_NAME, v2.as_bytes()),
+            entry(SIGNATURE_NAME, &forged),
             entry("hello.txt", hello),
         ]),
     ));

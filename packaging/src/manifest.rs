@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 
+use ava_core::checkpoint::{CONFIG_FILE, GENERATION_CONFIG_FILE, LABELS_FILE};
 use ava_core::Target;
 use serde::{Deserialize, Serialize};
 
@@ -110,14 +111,14 @@ impl Role {
         let name = path.rsplit('/').next().unwrap_or(path);
         let ext = name.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
         match (name, ext) {
-            ("labels.json", _) => Role::Labels,
+            (LABELS_FILE, _) => Role::Labels,
             (n, _) if n.starts_with("tokenizer") || n == "special_tokens_map.json" => {
                 Role::Tokenizer
             }
             ("spiece.model" | "vocab.txt" | "merges.txt" | "vocab.json", _) => Role::Tokenizer,
             (_, "safetensors" | "onnx" | "gguf" | "bin") => Role::Weights,
             (_, "so" | "dylib" | "dll") => Role::Library,
-            ("config.json" | "generation_config.json", _) => Role::Config,
+            (CONFIG_FILE | GENERATION_CONFIG_FILE, _) => Role::Config,
             (n, "json") if n.ends_with(".index.json") => Role::Config,
             _ => Role::Other,
         }

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
+use ava_core::checkpoint::CONFIG_FILE;
 use ava_core::{Checkpoint, DType, ModelFamily};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
@@ -18,8 +19,6 @@ use crate::{
 
 /// Extensions of pickle-based checkpoints, which execute code when loaded: never packaged.
 const PICKLE_EXTENSIONS: [&str; 5] = ["bin", "pt", "pth", "ckpt", "pkl"];
-/// The config file that makes a directory a checkpoint.
-const CONFIG_FILE: &str = "config.json";
 
 /// What the package stage writes; `None` fields come from `ava-stage.json`, then from the
 /// checkpoint.

@@ -20,9 +20,7 @@ use crate::error::{Error, Result};
 use crate::gguf::gemma3::{self, Gemma3Params, NORM_OFFSET};
 use crate::gguf::{GgufFile, TensorInfo};
 
-pub use ava_core::checkpoint::{CONFIG_FILE, WEIGHTS_FILE};
-/// The generation config written.
-pub const GENERATION_CONFIG_FILE: &str = "generation_config.json";
+pub use ava_core::checkpoint::{CONFIG_FILE, GENERATION_CONFIG_FILE, WEIGHTS_FILE};
 /// Elements dequantized per step while streaming a tensor (bounds memory use).
 pub const CHUNK_ELEMENTS: usize = 1 << 20;
 /// Write buffer size.

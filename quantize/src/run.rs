@@ -29,8 +29,7 @@ use crate::policy::{Policy, Scheme};
 use crate::stage::{plan, write_weights, Method, PlannedTensor, StageSpec, Transform};
 use crate::{Error, Result};
 
-/// The weights file written.
-pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub use ava_core::checkpoint::WEIGHTS_FILE;
 /// The stage's name in `ava-stage.json` and the manifest.
 pub const QUANTIZE_STAGE: &str = "quantize";
 

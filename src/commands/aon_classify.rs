@@ -10,14 +10,12 @@ use anyhow::Context;
 use ava_malbert::data::{self, Encoder};
 use ava_malbert::oos::{self, OosMetrics, Scored, OOS_LABEL};
 use ava_passes::{eval, onnx, Graph};
+use ava_runtime::albert::MODEL_FILES;
 use serde::Serialize;
 
 use crate::args::aon_int8::{ClassifyArgs, EvalArgs};
 use crate::args::run::Backend as RunBackend;
 use crate::ui::Ui;
-
-/// Model file looked for inside a model directory, INT8 first.
-pub const MODEL_FILES: [&str; 2] = ava_runtime::albert::MODEL_FILES;
 
 /// What runs the model.
 enum Backend {

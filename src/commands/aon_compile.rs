@@ -18,7 +18,8 @@ use ava_malbert::oos::{self, OosMetrics, Scored, OOS_STAGE};
 use ava_packaging::package::PackageOptions;
 use ava_packaging::stage::StageFile;
 use ava_packaging::PackageTarget;
-use ava_runtime::albert::{Classifier, LABELS_FILE};
+use ava_core::checkpoint::{LABELS_FILE, ONNX_MODEL_FILE};
+use ava_runtime::albert::Classifier;
 use ava_targets::kernels::KernelSpec;
 use ava_targets::{BuildOptions, TargetReport, TargetSpec};
 use serde::Serialize;
@@ -29,7 +30,7 @@ use super::archive_identity::resolve_version;
 use super::package;
 use crate::args::aon_int8::{CompileArgs, CompileQuant, OosThreshold};
 use crate::ui::{human_bytes, Ui};
-use stages::{StageReport, Stages, CACHE_FOLDER, CONVERT_REPORT, MODEL_FILE, QUANTIZE_REPORT};
+use stages::{StageReport, Stages, CACHE_FOLDER, CONVERT_REPORT, QUANTIZE_REPORT};
 
 /// Family written into the manifest.
 const FAMILY: &str = "albert";
@@ -259,7 +260,7 @@ pub fn run(args: &CompileArgs, ui: &Ui) -> anyhow::Result<()> {
     };
     let work = tempfile::tempdir().context("creating a work directory")?;
     let stage = work.path();
-    std::fs::copy(&model_path, stage.join(MODEL_FILE))?;
+    std::fs::copy(&model_path, stage.join(ONNX_MODEL_FILE))?;
     std::fs::write(stage.join(TOKENIZER_FILE), &tokenizer)?;
     std::fs::write(stage.join(LABELS_FILE), &labels)?;
     if let Some(target) = args.target {

@@ -21,11 +21,11 @@ use crate::tvm::Backend;
 pub use encoder::Encoder;
 pub use kernels::EncoderKernels;
 
+pub use ava_core::checkpoint::{
+    INT8_ONNX_MODEL_FILE, LABELS_FILE, ONNX_MODEL_FILE, TOKENIZER_FILE,
+};
 /// Model entries looked for, INT8 first.
-pub const MODEL_FILES: [&str; 2] = ["model.int8.onnx", "model.onnx"];
-pub use ava_core::TOKENIZER_FILE;
-/// Label names by class index.
-pub const LABELS_FILE: &str = "labels.json";
+pub const MODEL_FILES: [&str; 2] = [INT8_ONNX_MODEL_FILE, ONNX_MODEL_FILE];
 /// The `family` of classifier archives' manifests.
 pub const FAMILY: &str = "albert";
 /// The manifest stage holding the out-of-scope threshold (`stages.oos.threshold`, written by

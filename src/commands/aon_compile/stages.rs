@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
+use ava_core::checkpoint::{LABELS_FILE, ONNX_MODEL_FILE};
 use ava_core::{Checkpoint, TOKENIZER_FILE};
 use ava_malbert::{self as malbert, Options, QuantizeOptions};
 use ava_packaging::cache::{hash_dir, KeyHasher, Lookup, StageCache};
 use ava_passes::quant::Format;
 use ava_passes::{albert, onnx, Pipeline};
-use ava_runtime::albert::LABELS_FILE;
 use serde::Serialize;
 
 use crate::args::aon_int8::CompileArgs;
@@ -26,8 +26,6 @@ use crate::TOOL_ID;
 pub const CACHE_FOLDER: &str = "aon";
 /// Graph pipeline run before quantization (what the runtime recognises).
 pub const PIPELINE: &str = "standard";
-/// The model file every graph stage writes.
-pub const MODEL_FILE: &str = "model.onnx";
 /// The quantization report the quantize stage keeps beside its model.
 pub const QUANTIZE_REPORT: &str = "quantize.json";
 /// The convert report (vocabulary, positions, the fitted head) beside the checkpoint.
@@ -69,7 +67,7 @@ impl Artifact {
 
     /// The ONNX model (export, optimize, quantize stages).
     pub fn model(&self) -> PathBuf {
-        self.dir.join(MODEL_FILE)
+        self.dir.join(ONNX_MODEL_FILE)
     }
 }
 
@@ -129,7 +127,7 @@ impl<'a> Stages<'a> {
             let ckpt =
                 Checkpoint::open(&conv.checkpoint()).context("reading the converted checkpoint")?;
             let graph = albert::build(&ckpt)?;
-            onnx::save(&graph, &out.join(MODEL_FILE))?;
+            onnx::save(&graph, &out.join(ONNX_MODEL_FILE))?;
             Ok(())
         })
     }
@@ -142,7 +140,7 @@ impl<'a> Stages<'a> {
         self.run("optimize", h, |out| {
             let mut graph = onnx::load(&export.model())?;
             Pipeline::parse(PIPELINE)?.run(&mut graph)?;
-            onnx::save(&graph, &out.join(MODEL_FILE))?;
+            onnx::save(&graph, &out.join(ONNX_MODEL_FILE))?;
             Ok(())
         })
     }
@@ -190,7 +188,7 @@ impl<'a> Stages<'a> {
             };
             let mut graph = onnx::load(&optimized.model())?;
             let report = malbert::quantize(&mut graph, &opts, Format::Qdq)?;
-            onnx::save(&graph, &out.join(MODEL_FILE))?;
+            onnx::save(&graph, &out.join(ONNX_MODEL_FILE))?;
             std::fs::write(
                 out.join(QUANTIZE_REPORT),
                 serde_json::to_vec_pretty(&report)?,
