@@ -10,6 +10,9 @@ use crate::config::{Gemma3Config, LayerKind};
 pub const WORKSPACE_BASE_BYTES: u64 = 32 << 20;
 /// A tokenizer's in-memory size relative to its `tokenizer.json`.
 pub const TOKENIZER_EXPANSION: u64 = 4;
+/// Context length of a runtime session when none is asked for (what an estimate assumes
+/// without an explicit context).
+pub const DEFAULT_CONTEXT: usize = 4096;
 /// Prompt tokens assumed in one prefill when no prompt is known (`alc compile`).
 pub const DEFAULT_PREFILL_TOKENS: usize = 512;
 /// Bytes of an f32 activation.

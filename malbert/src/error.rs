@@ -28,6 +28,9 @@ pub enum Error {
     /// The encoder graph could not be evaluated.
     #[error(transparent)]
     Graph(#[from] ava_passes::Error),
+    /// The runtime could not load or run a classifier.
+    #[error(transparent)]
+    Runtime(#[from] ava_runtime::Error),
     /// The converted weights could not be written.
     #[error(transparent)]
     Safetensors(#[from] safetensors::SafeTensorError),

@@ -143,6 +143,62 @@ pub fn choose(scored: &[Scored]) -> crate::Result<OosMetrics> {
     Ok(best)
 }
 
+/// How the archive's threshold is set (`aon compile --oos-threshold`): a fixed value or `auto`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum OosRule {
+    /// This softmax score.
+    Fixed(f32),
+    /// Chosen on the validation split (in-scope `val` and `oos_val`) by [`choose`].
+    Auto,
+}
+
+impl std::str::FromStr for OosRule {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s == "auto" {
+            return Ok(OosRule::Auto);
+        }
+        match s.parse::<f32>() {
+            Ok(t) if (0.0..=1.0).contains(&t) => Ok(OosRule::Fixed(t)),
+            _ => Err(format!("`{s}`: expected `auto` or a score between 0 and 1")),
+        }
+    }
+}
+
+/// The out-of-scope threshold stored in an archive (the manifest's [`OOS_STAGE`] stage).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct OosReport {
+    /// Utterances whose best softmax score is below it are out of scope.
+    pub threshold: f32,
+    /// `auto` (chosen on validation) or `fixed`.
+    pub rule: &'static str,
+    /// What is compared with it.
+    pub score: &'static str,
+    /// How it does on the validation utterances (in scope: `val`; out of scope: `oos_val`);
+    /// `None` when a fixed threshold has no out-of-scope validation data to be scored on.
+    pub val: Option<OosMetrics>,
+}
+
+/// The threshold `rule` gives on the validation utterances `scored`: a fixed one scored there
+/// when they include out-of-scope ones, or the one [`choose`] picks.
+pub fn threshold(rule: OosRule, scored: &[Scored]) -> crate::Result<OosReport> {
+    let has_oos = scored.iter().any(|s| s.gold.is_none());
+    let (threshold, rule, val) = match rule {
+        OosRule::Fixed(t) => (t, "fixed", has_oos.then(|| metrics(scored, t))),
+        OosRule::Auto => {
+            let m = choose(scored).context("--oos-threshold auto")?;
+            (m.threshold, "auto", Some(m))
+        }
+    };
+    Ok(OosReport {
+        threshold,
+        rule,
+        score: "max softmax probability",
+        val,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@
 //!   (f32 or bf16 safetensors + transformers-5 `config.json`), behind `alc convert`.
 //! - [`policy`], [`grouped`], [`calib`], [`awq`], [`awq_gemma3`], [`gptq`], [`stage`]: `alc quantize`
 //!   (per-tensor policy, RTN / AWQ with clip search / GPTQ, the streamed stage writer);
-//!   [`perplexity`]: `alc perplexity`.
+//!   [`perplexity`]: `alc perplexity`; [`gate`]: `alc compile`'s quality gates on it.
 //!
 //! The stage sits between `ava-core` (checkpoints) and the kernel build: `download ->
 //! checkpoint -> (convert) -> quantize -> build -> package -> runtime`.
@@ -21,6 +21,7 @@ pub mod blocks;
 pub mod calib;
 pub mod convert;
 pub mod error;
+pub mod gate;
 pub mod gguf;
 pub mod gptq;
 pub mod gptq_gemma3;

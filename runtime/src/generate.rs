@@ -16,8 +16,7 @@ use crate::threads::Threads;
 use crate::tokenizer::{Tokenizer, END_OF_TURN};
 use crate::tvm::{Backend, Gemma3Tvm};
 
-/// Context length of a session when none is asked for.
-pub const DEFAULT_CONTEXT: usize = 4096;
+pub use ava_core::footprint::DEFAULT_CONTEXT;
 
 /// A Gemma 3 model and its tokenizer, ready to serve sessions.
 pub struct Engine {

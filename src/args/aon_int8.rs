@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use ava_core::Target;
+use ava_malbert::oos::OosRule;
 use ava_passes::quant::{self, Format, Method};
 
 use super::run::Backend;
@@ -174,28 +175,6 @@ pub enum CompileQuant {
     F32,
 }
 
-/// `aon compile --oos-threshold`: a fixed value or `auto`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum OosThreshold {
-    /// This softmax score.
-    Fixed(f32),
-    /// Chosen on the validation split (in-scope `val` and `oos_val`).
-    Auto,
-}
-
-impl std::str::FromStr for OosThreshold {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if s == "auto" {
-            return Ok(OosThreshold::Auto);
-        }
-        match s.parse::<f32>() {
-            Ok(t) if (0.0..=1.0).contains(&t) => Ok(OosThreshold::Fixed(t)),
-            _ => Err(format!("`{s}`: expected `auto` or a score between 0 and 1")),
-        }
-    }
-}
-
 /// `aon compile SOURCE --intents FILE -o OUT`.
 #[derive(Args, Clone, Debug)]
 pub struct CompileArgs {
@@ -227,7 +206,7 @@ pub struct CompileArgs {
     /// it on the validation split (`val` and `oos_val`) for the best mean of in-scope
     /// accuracy and out-of-scope recall.
     #[arg(long, value_name = "T|auto")]
-    pub oos_threshold: Option<OosThreshold>,
+    pub oos_threshold: Option<OosRule>,
     /// Also compile the encoder's kernels with Apache TVM for this target (android-arm64,
     /// linux-arm64, linux-x86_64): the archive then carries `lib/<target>/libmodel.so`, which
     /// the runtime uses on a matching machine (the manifest names the target).

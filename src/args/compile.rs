@@ -110,4 +110,13 @@ impl CompileArgs {
             awq_grid: ava_quantize::awq::DEFAULT_GRID,
         }
     }
+
+    /// The quality gates' options.
+    pub fn gate_options(&self) -> ava_quantize::gate::GateOptions {
+        ava_quantize::gate::GateOptions {
+            max_kl: self.max_kl,
+            max_ppl_increase: self.max_ppl_increase,
+            chunks: self.gate_chunks,
+        }
+    }
 }

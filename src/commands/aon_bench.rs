@@ -3,11 +3,11 @@
 
 use std::time::Instant;
 
+use ava_malbert::data;
 use serde::Serialize;
 
 use crate::args::bench::AonBenchArgs;
 use crate::commands::aon_classify::Classifier;
-use crate::commands::aon_data as data;
 use crate::ui::Ui;
 
 /// What `aon bench --json` prints.

@@ -7,18 +7,18 @@
 
 mod stages;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
+use ava_core::checkpoint::{LABELS_FILE, ONNX_MODEL_FILE};
 use ava_core::{Target, TOKENIZER_FILE};
-use ava_malbert::data::Example;
-use ava_malbert::oos::{self, OosMetrics, Scored, OOS_STAGE};
+use ava_malbert::oos::{OosReport, OOS_STAGE};
+use ava_malbert::ValidateOptions;
 use ava_packaging::package::PackageOptions;
 use ava_packaging::stage::StageFile;
 use ava_packaging::PackageTarget;
-use ava_core::checkpoint::{LABELS_FILE, ONNX_MODEL_FILE};
 use ava_runtime::albert::Classifier;
 use ava_targets::kernels::KernelSpec;
 use ava_targets::{BuildOptions, TargetReport, TargetSpec};
@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 use super::archive_identity::resolve_version;
 use super::package;
-use crate::args::aon_int8::{CompileArgs, CompileQuant, OosThreshold};
+use crate::args::aon_int8::{CompileArgs, CompileQuant};
 use crate::ui::{human_bytes, Ui};
 use stages::{StageReport, Stages, CACHE_FOLDER, CONVERT_REPORT, QUANTIZE_REPORT};
 
@@ -44,20 +44,6 @@ const RUN_ONLY_KEYS: [&str; 6] = [
     "seconds",
     "build",
 ];
-
-/// The out-of-scope threshold stored in the archive (the manifest's `oos` stage).
-#[derive(Debug, Serialize)]
-pub struct OosReport {
-    /// Utterances whose best softmax score is below it are out of scope.
-    pub threshold: f32,
-    /// `auto` (chosen on validation) or `fixed` (`--oos-threshold T`).
-    pub rule: &'static str,
-    /// What is compared with it.
-    pub score: &'static str,
-    /// How it does on the validation utterances (in scope: `val`; out of scope: `oos_val`);
-    /// `None` when a fixed threshold has no out-of-scope validation data to be scored on.
-    pub val: Option<OosMetrics>,
-}
 
 /// The kernel library an archive carries.
 #[derive(Debug, Serialize)]
@@ -111,38 +97,6 @@ pub struct CompileReport {
     pub seconds: f64,
 }
 
-/// Scores `examples` with `c`: in-scope ones whose intent it knows (gold class), and, when
-/// `with_oos`, out-of-scope ones.
-fn score(c: &Classifier, examples: &[Example], with_oos: bool) -> anyhow::Result<Vec<Scored>> {
-    let index: HashMap<&str, usize> = c
-        .labels()
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (l.as_str(), i))
-        .collect();
-    let mut out = Vec::new();
-    for (text, intent) in examples {
-        let gold = match intent.as_deref().and_then(|i| index.get(i)) {
-            Some(&g) => Some(g),
-            None if with_oos && oos::is_oos(intent.as_deref(), c.labels()) => None,
-            None => continue,
-        };
-        let r = c.classify(text)?;
-        out.push(Scored {
-            gold,
-            pred: r.index,
-            score: r.probs.get(r.index).copied().unwrap_or(0.0),
-        });
-    }
-    Ok(out)
-}
-
-/// Fraction of the in-scope utterances of `scored` whose best class is the gold one.
-fn accuracy(scored: &[Scored]) -> (f64, usize) {
-    let m = oos::metrics(scored, 0.0);
-    (m.in_scope_accuracy, m.in_scope)
-}
-
 fn sha256_file(p: &Path) -> anyhow::Result<String> {
     let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
     Ok(format!("{:x}", Sha256::digest(&bytes)))
@@ -151,39 +105,6 @@ fn sha256_file(p: &Path) -> anyhow::Result<String> {
 fn load(model: &Path, tokenizer: &[u8], labels: &[u8]) -> anyhow::Result<Classifier> {
     let onnx = std::fs::read(model).with_context(|| format!("reading {}", model.display()))?;
     Ok(Classifier::from_parts(&onnx, tokenizer, labels, model)?)
-}
-
-/// The validation utterances: the first `n` in-scope ones of `val` whose intent `labels`
-/// has, then the first `n` out-of-scope ones (`oos_val`).
-fn val_examples(intents: &Path, labels: &[String], n: usize) -> anyhow::Result<Vec<Example>> {
-    let all = oos::read_split_with_oos(intents, "val")?;
-    let known = |e: &&Example| {
-        e.1.as_deref()
-            .is_some_and(|i| labels.iter().any(|l| l == i))
-    };
-    let out_of_scope = |e: &&Example| oos::is_oos(e.1.as_deref(), labels);
-    let mut v: Vec<Example> = all.iter().filter(known).take(n).cloned().collect();
-    v.extend(all.iter().filter(out_of_scope).take(n).cloned());
-    Ok(v)
-}
-
-/// The `oos` stage: a fixed threshold scored on validation when there is out-of-scope data,
-/// or one chosen there by the `auto` rule ([`oos::choose`]).
-fn oos_threshold(rule: OosThreshold, scored: &[Scored]) -> anyhow::Result<OosReport> {
-    let has_oos = scored.iter().any(|s| s.gold.is_none());
-    let (threshold, rule, val) = match rule {
-        OosThreshold::Fixed(t) => (t, "fixed", has_oos.then(|| oos::metrics(scored, t))),
-        OosThreshold::Auto => {
-            let m = oos::choose(scored).context("--oos-threshold auto")?;
-            (m.threshold, "auto", Some(m))
-        }
-    };
-    Ok(OosReport {
-        threshold,
-        rule,
-        score: "max softmax probability",
-        val,
-    })
 }
 
 /// Runs `aon compile`.
@@ -214,23 +135,16 @@ pub fn run(args: &CompileArgs, ui: &Ui) -> anyhow::Result<()> {
     ui.info("validating against float on the val split");
     let float = load(&float_path, &tokenizer, &labels)?;
     let built = load(&model_path, &tokenizer, &labels)?;
-    let val = val_examples(&args.intents, built.labels(), args.val_samples)?;
-    let (float_accuracy, n) = accuracy(&score(&float, &val, false)?);
-    let scored = score(&built, &val, args.oos_threshold.is_some())?;
-    let (acc, _) = accuracy(&scored);
-    if let Some(p) = args.max_accuracy_drop {
-        if 100.0 * (float_accuracy - acc) > p {
-            bail!(
-                "accuracy gate: {:.2}% against float {:.2}% on {n} val utterances (allowed drop {p} points)",
-                100.0 * acc,
-                100.0 * float_accuracy
-            );
-        }
-    }
-    let oos = match args.oos_threshold {
-        Some(rule) => Some(oos_threshold(rule, &scored)?),
-        None => None,
-    };
+    let validation = ava_malbert::validate(
+        &float,
+        &built,
+        &ValidateOptions {
+            intents: args.intents.clone(),
+            samples: args.val_samples,
+            max_accuracy_drop: args.max_accuracy_drop,
+            oos: args.oos_threshold,
+        },
+    )?;
     let quantization = match args.quant {
         CompileQuant::Int8 => "int8",
         CompileQuant::F32 => "f32",
@@ -241,9 +155,9 @@ pub fn run(args: &CompileArgs, ui: &Ui) -> anyhow::Result<()> {
         quantization: quantization.into(),
         float_onnx_bytes: std::fs::metadata(&float_path)?.len(),
         onnx_bytes: std::fs::metadata(&model_path)?.len(),
-        val_samples: n,
-        float_accuracy,
-        accuracy: acc,
+        val_samples: validation.samples,
+        float_accuracy: validation.float_accuracy,
+        accuracy: validation.accuracy,
         calibration_sha256: sha256_file(&args.intents)?,
         calibration_samples: quantize
             .as_ref()
@@ -251,7 +165,7 @@ pub fn run(args: &CompileArgs, ui: &Ui) -> anyhow::Result<()> {
             .unwrap_or(0) as usize,
         head: fitted_head(&conv.dir)?,
         quantize,
-        oos,
+        oos: validation.oos,
         kernels: None,
         build: None,
         stages: Vec::new(),

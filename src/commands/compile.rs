@@ -20,15 +20,17 @@ use ava_packaging::cache::{hash_dir, KeyHasher, Lookup, StageCache, DIGEST_FILE}
 use ava_packaging::package::{hub_source, PackageOptions};
 use ava_packaging::Source;
 use ava_quantize::calib::{DEFAULT_CORPUS, DEFAULT_CORPUS_NAME};
-use ava_quantize::perplexity::{perplexity_text, PplOptions, PplReport};
+use ava_quantize::gate::quality_gates;
+use ava_quantize::perplexity::PplReport;
 use ava_quantize::{ConvertOptions, OutDtype};
 use ava_runtime::Engine;
+use ava_targets::memory::{for_built_dir, MemoryRecord, MEMORY_STAGE};
 use ava_targets::{BuildOptions, TargetSpec};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use super::archive_identity::{check_replace, resolve_version, source_name};
-use super::memory::{self, MemoryRecord, MEMORY_STAGE, MIB};
+use super::memory::{self, MIB};
 use crate::args::compile::CompileArgs;
 use crate::args::{GlobalArgs, MethodArg};
 use crate::hub::resolve_checkpoint;
@@ -37,8 +39,6 @@ use crate::TOOL_ID;
 
 /// This pipeline's folder in the stage cache.
 pub const CACHE_FOLDER: &str = "alc";
-/// Tokens per window the quality gates score (at most the model's context).
-const GATE_CTX: usize = 512;
 /// Name of a stage's result inside its directory (convert, quantize, build).
 const CHECKPOINT_DIR: &str = "checkpoint";
 
@@ -83,7 +83,7 @@ pub fn run(args: &CompileArgs, ui: &Ui) -> anyhow::Result<()> {
         .iter()
         .map(|t| TargetSpec::new(*t, args.cpu.as_deref()))
         .collect::<Result<Vec<_>, _>>()?;
-    let gates = u64::from(args.max_kl.is_some() || args.max_ppl_increase.is_some());
+    let gates = u64::from(args.gate_options().any());
     let report_cache = cache.dir().to_path_buf();
     let mut p = Pipeline::new(args, ui, cache, 2 + gates + 2 * specs.len() as u64);
     let checkpoint = p.source()?;
@@ -133,7 +133,7 @@ fn human(r: &CompileReport) -> String {
             a.target,
             a.kernels,
             human_bytes(a.archive_size),
-            a.memory.describe()
+            memory::describe(&a.memory)
         );
     }
     s + &format!(
@@ -301,7 +301,8 @@ impl<'a> Pipeline<'a> {
         quantized: &Artifact,
     ) -> anyhow::Result<Option<PplReport>> {
         let a = self.args;
-        if a.max_kl.is_none() && a.max_ppl_increase.is_none() {
+        let opts = a.gate_options();
+        if !opts.any() {
             return Ok(None);
         }
         self.bar.set_message("quality gates");
@@ -318,44 +319,20 @@ impl<'a> Pipeline<'a> {
                 DEFAULT_CORPUS_NAME.to_string(),
             ),
         };
-        let ctx = GATE_CTX.min(model.model().config().max_position_embeddings);
-        let opts = PplOptions {
-            ctx,
-            stride: ctx,
-            max_chunks: Some(a.gate_chunks.max(1)),
-        };
-        let r = perplexity_text(
-            &model,
-            Some(&reference),
-            (&bytes, &label),
-            &opts,
-            &mut |_, _| {},
-        )
-        .with_context(|| format!("scoring {label}"))?;
-        let figures = crate::commands::perplexity::human(&r);
-        if let Some(c) = &r.reference {
-            let increase = 100.0 * c.perplexity_increase / c.perplexity;
-            let mut failed = Vec::new();
-            if let Some(max) = a.max_kl.filter(|&m| c.kl_mean > m) {
-                failed.push(format!(
-                    "mean KL divergence {:.5} > --max-kl {max}",
-                    c.kl_mean
-                ));
-            }
-            if let Some(max) = a.max_ppl_increase.filter(|&m| increase > m) {
-                failed.push(format!(
-                    "perplexity increase {increase:.2}% > --max-ppl-increase {max}%"
-                ));
-            }
-            if !failed.is_empty() {
-                self.bar.finish_and_clear();
-                bail!("quality gate failed: {}\n{figures}", failed.join("; "));
-            }
+        let outcome = quality_gates(&model, &reference, (&bytes, &label), &opts)
+            .with_context(|| format!("scoring {label}"))?;
+        let figures = crate::commands::perplexity::human(&outcome.report);
+        if !outcome.failures.is_empty() {
+            self.bar.finish_and_clear();
+            bail!(
+                "quality gate failed: {}\n{figures}",
+                outcome.failures.join("; ")
+            );
         }
         self.ui.info(figures.trim_end());
         let dir = quantized.dir.clone();
         self.finish("quality gates", &quantized.key, false, t.elapsed(), &dir);
-        Ok(Some(r))
+        Ok(Some(outcome.report))
     }
 
     /// Builds one target's kernels; returns the stage directory and the number of kernels.
@@ -383,12 +360,12 @@ impl<'a> Pipeline<'a> {
     /// The runtime memory estimate of one target's build; an error when it exceeds
     /// `--memory-budget` (before anything is packaged).
     fn memory(&self, built: &Artifact, spec: &TargetSpec) -> anyhow::Result<MemoryRecord> {
-        let footprint = memory::for_built_dir(&built.dir, spec.target, self.args.context)?;
+        let footprint = for_built_dir(&built.dir, spec.target, self.args.context)?;
         let record = MemoryRecord {
             footprint,
             budget_bytes: self.args.memory_budget.map(|m| m.saturating_mul(MIB)),
         };
-        record.check()?;
+        memory::check(&record)?;
         Ok(record)
     }
 

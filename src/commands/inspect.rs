@@ -6,13 +6,12 @@ use std::path::Path;
 
 use anyhow::Context;
 use ava_packaging::{read_dir_signed, read_signed_manifest, reader::is_zstd, Manifest};
-
-use crate::ui::escape;
+use ava_targets::memory::MemoryRecord;
 use serde::Serialize;
 
 use crate::args::InspectArgs;
-use crate::commands::memory::MemoryRecord;
-use crate::ui::{human_bytes, Ui};
+use crate::commands::memory;
+use crate::ui::{escape, human_bytes, Ui};
 
 #[derive(Serialize)]
 struct InspectReport<'a> {
@@ -90,7 +89,7 @@ fn describe(m: &Manifest, compressed: bool, signed_by: Option<&str>) -> String {
         let _ = writeln!(s, "  stages        {}", names.join(", "));
     }
     if let Some(memory) = MemoryRecord::from_manifest(m) {
-        let _ = writeln!(s, "  memory        {}", memory.describe());
+        let _ = writeln!(s, "  memory        {}", memory::describe(&memory));
     }
     let _ = writeln!(
         s,

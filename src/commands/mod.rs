@@ -39,6 +39,5 @@ pub fn run_common(command: &CommonCommand, ui: &Ui) -> anyhow::Result<()> {
 }
 pub mod aon_classify;
 pub mod aon_compile;
-pub mod aon_data;
 pub mod aon_quantize;
 pub mod validate;

@@ -11,6 +11,7 @@ pub mod driver;
 mod error;
 pub mod kernels;
 pub mod link;
+pub mod memory;
 pub mod spec;
 pub mod stage_dir;
 

@@ -11,6 +11,7 @@ use ava_packaging::{Manifest, Role};
 use ava_runtime::runner_report::{DeviceFacts, GenerateReport};
 use ava_runtime::stepwise::{run_steps, StepSizes};
 use ava_runtime::Engine;
+use ava_targets::memory::MemoryRecord;
 use serde::Serialize;
 
 use super::compare::{self, Comparison, Divergence};
@@ -20,7 +21,6 @@ use super::runner::{device_target, kernel_flag, locate_runner};
 use super::transport::{adb_state, Transport};
 use crate::args::run::Backend;
 use crate::args::validate::{Device, ValidateArgs};
-use crate::commands::memory::MemoryRecord;
 use crate::ui::{human_bytes, Ui};
 
 /// The prompts file pushed next to the runner.

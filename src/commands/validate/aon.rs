@@ -9,6 +9,7 @@ use std::process::Output;
 
 use anyhow::{bail, Context};
 use ava_core::footprint;
+use ava_malbert::data as aon_data;
 use ava_runtime::albert::{graph::OnnxGraph, Classifier, FAMILY, MODEL_FILES, TOKENIZER_FILE};
 use ava_runtime::runner_report::{Classified, ClassifyReport, DeviceFacts};
 use ava_runtime::Package;
@@ -20,7 +21,6 @@ use super::report::{Check, Outcome};
 use super::runner::{device_target, kernel_flag, locate_runner};
 use super::transport::{adb_state, Transport};
 use crate::args::validate::{AonValidateArgs, Device};
-use crate::commands::aon_data;
 use crate::ui::{human_bytes, Ui};
 
 /// The utterances file pushed next to the runner (one utterance a line).
