@@ -13,9 +13,9 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::graph::{attr_f, attr_i, input, ActQuant, Matrix, OnnxGraph};
-use super::kernels::{i32_arg, i8_arg, EncoderKernels};
+use super::kernels::EncoderKernels;
+use super::ops::{EncoderOps, Heads, NativeOps};
 use crate::error::{Error, Result};
-use crate::tvm::Arg;
 
 /// `LayerNormalization`'s default epsilon.
 const LN_DEFAULT_EPS: f32 = 1e-5;
@@ -25,7 +25,7 @@ const HEADS_SHAPE: &str = "attention/heads_shape_tail";
 const QUERY_SUFFIX: &str = "/attention/query/add";
 
 /// Linear weights stored `[out][in]`.
-enum Weights {
+pub(super) enum Weights {
     F32(Vec<f32>),
     /// int8 with one scale and zero point per output channel.
     I8 {
@@ -36,13 +36,13 @@ enum Weights {
 }
 
 /// `y = x W + b` with an optional fake-quantized input.
-struct Linear {
-    input_quant: Option<ActQuant>,
-    weights: Arc<Weights>,
-    bias: Vec<f32>,
-    n_in: usize,
-    n_out: usize,
-    plan: Plan,
+pub(super) struct Linear {
+    pub(super) input_quant: Option<ActQuant>,
+    pub(super) weights: Arc<Weights>,
+    pub(super) bias: Vec<f32>,
+    pub(super) n_in: usize,
+    pub(super) n_out: usize,
+    pub(super) plan: Plan,
 }
 
 /// A kernel the encoder calls, with what the TVM driver needs to generate it.
@@ -76,7 +76,7 @@ impl KernelOp {
 }
 
 /// How a linear runs on a TVM kernel library (`super::kernels`).
-enum Plan {
+pub(super) enum Plan {
     /// `qlinear_i8`: the input's int8 codes times the int8 weights, an exact int32 dot,
     /// `y = b + scale * (dot - zero_point * wsum)`. Needs symmetric weights and a quantized
     /// input: then it computes what the fake-quantized native path does, up to float rounding.
@@ -129,7 +129,7 @@ impl Plan {
     }
 }
 
-fn dot_f32(x: &[f32], w: &[f32]) -> f32 {
+pub(super) fn dot_f32(x: &[f32], w: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (xc, wc) = (x.chunks_exact(8), w.chunks_exact(8));
     let tail: f32 = xc
@@ -149,7 +149,7 @@ fn dot_f32(x: &[f32], w: &[f32]) -> f32 {
 impl Linear {
     /// `rows` input rows of `n_in` values -> `rows` rows of `n_out`. Each weight row is
     /// dequantized once into a buffer and used for every token.
-    fn forward(&self, x: &[f32]) -> Vec<f32> {
+    pub(super) fn forward(&self, x: &[f32]) -> Vec<f32> {
         let mut x = x.to_vec();
         if let Some(q) = &self.input_quant {
             q.fake_quant(&mut x);
@@ -181,67 +181,15 @@ impl Linear {
     }
 }
 
-impl Linear {
-    /// [`Linear::forward`] on the kernel library when there is one and a kernel for this layer.
-    fn run(&self, x: &[f32], kernels: Option<&EncoderKernels>) -> Result<Vec<f32>> {
-        let Some(k) = kernels else {
-            return Ok(self.forward(x));
-        };
-        let n = x.len() / self.n_in;
-        let (rows, cols) = (self.n_out, self.n_in);
-        let mut y = vec![0f32; n * rows];
-        match (&self.plan, &*self.weights) {
-            (
-                Plan::Int8 {
-                    name,
-                    wsum,
-                    scale,
-                    quant,
-                },
-                Weights::I8 { q, .. },
-            ) => {
-                let codes = quant.codes(x);
-                k.call(
-                    name,
-                    &[
-                        i8_arg(&codes, &[n, cols]),
-                        i8_arg(q, &[rows, cols]),
-                        i32_arg(wsum, &[rows]),
-                        Arg::f32(&self.bias, &[rows]),
-                        Arg::f32(scale, &[rows]),
-                        Arg::f32_out(&mut y, &[n, rows]),
-                        Arg::Int(i64::from(quant.zero_point)),
-                    ],
-                )?;
-            }
-            (Plan::F32 { name }, Weights::F32(w)) => {
-                k.call(
-                    name,
-                    &[
-                        Arg::f32(x, &[n, cols]),
-                        Arg::f32(w, &[rows, cols]),
-                        Arg::f32_out(&mut y, &[n, rows]),
-                    ],
-                )?;
-                for row in y.chunks_exact_mut(rows) {
-                    row.iter_mut().zip(&self.bias).for_each(|(v, b)| *v += b);
-                }
-            }
-            _ => return Ok(self.forward(x)),
-        }
-        Ok(y)
-    }
-}
-
 /// `LayerNormalization` over the last axis.
-struct LayerNorm {
-    gamma: Vec<f32>,
-    beta: Vec<f32>,
-    eps: f32,
+pub(super) struct LayerNorm {
+    pub(super) gamma: Vec<f32>,
+    pub(super) beta: Vec<f32>,
+    pub(super) eps: f32,
 }
 
 impl LayerNorm {
-    fn forward(&self, x: &mut [f32]) {
+    pub(super) fn forward(&self, x: &mut [f32]) {
         let n = self.gamma.len();
         for row in x.chunks_exact_mut(n) {
             let mean = row.iter().sum::<f32>() / n as f32;
@@ -530,7 +478,7 @@ impl Encoder {
     }
 
     fn attention_name(&self) -> String {
-        format!("attention_full_{}x{}", self.heads, self.head_dim)
+        attention_kernel(self.heads, self.head_dim)
     }
 
     /// Logits of one sequence of token ids (`[CLS] ... [SEP]`, no padding).
@@ -555,114 +503,52 @@ impl Encoder {
             self.positions.add_row(t, row);
             self.types.add_row(0, row);
         }
-        let k = self.kernels.as_ref();
-        let x = self.norm(&self.embedding_norm, x, None)?;
-        let mut h = self.mapping.run(&x, k)?;
+        match &self.kernels {
+            Some(k) => self.forward(k, x, n),
+            None => self.forward(&NativeOps, x, n),
+        }
+    }
+
+    /// The network after the embeddings, `x` being `[n, embedding width]`, over `k`'s ops.
+    fn forward(&self, k: &impl EncoderOps, x: Vec<f32>, n: usize) -> Result<Vec<f32>> {
+        let x = k.norm(&self.embedding_norm, x, None)?;
+        let mut h = k.linear(&self.mapping, &x)?;
         for l in &self.layers {
-            h = self.layer(l, &h, n)?;
+            h = self.layer(k, l, &h, n)?;
         }
         let hidden = self.mapping.n_out;
-        let mut pooled = self.pooler.run(&h[..hidden], k)?;
+        let mut pooled = k.linear(&self.pooler, &h[..hidden])?;
         pooled.iter_mut().for_each(|v| *v = v.tanh());
-        self.classifier.run(&pooled, k)
+        k.linear(&self.classifier, &pooled)
     }
 
-    fn layer(&self, l: &Layer, h: &[f32], n: usize) -> Result<Vec<f32>> {
-        let k = self.kernels.as_ref();
-        let (q, kk, v) = (l.query.run(h, k)?, l.key.run(h, k)?, l.value.run(h, k)?);
-        let ctx = self.attention(&q, &kk, &v, n)?;
-        let a = l.dense.run(&ctx, k)?;
-        let a = self.norm(&l.attention_norm, a, Some(h))?;
-        let f = self.gelu(l.ffn.run(&a, k)?, l.ffn.n_out)?;
-        let o = l.ffn_output.run(&f, k)?;
-        self.norm(&l.norm, o, Some(&a))
-    }
-
-    /// `LayerNormalization(x + residual)`.
-    fn norm(&self, ln: &LayerNorm, mut x: Vec<f32>, residual: Option<&[f32]>) -> Result<Vec<f32>> {
-        let Some(k) = &self.kernels else {
-            if let Some(r) = residual {
-                x.iter_mut().zip(r).for_each(|(v, r)| *v += r);
-            }
-            ln.forward(&mut x);
-            return Ok(x);
+    fn layer(&self, k: &impl EncoderOps, l: &Layer, h: &[f32], n: usize) -> Result<Vec<f32>> {
+        let heads = Heads {
+            n,
+            heads: self.heads,
+            head_dim: self.head_dim,
         };
-        let w = ln.gamma.len();
-        let n = x.len() / w;
-        let mut y = vec![0f32; x.len()];
-        let (g, b) = (Arg::f32(&ln.gamma, &[w]), Arg::f32(&ln.beta, &[w]));
-        let (xa, ya, eps) = (
-            Arg::f32(&x, &[n, w]),
-            Arg::f32_out(&mut y, &[n, w]),
-            Arg::Float(f64::from(ln.eps)),
+        let (q, kk, v) = (
+            k.linear(&l.query, h)?,
+            k.linear(&l.key, h)?,
+            k.linear(&l.value, h)?,
         );
-        match residual {
-            Some(r) => k.call(
-                &format!("add_layer_norm_{w}"),
-                &[xa, Arg::f32(r, &[n, w]), g, b, eps, ya],
-            )?,
-            None => k.call(&format!("layer_norm_{w}"), &[xa, g, b, eps, ya])?,
-        }
-        Ok(y)
-    }
-
-    fn gelu(&self, mut x: Vec<f32>, w: usize) -> Result<Vec<f32>> {
-        let Some(k) = &self.kernels else {
-            x.iter_mut().for_each(|v| *v = gelu_tanh(*v));
-            return Ok(x);
-        };
-        let n = x.len() / w;
-        let mut y = vec![0f32; x.len()];
-        k.call(
-            &format!("gelu_{w}"),
-            &[Arg::f32(&x, &[n, w]), Arg::f32_out(&mut y, &[n, w])],
-        )?;
-        Ok(y)
-    }
-
-    fn attention(&self, q: &[f32], k: &[f32], v: &[f32], n: usize) -> Result<Vec<f32>> {
-        let (hd, d) = (self.head_dim, self.heads * self.head_dim);
-        let scale = 1.0 / (hd as f32).sqrt();
-        let mut ctx = vec![0f32; n * d];
-        if let Some(kernels) = &self.kernels {
-            kernels.call(
-                &self.attention_name(),
-                &[
-                    Arg::f32(q, &[n, d]),
-                    Arg::f32(k, &[n, d]),
-                    Arg::f32(v, &[n, d]),
-                    Arg::f32_out(&mut ctx, &[n, d]),
-                    Arg::Float(f64::from(scale)),
-                ],
-            )?;
-            return Ok(ctx);
-        }
-        let mut p = vec![0f32; n];
-        for head in 0..self.heads {
-            let off = head * hd;
-            for i in 0..n {
-                let qi = &q[i * d + off..i * d + off + hd];
-                for (j, pj) in p.iter_mut().enumerate() {
-                    *pj = dot_f32(qi, &k[j * d + off..j * d + off + hd]) * scale;
-                }
-                let m = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                p.iter_mut().for_each(|x| *x = (*x - m).exp());
-                let s: f32 = p.iter().sum();
-                let out = &mut ctx[i * d + off..i * d + off + hd];
-                for (j, pj) in p.iter().enumerate() {
-                    let w = pj / s;
-                    for (o, vv) in out.iter_mut().zip(&v[j * d + off..j * d + off + hd]) {
-                        *o += w * vv;
-                    }
-                }
-            }
-        }
-        Ok(ctx)
+        let ctx = k.attention([&q, &kk, &v], &heads)?;
+        let a = k.linear(&l.dense, &ctx)?;
+        let a = k.norm(&l.attention_norm, a, Some(h))?;
+        let f = k.gelu(k.linear(&l.ffn, &a)?, l.ffn.n_out)?;
+        let o = k.linear(&l.ffn_output, &f)?;
+        k.norm(&l.norm, o, Some(&a))
     }
 }
 
+/// Name of the attention kernel of `heads` heads of `head_dim`.
+pub(super) fn attention_kernel(heads: usize, head_dim: usize) -> String {
+    format!("attention_full_{heads}x{head_dim}")
+}
+
 /// The tanh approximation of GELU (`gelu_new`, what the export writes and `FastGelu` computes).
-fn gelu_tanh(x: f32) -> f32 {
+pub(super) fn gelu_tanh(x: f32) -> f32 {
     const C: f32 = 0.797_884_6; // sqrt(2 / pi)
     0.5 * x * (1.0 + (C * (x + 0.044_715 * x * x * x)).tanh())
 }

@@ -1,11 +1,14 @@
 //! mALBERT intent classifiers (the output of `aon compile`/`aon export`/`aon quantize`): loads
 //! an archive, an archive directory, a model directory or a bare `.onnx` file with
 //! `tokenizer.json` and `labels.json` beside it, and classifies utterances with the hand-written
-//! encoder of [`encoder`] (int8 weights where the graph has them, f32 activations).
+//! encoder of [`encoder`] (int8 weights where the graph has them, f32 activations), one forward
+//! pass over the operations of the native or the TVM backend (`ops`, as `crate::gemma3::Kernels`
+//! is for Gemma 3).
 
 pub mod encoder;
 pub mod graph;
 pub mod kernels;
+mod ops;
 use ava_core::onnx_proto as proto;
 
 use std::path::{Path, PathBuf};
