@@ -4,15 +4,13 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::run::{Backend, KvCache};
+use super::run::{Backend, KvCache, ModelArgs};
 
 /// `alc bench PKG|DIR [-p N,..] [-n N,..] [-r N]`.
 #[derive(Args, Clone, Debug)]
 pub struct BenchArgs {
-    /// An archive (`.tar`), an unpacked archive, a checkpoint directory, or a hub repository
-    /// id (`org/name[@REV]`, downloaded first).
-    #[arg(value_name = "PKG|DIR|REPO_ID")]
-    pub model: String,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Prompt sizes to time prefill with (comma-separated or repeated; 0 skips prefill).
     #[arg(
         short = 'p',
@@ -37,15 +35,8 @@ pub struct BenchArgs {
     /// How the KV cache stores keys and values.
     #[arg(long, value_enum, default_value_t = KvCache::F16)]
     pub kv_cache: KvCache,
-    /// Kernel backend.
-    #[arg(long, value_enum, default_value_t = Backend::Auto)]
-    pub backend: Backend,
     #[command(flatten)]
     pub threads: super::ThreadsArgs,
-    #[command(flatten)]
-    pub trust: super::TrustArgs,
-    #[command(flatten)]
-    pub hub: super::HubArgs,
 }
 
 /// `aon bench PKG|DIR|MODEL.onnx [--data FILE] [-r N]`.

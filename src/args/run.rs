@@ -46,14 +46,28 @@ impl From<KvCache> for ava_runtime::KvDtype {
     }
 }
 
+/// The model `run`, `chat` and `bench` load, and how.
+#[derive(Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// An archive (`.tar`), an unpacked archive, a checkpoint directory, or a hub repository
+    /// id (`org/name[@REV]`, downloaded first).
+    #[arg(value_name = "PKG|DIR|REPO_ID")]
+    pub source: String,
+    /// Kernel backend.
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    pub backend: Backend,
+    #[command(flatten)]
+    pub trust: super::TrustArgs,
+    #[command(flatten)]
+    pub hub: super::HubArgs,
+}
+
 /// `run PKG|DIR (--prompt TEXT | --prompt-file FILE | --prompt-ids IDS)`.
 #[derive(Args, Clone, Debug)]
 #[command(group(ArgGroup::new("input").required(true).args(["prompt", "prompt_file", "prompt_ids"])))]
 pub struct RunArgs {
-    /// An archive (`.tar`), an unpacked archive, a checkpoint directory, or a hub repository
-    /// id (`org/name[@REV]`, downloaded first).
-    #[arg(value_name = "PKG|DIR|REPO_ID")]
-    pub model: String,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// The prompt text (tokenized with the model's tokenizer, BOS added); `-` reads it from
     /// stdin.
     #[arg(long, value_name = "TEXT|-")]
@@ -85,9 +99,6 @@ pub struct RunArgs {
     /// How the KV cache stores keys and values.
     #[arg(long, value_enum, default_value_t = KvCache::F16)]
     pub kv_cache: KvCache,
-    /// Kernel backend.
-    #[arg(long, value_enum, default_value_t = Backend::Auto)]
-    pub backend: Backend,
     /// Write the last prompt position's logits as a float32 .npy vector.
     #[arg(long, value_name = "FILE.npy")]
     pub logits_out: Option<PathBuf>,
@@ -95,10 +106,6 @@ pub struct RunArgs {
     /// file, a symlink, a FIFO or a device).
     #[arg(long)]
     pub force: bool,
-    #[command(flatten)]
-    pub trust: super::TrustArgs,
-    #[command(flatten)]
-    pub hub: super::HubArgs,
     #[command(flatten)]
     pub threads: super::ThreadsArgs,
 }
@@ -144,10 +151,8 @@ impl SamplingArgs {
 /// `chat PKG|DIR`: one user turn a line from stdin until EOF.
 #[derive(Args, Clone, Debug)]
 pub struct ChatArgs {
-    /// An archive (`.tar`), an unpacked archive, a checkpoint directory, or a hub repository
-    /// id (`org/name[@REV]`, downloaded first).
-    #[arg(value_name = "PKG|DIR|REPO_ID")]
-    pub model: String,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Text put before the first user message (Gemma has no system turn: it opens the first).
     #[arg(long, value_name = "TEXT")]
     pub system: Option<String>,
@@ -163,13 +168,6 @@ pub struct ChatArgs {
     /// How the KV cache stores keys and values.
     #[arg(long, value_enum, default_value_t = KvCache::F16)]
     pub kv_cache: KvCache,
-    /// Kernel backend.
-    #[arg(long, value_enum, default_value_t = Backend::Auto)]
-    pub backend: Backend,
     #[command(flatten)]
     pub threads: super::ThreadsArgs,
-    #[command(flatten)]
-    pub trust: super::TrustArgs,
-    #[command(flatten)]
-    pub hub: super::HubArgs,
 }

@@ -6,12 +6,10 @@
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::Context;
 use ava_runtime::{Engine, KvDtype};
 use serde::Serialize;
 
 use crate::args::bench::BenchArgs;
-use crate::hub::resolve_checkpoint;
 use crate::ui::Ui;
 
 /// Seed of the prompt tokens (fixed: every run times the same tokens).
@@ -55,14 +53,7 @@ pub struct BenchReport {
 
 /// Runs `alc bench`.
 pub fn run(args: &BenchArgs, ui: &Ui) -> anyhow::Result<()> {
-    let local = Path::new(&args.model).exists();
-    let model = resolve_checkpoint(&args.model, &args.hub.options(ui), ui)?;
-    let policy = args.trust.policy(local)?;
-    let engine = Engine::open_with_policy(&model, args.backend.into(), &policy)
-        .with_context(|| format!("loading {}", model.display()))?;
-    if let Some(note) = engine.kernel_note() {
-        ui.info(format!("note: running on the native backend: {note}"));
-    }
+    let (engine, model) = super::run::open_engine(&args.model, ui)?;
     let kv: KvDtype = args.kv_cache.into();
     let max_context = engine.model().config().max_position_embeddings;
     let tests = tests(args);

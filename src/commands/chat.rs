@@ -5,7 +5,6 @@
 //! program.
 
 use std::io::{BufRead, IsTerminal, Read, Write};
-use std::path::Path;
 
 use anyhow::Context;
 use ava_runtime::tokenizer::{gemma_chat_turn, END_OF_TURN};
@@ -31,15 +30,7 @@ struct TurnReport<'a> {
 
 /// Runs `alc chat`.
 pub fn run(args: &ChatArgs, ui: &Ui) -> anyhow::Result<()> {
-    let local = Path::new(&args.model).exists();
-    let engine = super::run::open_engine(
-        &args.model,
-        local,
-        &args.hub,
-        &args.trust,
-        args.backend.into(),
-        ui,
-    )?;
+    let (engine, _) = super::run::open_engine(&args.model, ui)?;
     let context = super::run::context_length(args.context, &engine)?;
     let options = GenerateOptions {
         max_tokens: args.max_tokens,

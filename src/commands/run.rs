@@ -1,13 +1,14 @@
 //! `alc run`: generate text with the runtime, streaming to stdout.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use ava_runtime::tokenizer::gemma_chat_turn;
 use ava_runtime::{Engine, GenerateOptions};
 use serde::Serialize;
 
+use crate::args::run::ModelArgs;
 use crate::args::RunArgs;
 use crate::hub::resolve_checkpoint;
 use crate::ui::Ui;
@@ -34,24 +35,19 @@ struct TimingsReport {
     decode_tok_s: f64,
 }
 
-/// Opens `model` (a path, `local`, or a hub id) on `backend` under the trust policy of
-/// `trust`, saying when the archive's kernels are not used. `run`, `chat` and `bench` share it.
-pub(crate) fn open_engine(
-    model: &str,
-    local: bool,
-    hub: &crate::args::HubArgs,
-    trust: &crate::args::TrustArgs,
-    backend: ava_runtime::Backend,
-    ui: &Ui,
-) -> anyhow::Result<Engine> {
-    let model = resolve_checkpoint(model, &hub.options(ui), ui)?;
-    let policy = trust.policy(local)?;
-    let engine = Engine::open_with_policy(&model, backend, &policy)
+/// Opens the model of `args` (a path, or a hub id downloaded first) on its backend under its
+/// trust policy, saying when the archive's kernels are not used; returns the engine and the
+/// path it was opened from. `run`, `chat` and `bench` share it.
+pub(crate) fn open_engine(args: &ModelArgs, ui: &Ui) -> anyhow::Result<(Engine, PathBuf)> {
+    let local = Path::new(&args.source).exists();
+    let model = resolve_checkpoint(&args.source, &args.hub.options(ui), ui)?;
+    let policy = args.trust.policy(local)?;
+    let engine = Engine::open_with_policy(&model, args.backend.into(), &policy)
         .with_context(|| format!("loading {}", model.display()))?;
     if let Some(note) = engine.kernel_note() {
         ui.info(format!("note: running on the native backend: {note}"));
     }
-    Ok(engine)
+    Ok((engine, model))
 }
 
 /// Generates from `ids`, streaming each piece to stdout (then a newline) when `stream`;
@@ -91,12 +87,10 @@ pub(crate) fn generate_to_stdout(
 
 /// Runs `run`.
 pub fn run(args: &RunArgs, ui: &Ui) -> anyhow::Result<()> {
-    let backend = ava_runtime::Backend::from(args.backend);
-    let local = Path::new(&args.model).exists();
     if let Some(path) = &args.logits_out {
         crate::output::claim(path, crate::output::Expect::Npy, args.force)?;
     }
-    let engine = open_engine(&args.model, local, &args.hub, &args.trust, backend, ui)?;
+    let (engine, _) = open_engine(&args.model, ui)?;
     let context = context_length(args.context, &engine)?;
     ui.detail(format!(
         "loaded in {:.0} ms ({} backend)",

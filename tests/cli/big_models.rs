@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::alc;
+use crate::common::token_ids;
 
 /// Writes the scaled-down `preset` (`tiny-1b`, `tiny-4b`) into `dir/preset`.
 fn synthetic(dir: &Path, preset: &str) -> PathBuf {
@@ -68,12 +69,7 @@ fn greedy(dir: &Path, archive: &str, backend: &str) -> Vec<u64> {
     .ok()
     .json();
     assert_eq!(run["backend"], backend);
-    let ids: Vec<u64> = run["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_u64().unwrap())
-        .collect();
+    let ids = token_ids(&run["tokens"]);
     assert_eq!(ids.len(), 12);
     ids
 }

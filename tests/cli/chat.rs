@@ -3,15 +3,8 @@
 
 use serde_json::Value;
 
+use crate::common::token_ids;
 use crate::{alc, alc_stdin, gemma3_tiny};
-
-fn ids(v: &Value) -> Vec<u64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap())
-        .collect()
-}
 
 #[test]
 fn two_turns_share_one_conversation() {
@@ -38,14 +31,14 @@ fn two_turns_share_one_conversation() {
     );
     // The second reply continues everything: the first prompt, the first reply, then the
     // second message in the template.
-    let before: Vec<u64> = ids(&first["prompt_ids"])
+    let before: Vec<u64> = token_ids(&first["prompt_ids"])
         .into_iter()
-        .chain(ids(&first["tokens"]))
+        .chain(token_ids(&first["tokens"]))
         .collect();
-    let prompt = ids(&second["prompt_ids"]);
+    let prompt = token_ids(&second["prompt_ids"]);
     assert!(prompt.len() > before.len(), "{second}");
     assert_eq!(prompt[..before.len()], before[..], "{second}");
-    let used = prompt.len() + ids(&second["tokens"]).len() - 1;
+    let used = prompt.len() + token_ids(&second["tokens"]).len() - 1;
     assert_eq!(
         second["context_used"].as_u64(),
         Some(used as u64),

@@ -3,7 +3,8 @@
 
 use std::process::{Command, Stdio};
 
-use crate::{alc, aon, config_dir, gemma3_tiny};
+use crate::common::package_tiny;
+use crate::{alc, aon, config_dir};
 
 #[test]
 fn errors_are_one_line_saying_each_cause_once() {
@@ -34,12 +35,7 @@ fn errors_are_one_line_saying_each_cause_once() {
 #[test]
 fn a_closed_stdout_pipe_ends_quietly() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = gemma3_tiny();
-    alc(
-        tmp.path(),
-        &["-q", "package", model.to_str().unwrap(), "-o", "m.tar"],
-    )
-    .ok();
+    package_tiny(tmp.path());
     let (reader, writer) = std::io::pipe().unwrap();
     // The reading end is closed before the binary writes: every write fails with EPIPE.
     drop(reader);

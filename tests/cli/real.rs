@@ -5,6 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::alc;
+use crate::common::read_npy;
 
 const PROMPT: &str = "The capital of France is";
 /// llama.cpp's greedy continuation of `PROMPT` on this model (../shared/notes/models.md).
@@ -14,14 +15,6 @@ fn models() -> PathBuf {
     std::env::var_os("AVA_MODELS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/models"))
-}
-
-fn read_npy(bytes: &[u8]) -> Vec<f32> {
-    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-    bytes[10 + header_len..]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
 }
 
 fn generate(model: &Path, dir: &Path) -> (serde_json::Value, Vec<f32>) {

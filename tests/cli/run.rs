@@ -2,6 +2,7 @@
 
 use std::fs;
 
+use crate::common::{package_tiny, read_npy};
 use crate::{alc, alc_stdin, gemma3_tiny};
 
 fn golden(index: usize) -> serde_json::Value {
@@ -10,28 +11,10 @@ fn golden(index: usize) -> serde_json::Value {
     json["prompts"][index].clone()
 }
 
-/// Parses a float32 `.npy` vector.
-fn read_npy(bytes: &[u8]) -> Vec<f32> {
-    assert_eq!(&bytes[..6], b"\x93NUMPY");
-    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-    let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
-    assert!(header.contains("'descr': '<f4'"), "{header}");
-    assert_eq!((10 + header_len) % 64, 0);
-    bytes[10 + header_len..]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
 #[test]
 fn greedy_run_matches_goldens_from_an_archive() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = gemma3_tiny();
-    alc(
-        tmp.path(),
-        &["-q", "package", model.to_str().unwrap(), "-o", "m.tar"],
-    )
-    .ok();
+    package_tiny(tmp.path());
     let g = golden(0);
     let prompt = g["prompt"].as_str().unwrap();
     let run = alc(

@@ -1,6 +1,7 @@
 //! `alc build` and the runtime's `tvm` backend: kernels compiled by TVM for this machine give
 //! the same greedy tokens as the native backend on the tiny Gemma 3 fixture.
 
+use crate::common::token_ids;
 use crate::{alc, gemma3_tiny};
 
 fn tokens(dir: &std::path::Path, model: &str, backend: &str) -> (Vec<u64>, String) {
@@ -23,13 +24,10 @@ fn tokens(dir: &std::path::Path, model: &str, backend: &str) -> (Vec<u64>, Strin
     )
     .ok();
     let j = run.json();
-    let ids = j["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_u64().unwrap())
-        .collect();
-    (ids, j["backend"].as_str().unwrap().to_string())
+    (
+        token_ids(&j["tokens"]),
+        j["backend"].as_str().unwrap().to_string(),
+    )
 }
 
 /// Packages `built` (signed with the tests' user key, which the runs trust); a stage directory

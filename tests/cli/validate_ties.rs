@@ -10,7 +10,8 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::{alc, gemma3_tiny, Run};
+use crate::common::package_tiny;
+use crate::{alc, Run};
 
 /// Token-id prompts of the tiny fixture.
 const PROMPTS: &str = "2 10 20 30\n2 5 6\n";
@@ -110,13 +111,7 @@ fn swap_closest_step(report: &mut Value) -> (usize, usize, u32, u32, f32) {
 fn a_constructed_near_tie_passes_within_the_tolerance_and_fails_outside() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let model = gemma3_tiny();
-    alc(
-        dir,
-        &["-q", "package", model.to_str().unwrap(), "-o", "m.tar"],
-    )
-    .ok();
-    let archive = dir.join("m.tar");
+    let archive = package_tiny(dir);
     std::fs::write(dir.join("prompts.txt"), PROMPTS).unwrap();
 
     // The real runner, as a plain run finds or builds it: the host's bits exactly.

@@ -17,10 +17,9 @@ use serde::Serialize;
 use super::compare::{self, Comparison, Divergence};
 use super::report::{finite, finite_one, fits_check, human_head, percentile, runner_report};
 use super::report::{Check, Outcome};
-use super::runner::{device_target, kernel_flag, locate_runner};
-use super::transport::{adb_state, Transport};
+use super::runner::{DeviceArgs, Start, Verb};
 use crate::args::run::Backend;
-use crate::args::validate::{Device, ValidateArgs};
+use crate::args::validate::ValidateArgs;
 use crate::ui::{human_bytes, Ui};
 
 /// The prompts file pushed next to the runner.
@@ -132,25 +131,28 @@ impl Outcome for Report {
     }
 }
 
+/// The archives `alc validate` runs.
+const VERB: Verb = Verb {
+    family: "gemma3",
+    runs: "`alc validate` runs Gemma 3 archives",
+    other: "aon validate",
+};
+
 pub(super) fn validate(args: &ValidateArgs, ui: &Ui) -> anyhow::Result<Report> {
-    let manifest = ava_packaging::read_manifest(&args.archive)
-        .with_context(|| format!("reading {}", args.archive.display()))?;
-    if manifest.family != "gemma3" {
-        bail!(
-            "{}: `alc validate` runs Gemma 3 archives; this one is `{}` (use `aon validate`)",
-            args.archive.display(),
-            manifest.family
-        );
-    }
-    let target = device_target(&args.device, manifest.target)?;
+    let start = Start::new(
+        DeviceArgs {
+            archive: &args.archive,
+            device: &args.device,
+            runner: &args.runner,
+            trust: &args.trust,
+        },
+        &VERB,
+        ui,
+    )?;
+    let (manifest, target) = (&start.manifest, start.target);
     let tolerance = args
         .tolerance
         .unwrap_or_else(|| compare::default_tolerance(&manifest.quantization));
-    if let Device::Adb(serial) = &args.device {
-        adb_state(serial.as_deref())?;
-    }
-    let runner = locate_runner(target, &args.runner, ui)?;
-    ui.detail(format!("runner: {}", runner.display()));
 
     let engine = Engine::open_with(&args.archive, ava_runtime::Backend::Native)
         .with_context(|| format!("loading {} on the host", args.archive.display()))?;
@@ -163,7 +165,7 @@ pub(super) fn validate(args: &ValidateArgs, ui: &Ui) -> anyhow::Result<Report> {
             args.context
         );
     }
-    let mut memory = estimate(&manifest, engine.model().config(), args, longest);
+    let mut memory = estimate(manifest, engine.model().config(), args, longest);
     ui.info(format!(
         "reference: {} prompts on the host (native backend)",
         prompts.len()
@@ -173,7 +175,7 @@ pub(super) fn validate(args: &ValidateArgs, ui: &Ui) -> anyhow::Result<Report> {
         (PROMPTS_FILE, lines(&prompts)),
         (FORCE_FILE, lines(&expected)),
     ];
-    let mut device = Transport::new(&args.device, &runner, &args.archive, &files)?;
+    let mut device = start.transport(&files)?;
     let facts = device.facts()?;
     memory.device_mem_total_bytes = facts.mem_total_bytes;
     let mut report = Report {
@@ -181,7 +183,7 @@ pub(super) fn validate(args: &ValidateArgs, ui: &Ui) -> anyhow::Result<Report> {
         archive: args.archive.display().to_string(),
         target: target.name().to_string(),
         device: device.label(),
-        runner: runner.display().to_string(),
+        runner: start.runner.display().to_string(),
         backend: None,
         prompts: prompts.len(),
         max_new_tokens: args.max_new_tokens,
@@ -200,12 +202,8 @@ pub(super) fn validate(args: &ValidateArgs, ui: &Ui) -> anyhow::Result<Report> {
     let fits_ok = fits.ok;
     report.checks.push(fits);
     if fits_ok {
-        ui.info(format!("running on {}", report.device));
-        let mut argv = runner_argv(&device.archive_arg(), args);
-        argv.extend(kernel_flag(&args.archive, &args.trust)?);
-        let out = device.exec(&argv);
-        drop(device);
-        if let Some(run) = read_run(&mut report, out?) {
+        let out = start.run(device, &runner_argv(args), ui)?;
+        if let Some(run) = read_run(&mut report, out) {
             let c = compare_run(&engine, (&prompts, &expected), &run, args, tolerance)?;
             record(&mut report, c);
         }
@@ -219,14 +217,13 @@ pub(super) fn validate(args: &ValidateArgs, ui: &Ui) -> anyhow::Result<Report> {
 }
 
 /// The runner's command line for the prompts of `alc validate`.
-fn runner_argv(archive: &str, args: &ValidateArgs) -> Vec<String> {
+fn runner_argv(args: &ValidateArgs) -> Vec<String> {
     let backend = match args.backend {
         Backend::Auto => "auto",
         Backend::Native => "native",
         Backend::Tvm => "tvm",
     };
     [
-        archive,
         "--prompts",
         PROMPTS_FILE,
         "--backend",

@@ -18,9 +18,8 @@ use serde_json::Value;
 
 use super::report::{finite, finite_one, fits_check, human_head, percentile, runner_report};
 use super::report::{Check, Outcome};
-use super::runner::{device_target, kernel_flag, locate_runner};
-use super::transport::{adb_state, Transport};
-use crate::args::validate::{AonValidateArgs, Device};
+use super::runner::{DeviceArgs, Start, Verb};
+use crate::args::validate::AonValidateArgs;
 use crate::ui::{human_bytes, Ui};
 
 /// The utterances file pushed next to the runner (one utterance a line).
@@ -170,23 +169,24 @@ struct Predicted {
     logits: Vec<f32>,
 }
 
+/// The archives `aon validate` runs.
+const VERB: Verb = Verb {
+    family: FAMILY,
+    runs: "`aon validate` runs mALBERT classifier archives",
+    other: "alc validate",
+};
+
 pub(super) fn validate(args: &AonValidateArgs, ui: &Ui) -> anyhow::Result<AonReport> {
-    let manifest = ava_packaging::read_manifest(&args.archive)
-        .with_context(|| format!("reading {}", args.archive.display()))?;
-    if manifest.family != FAMILY {
-        bail!(
-            "{}: `aon validate` runs mALBERT classifier archives; this one is `{}` (use `alc \
-             validate`)",
-            args.archive.display(),
-            manifest.family
-        );
-    }
-    let target = device_target(&args.device, manifest.target)?;
-    if let Device::Adb(serial) = &args.device {
-        adb_state(serial.as_deref())?;
-    }
-    let runner = locate_runner(target, &args.runner, ui)?;
-    ui.detail(format!("runner: {}", runner.display()));
+    let start = Start::new(
+        DeviceArgs {
+            archive: &args.archive,
+            device: &args.device,
+            runner: &args.runner,
+            trust: &args.trust,
+        },
+        &VERB,
+        ui,
+    )?;
 
     let host = Classifier::open(&args.archive)
         .with_context(|| format!("loading {} on the host", args.archive.display()))?;
@@ -194,15 +194,15 @@ pub(super) fn validate(args: &AonValidateArgs, ui: &Ui) -> anyhow::Result<AonRep
     let mut memory = estimate(&args.archive, &host)?;
     let text: String = utterances.iter().map(|u| format!("{}\n", u.text)).collect();
     let files = [(UTTERANCES_FILE, text)];
-    let mut device = Transport::new(&args.device, &runner, &args.archive, &files)?;
+    let mut device = start.transport(&files)?;
     let facts = device.facts()?;
     memory.device_mem_total_bytes = facts.mem_total_bytes;
     let mut report = AonReport {
         ok: false,
         archive: args.archive.display().to_string(),
-        target: target.name().to_string(),
+        target: start.target.name().to_string(),
         device: device.label(),
-        runner: runner.display().to_string(),
+        runner: start.runner.display().to_string(),
         utterances: utterances.len(),
         backend: None,
         host_backend: host.encoder().backend_name(),
@@ -250,16 +250,9 @@ pub(super) fn validate(args: &AonValidateArgs, ui: &Ui) -> anyhow::Result<AonRep
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        ui.info(format!("running on {}", report.device));
-        let mut argv = vec![
-            device.archive_arg(),
-            "--classify".into(),
-            UTTERANCES_FILE.into(),
-        ];
-        argv.extend(kernel_flag(&args.archive, &args.trust)?);
-        let out = device.exec(&argv);
-        drop(device);
-        read_run(&mut report, out?, &expected, &utterances, host.labels());
+        let argv = ["--classify".to_string(), UTTERANCES_FILE.to_string()];
+        let out = start.run(device, &argv, ui)?;
+        read_run(&mut report, out, &expected, &utterances, host.labels());
     }
     report.ok = report.checks.iter().all(|c| c.ok);
     Ok(report)

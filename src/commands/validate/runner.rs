@@ -2,26 +2,102 @@
 //! `ava-runner` for it, and the kernel-policy flag passed to it.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use anyhow::{bail, Context};
 use ava_core::Target;
-use ava_packaging::PackageTarget;
+use ava_packaging::{Manifest, PackageTarget};
 use serde_json::Value;
 
-use super::transport::tail_lines;
+use super::transport::{adb_state, tail_lines, Transport};
 use crate::args::validate::{Device, RunnerArgs, RunnerProfile};
+use crate::args::TrustArgs;
 use crate::ui::Ui;
 
 /// Lines of a failed cargo build shown in the error.
 const CARGO_ERROR_LINES: usize = 30;
 
+/// What a validate verb checks: the archives it runs, and the verb for the others.
+pub(super) struct Verb {
+    /// The manifest's `family`.
+    pub family: &'static str,
+    /// The refusal of another family: "`alc validate` runs Gemma 3 archives".
+    pub runs: &'static str,
+    /// The verb that runs the others.
+    pub other: &'static str,
+}
+
+/// The options both validate verbs share.
+pub(super) struct DeviceArgs<'a> {
+    pub archive: &'a Path,
+    pub device: &'a Device,
+    pub runner: &'a RunnerArgs,
+    pub trust: &'a TrustArgs,
+}
+
+/// A validation under way: the archive's manifest, the target the device runs, the runner.
+pub(super) struct Start<'a> {
+    args: DeviceArgs<'a>,
+    pub manifest: Manifest,
+    pub target: Target,
+    pub runner: PathBuf,
+}
+
+impl<'a> Start<'a> {
+    /// Reads the archive's manifest (refusing another family than `verb`'s), picks the target
+    /// the device runs, checks that an adb device is reachable and finds or builds the runner.
+    pub(super) fn new(args: DeviceArgs<'a>, verb: &Verb, ui: &Ui) -> anyhow::Result<Self> {
+        let manifest = ava_packaging::read_manifest(args.archive)
+            .with_context(|| format!("reading {}", args.archive.display()))?;
+        if manifest.family != verb.family {
+            bail!(
+                "{}: {}; this one is `{}` (use `{}`)",
+                args.archive.display(),
+                verb.runs,
+                manifest.family,
+                verb.other
+            );
+        }
+        let target = device_target(args.device, manifest.target)?;
+        if let Device::Adb(serial) = args.device {
+            adb_state(serial.as_deref())?;
+        }
+        let runner = locate_runner(target, args.runner, ui)?;
+        ui.detail(format!("runner: {}", runner.display()));
+        Ok(Start {
+            args,
+            manifest,
+            target,
+            runner,
+        })
+    }
+
+    /// Puts the runner, the archive and `files` (name, content) on the device.
+    pub(super) fn transport(&self, files: &[(&'static str, String)]) -> anyhow::Result<Transport> {
+        Transport::new(self.args.device, &self.runner, self.args.archive, files)
+    }
+
+    /// Runs the runner on `device` with the archive, then `argv` and the kernel-policy flag;
+    /// the device's files are removed before the result is returned.
+    pub(super) fn run(
+        &self,
+        device: Transport,
+        argv: &[String],
+        ui: &Ui,
+    ) -> anyhow::Result<Output> {
+        ui.info(format!("running on {}", device.label()));
+        let mut full = vec![device.archive_arg()];
+        full.extend_from_slice(argv);
+        full.extend(kernel_flag(self.args.archive, self.args.trust)?);
+        let out = device.exec(&full);
+        drop(device);
+        out
+    }
+}
+
 /// `--allow-unsigned-kernels` for the runner when the host's policy allows the archive's
 /// kernels (the device runs the very archive checked here; it has no trust store of its own).
-pub(super) fn kernel_flag(
-    archive: &std::path::Path,
-    trust: &crate::args::TrustArgs,
-) -> anyhow::Result<Option<String>> {
+fn kernel_flag(archive: &Path, trust: &TrustArgs) -> anyhow::Result<Option<String>> {
     let verified = ava_packaging::read_signed_manifest(archive)
         .with_context(|| format!("reading {}", archive.display()))?;
     let policy = trust.policy(true)?;
@@ -32,7 +108,7 @@ pub(super) fn kernel_flag(
 }
 
 /// The target the runner is built for: the archive's, checked against what the device runs.
-pub(super) fn device_target(device: &Device, archive: PackageTarget) -> anyhow::Result<Target> {
+fn device_target(device: &Device, archive: PackageTarget) -> anyhow::Result<Target> {
     let natural = match device {
         Device::Host => Target::host().context("this host is not one of the targets")?,
         Device::Qemu => Target::LinuxArm64,
@@ -54,7 +130,7 @@ pub(super) fn device_target(device: &Device, archive: PackageTarget) -> anyhow::
 }
 
 /// `--runner`, else `ava-runner-<triple>` next to this binary, else a cargo build.
-pub(super) fn locate_runner(target: Target, args: &RunnerArgs, ui: &Ui) -> anyhow::Result<PathBuf> {
+fn locate_runner(target: Target, args: &RunnerArgs, ui: &Ui) -> anyhow::Result<PathBuf> {
     if let Some(path) = &args.runner {
         if !path.is_file() {
             bail!("--runner {}: no such file", path.display());
