@@ -223,6 +223,30 @@ mod tests {
     }
 
     #[test]
+    fn rules_parse_and_set_the_threshold() {
+        assert_eq!("auto".parse::<OosRule>(), Ok(OosRule::Auto));
+        assert_eq!("0.25".parse::<OosRule>(), Ok(OosRule::Fixed(0.25)));
+        assert!("1.5".parse::<OosRule>().is_err());
+        assert!("high".parse::<OosRule>().is_err());
+        let v = [
+            s(Some(0), 0, 0.9),
+            s(Some(1), 1, 0.7),
+            s(None, 0, 0.2),
+            s(None, 1, 0.4),
+        ];
+        let fixed = threshold(OosRule::Fixed(0.3), &v).unwrap();
+        assert_eq!((fixed.threshold, fixed.rule), (0.3, "fixed"));
+        assert_eq!(fixed.val.as_ref().map(|m| m.oos_detected), Some(1));
+        // Without out-of-scope utterances a fixed threshold is not scored, and auto fails.
+        assert_eq!(threshold(OosRule::Fixed(0.3), &v[..2]).unwrap().val, None);
+        let err = threshold(OosRule::Auto, &v[..2]).unwrap_err().to_string();
+        assert!(err.starts_with("--oos-threshold auto"), "{err}");
+        let auto = threshold(OosRule::Auto, &v).unwrap();
+        assert_eq!(auto.rule, "auto");
+        assert!((auto.threshold - 0.55).abs() < 1e-6);
+    }
+
+    #[test]
     fn auto_threshold_separates_and_prefers_the_smallest() {
         let v = [
             s(Some(0), 0, 0.9),

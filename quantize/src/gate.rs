@@ -79,3 +79,75 @@ pub fn quality_gates(
         report,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::perplexity::RefReport;
+
+    fn report(ppl: f64, reference_ppl: f64, kl_mean: f64) -> PplReport {
+        PplReport {
+            perplexity: ppl,
+            perplexity_se: 0.0,
+            nll: ppl.ln(),
+            chunks: 1,
+            chunks_available: 1,
+            scored_tokens: 10,
+            text_tokens: 10,
+            ctx: GATE_CTX,
+            stride: GATE_CTX,
+            seconds: 0.0,
+            reference: Some(RefReport {
+                perplexity: reference_ppl,
+                perplexity_se: 0.0,
+                perplexity_increase: ppl - reference_ppl,
+                kl_mean,
+                kl_se: 0.0,
+                kl_median: kl_mean,
+                kl_p99: kl_mean,
+                kl_max: kl_mean,
+                top1_agreement: 1.0,
+            }),
+        }
+    }
+
+    #[test]
+    fn each_limit_exceeded_is_one_failure() {
+        let opts = GateOptions {
+            max_kl: Some(0.01),
+            max_ppl_increase: Some(5.0),
+            chunks: 1,
+        };
+        assert!(opts.any());
+        // 10.4 against 10.0 is a 4% increase: within 5%.
+        assert!(opts.failures(&report(10.4, 10.0, 0.005)).is_empty());
+        let both = opts.failures(&report(10.6, 10.0, 0.02));
+        assert_eq!(both.len(), 2, "{both:?}");
+        assert!(both[0].contains("--max-kl 0.01"), "{both:?}");
+        assert!(
+            both[1].contains("6.00% > --max-ppl-increase 5%"),
+            "{both:?}"
+        );
+        let kl_only = GateOptions {
+            max_ppl_increase: None,
+            ..opts
+        };
+        assert_eq!(
+            kl_only.failures(&report(10.6, 10.0, 0.005)),
+            Vec::<String>::new()
+        );
+        assert!(!GateOptions::default().any());
+    }
+
+    #[test]
+    fn a_report_without_a_reference_fails_nothing() {
+        let mut r = report(100.0, 1.0, 9.0);
+        r.reference = None;
+        let opts = GateOptions {
+            max_kl: Some(0.0),
+            max_ppl_increase: Some(0.0),
+            chunks: 1,
+        };
+        assert!(opts.failures(&r).is_empty());
+    }
+}

@@ -88,3 +88,39 @@ fn dir_bytes(dir: &Path) -> Result<u64> {
     }
     Ok(total)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/models/gemma3-tiny")
+    }
+
+    #[test]
+    fn the_estimate_takes_the_models_context_and_refuses_a_longer_one() {
+        let f = for_built_dir(&tiny(), Target::LinuxX86_64, None).unwrap();
+        // The default context, capped at the fixture's 256 positions; no kernel library.
+        assert_eq!((f.context, f.library_bytes), (256, 0));
+        assert!(f.weights_bytes > 0 && f.total_bytes > f.weights_bytes);
+        let short = for_built_dir(&tiny(), Target::LinuxX86_64, Some(16)).unwrap();
+        assert!(short.kv_cache_bytes < f.kv_cache_bytes);
+        for bad in [0, 257] {
+            let err = for_built_dir(&tiny(), Target::LinuxX86_64, Some(bad)).unwrap_err();
+            assert!(err.to_string().contains("256 positions"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_record_is_over_budget_only_past_its_budget() {
+        let footprint = for_built_dir(&tiny(), Target::LinuxX86_64, Some(16)).unwrap();
+        let total = footprint.total_bytes;
+        let record = |budget_bytes| MemoryRecord {
+            footprint: footprint.clone(),
+            budget_bytes,
+        };
+        assert!(!record(None).over_budget());
+        assert!(!record(Some(total)).over_budget());
+        assert!(record(Some(total - 1)).over_budget());
+    }
+}
