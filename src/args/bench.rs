@@ -9,8 +9,6 @@ use super::run::{Backend, KvCache, ModelArgs};
 /// `alc bench PKG|DIR [-p N,..] [-n N,..] [-r N]`.
 #[derive(Args, Clone, Debug)]
 pub struct BenchArgs {
-    #[command(flatten)]
-    pub model: ModelArgs,
     /// Prompt sizes to time prefill with (comma-separated or repeated; 0 skips prefill).
     #[arg(
         short = 'p',
@@ -37,6 +35,8 @@ pub struct BenchArgs {
     pub kv_cache: KvCache,
     #[command(flatten)]
     pub threads: super::ThreadsArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
 }
 
 /// `aon bench PKG|DIR|MODEL.onnx [--data FILE] [-r N]`.

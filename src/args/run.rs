@@ -66,8 +66,6 @@ pub struct ModelArgs {
 #[derive(Args, Clone, Debug)]
 #[command(group(ArgGroup::new("input").required(true).args(["prompt", "prompt_file", "prompt_ids"])))]
 pub struct RunArgs {
-    #[command(flatten)]
-    pub model: ModelArgs,
     /// The prompt text (tokenized with the model's tokenizer, BOS added); `-` reads it from
     /// stdin.
     #[arg(long, value_name = "TEXT|-")]
@@ -108,6 +106,8 @@ pub struct RunArgs {
     pub force: bool,
     #[command(flatten)]
     pub threads: super::ThreadsArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
 }
 
 /// How tokens are picked (`run`, `chat`).
@@ -151,8 +151,6 @@ impl SamplingArgs {
 /// `chat PKG|DIR`: one user turn a line from stdin until EOF.
 #[derive(Args, Clone, Debug)]
 pub struct ChatArgs {
-    #[command(flatten)]
-    pub model: ModelArgs,
     /// Text put before the first user message (Gemma has no system turn: it opens the first).
     #[arg(long, value_name = "TEXT")]
     pub system: Option<String>,
@@ -170,4 +168,6 @@ pub struct ChatArgs {
     pub kv_cache: KvCache,
     #[command(flatten)]
     pub threads: super::ThreadsArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
 }
