@@ -359,7 +359,9 @@ fn a_size_budget_keeps_sensitive_projections_at_q8_within_it() {
     let model = gemma3_tiny();
     let low = (min - 1).to_string();
     let mut args = vec!["quantize", model.to_str().unwrap(), "-o", "low"];
+    // The same method as the probe: the header records it, so it counts in the size.
     args.extend(["--group-size", "32", "--size-budget", &low]);
+    args.extend(cheap);
     let r = alc(tmp.path(), &args);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains(&format!("{min} bytes")), "{}", r.stderr);
