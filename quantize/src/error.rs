@@ -105,6 +105,17 @@ pub enum Error {
     /// A bad quantization request (policy, group size, tensor that cannot be quantized).
     #[error("{0}")]
     Quantize(String),
+    /// A size budget below the smallest file the policy can write.
+    #[error(
+        "{budget}: below the smallest this policy writes ({minimum}, every projection at \
+         q4bf16); raise it, or lower the policy (e.g. --policy embed=q4bf16)"
+    )]
+    BudgetTooSmall {
+        /// The budget asked for.
+        budget: String,
+        /// The smallest reachable, in the budget's unit.
+        minimum: String,
+    },
     /// Writing the stage record failed.
     #[error(transparent)]
     Packaging(#[from] ava_packaging::Error),

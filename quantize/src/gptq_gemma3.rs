@@ -30,6 +30,30 @@ pub struct GptqReport {
     pub damp: f64,
 }
 
+/// The four projection inputs of `layer`: the site, its label and the weights reading it.
+pub fn layer_sites(cfg: &Gemma3Config, layer: usize) -> [(Site, &'static str, Vec<String>); 4] {
+    let p = &cfg.weight_prefix;
+    let name = |s: &str| format!("{p}layers.{layer}.{s}.weight");
+    [
+        (
+            Site::Attention,
+            "attention",
+            vec![
+                name("self_attn.q_proj"),
+                name("self_attn.k_proj"),
+                name("self_attn.v_proj"),
+            ],
+        ),
+        (Site::Output, "output", vec![name("self_attn.o_proj")]),
+        (
+            Site::Mlp,
+            "mlp",
+            vec![name("mlp.gate_proj"), name("mlp.up_proj")],
+        ),
+        (Site::Down, "down", vec![name("mlp.down_proj")]),
+    ]
+}
+
 /// Adds the prepared Hessians of every projection of `cfg`'s layers to `tr`.
 pub fn add_gptq(
     cfg: &Gemma3Config,
@@ -37,29 +61,9 @@ pub fn add_gptq(
     tr: &mut Transform,
     opts: &GptqOptions,
 ) -> Result<Vec<GptqReport>> {
-    let p = &cfg.weight_prefix;
     let mut reports = Vec::new();
     for layer in 0..cfg.num_hidden_layers {
-        let name = |s: &str| format!("{p}layers.{layer}.{s}.weight");
-        let sites: [(Site, &'static str, Vec<String>); 4] = [
-            (
-                Site::Attention,
-                "attention",
-                vec![
-                    name("self_attn.q_proj"),
-                    name("self_attn.k_proj"),
-                    name("self_attn.v_proj"),
-                ],
-            ),
-            (Site::Output, "output", vec![name("self_attn.o_proj")]),
-            (
-                Site::Mlp,
-                "mlp",
-                vec![name("mlp.gate_proj"), name("mlp.up_proj")],
-            ),
-            (Site::Down, "down", vec![name("mlp.down_proj")]),
-        ];
-        for (site, label, names) in sites {
+        for (site, label, names) in layer_sites(cfg, layer) {
             let h = stats
                 .sites
                 .get_mut(&(layer, site))

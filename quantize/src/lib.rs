@@ -7,8 +7,9 @@
 //!   ggml and gguf-py bit for bit.
 //! - [`import`]: a llama.cpp `gemma3` GGUF -> Hugging Face `Gemma3ForCausalLM` checkpoint
 //!   (f32 or bf16 safetensors + transformers-5 `config.json`), behind `alc convert`.
-//! - [`policy`], [`grouped`], [`calib`], [`awq`], [`awq_gemma3`], [`gptq`], [`stage`]: `alc quantize`
-//!   (per-tensor policy, RTN / AWQ with clip search / GPTQ, the streamed stage writer);
+//! - [`policy`], [`grouped`], [`calib`], [`awq`], [`awq_gemma3`], [`gptq`], [`mixed`], [`stage`]:
+//!   `alc quantize` (per-tensor policy, RTN / AWQ with clip search / GPTQ, mixed precision
+//!   under a budget, the streamed stage writer);
 //!   [`perplexity`]: `alc perplexity`; [`gate`]: `alc compile`'s quality gates on it.
 //!
 //! The stage sits between `ava-core` (checkpoints) and the kernel build: `download ->
@@ -27,6 +28,8 @@ pub mod gptq;
 pub mod gptq_gemma3;
 pub mod grouped;
 pub mod import;
+pub mod mixed;
+pub mod mixed_gemma3;
 pub mod perplexity;
 pub mod policy;
 pub mod run;

@@ -3,6 +3,7 @@
 //! Roles: the (tied) embedding / lm_head, the seven projections of each layer, norms (never
 //! quantized: only float schemes are accepted for them), and anything else (kept as float).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -151,14 +152,44 @@ impl Policy {
         }
     }
 
-    /// Applies `role=scheme,...` overrides (`embed`, `proj`, `norm`, `other`).
-    pub fn with_overrides(mut self, spec: &str) -> Result<Policy> {
+    /// Applies `role=scheme,...` overrides (`embed`, `proj`, `norm`, `other`); a tensor name
+    /// is an error here (see [`Policy::with_tensor_overrides`]).
+    pub fn with_overrides(self, spec: &str) -> Result<Policy> {
+        let (policy, tensors) = self.with_tensor_overrides(spec)?;
+        match tensors.keys().next() {
+            Some(name) => Err(Error::Quantize(format!(
+                "policy: unknown role {name:?} (embed, proj, norm, other)"
+            ))),
+            None => Ok(policy),
+        }
+    }
+
+    /// Applies `role=scheme,...` overrides and returns, apart, those naming one tensor
+    /// (a key with a `.`, e.g. `model.layers.3.mlp.down_proj.weight=q8bf16`). A tensor whose
+    /// role is `norm` or `other` only takes a float scheme.
+    pub fn with_tensor_overrides(
+        mut self,
+        spec: &str,
+    ) -> Result<(Policy, BTreeMap<String, Scheme>)> {
+        let mut tensors = BTreeMap::new();
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (role, scheme) = part
                 .split_once('=')
                 .ok_or_else(|| Error::Quantize(format!("policy {part:?}: expected role=scheme")))?;
             let scheme: Scheme = scheme.trim().parse()?;
-            match role.trim() {
+            let role = role.trim();
+            if role.contains('.') {
+                if matches!(Role::of(role), Role::Norm | Role::Other)
+                    && scheme.float_dtype().is_none()
+                {
+                    return Err(Error::Quantize(format!(
+                        "policy {part:?}: {role} is never quantized (use f32, f16 or bf16)"
+                    )));
+                }
+                tensors.insert(role.to_string(), scheme);
+                continue;
+            }
+            match role {
                 "embed" => self.embed = scheme,
                 "proj" => self.proj = scheme,
                 "norm" | "other" if scheme.float_dtype().is_none() => {
@@ -175,7 +206,7 @@ impl Policy {
                 }
             }
         }
-        Ok(self)
+        Ok((self, tensors))
     }
 
     /// The scheme of tensor `name`.
@@ -223,6 +254,18 @@ mod tests {
             .is_err());
         assert!(Policy::for_quant(Scheme::F32)
             .with_overrides("bogus")
+            .is_err());
+        let down = "model.layers.1.mlp.down_proj.weight";
+        let (p, tensors) = Policy::for_quant(Scheme::Q4Bf16)
+            .with_tensor_overrides(&format!("proj=q8bf16, {down}=q4bf16"))
+            .unwrap();
+        assert_eq!(p.proj, Scheme::Q8Bf16);
+        assert_eq!(tensors.get(down), Some(&Scheme::Q4Bf16));
+        assert!(Policy::for_quant(Scheme::Q4Bf16)
+            .with_overrides(&format!("{down}=q8bf16"))
+            .is_err());
+        assert!(Policy::for_quant(Scheme::Q4Bf16)
+            .with_tensor_overrides("model.norm.weight=q4bf16")
             .is_err());
     }
 }

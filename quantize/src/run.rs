@@ -25,6 +25,8 @@ use crate::calib::{calibrate, calibrate_bytes, CalibOptions, CalibStats};
 use crate::calib::{DEFAULT_CORPUS, DEFAULT_CORPUS_NAME};
 use crate::gptq::GptqOptions;
 use crate::gptq_gemma3::{add_gptq, GptqReport};
+use crate::mixed::{self, Budget, MixedReport};
+use crate::mixed_gemma3::sensitivities;
 use crate::policy::{Policy, Scheme};
 use crate::stage::{plan, write_weights, Method, PlannedTensor, StageSpec, Transform};
 use crate::{Error, Result};
@@ -52,6 +54,8 @@ pub struct QuantizeOptions {
     pub calib_seq_len: usize,
     /// Exponents tried by the AWQ search.
     pub awq_grid: usize,
+    /// Mixed precision: keep the most sensitive projections at q8bf16 within this budget.
+    pub budget: Option<Budget>,
 }
 
 /// Where the stage reports progress; every method does nothing by default.
@@ -104,6 +108,8 @@ pub struct QuantizeReport {
     pub awq: Vec<SiteReport>,
     /// GPTQ per-weight report.
     pub gptq: Vec<GptqReport>,
+    /// What the budget chose (`--size-budget`, `--bpw`).
+    pub mixed_precision: Option<MixedReport>,
 }
 
 impl QuantizeOptions {
@@ -132,18 +138,35 @@ pub fn quantize(
     let cfg = ck
         .gemma3()
         .map_err(|e| step(format!("{}: not a Gemma 3 checkpoint", input.display()), e))?;
-    let spec = stage_spec(opts)?;
-    crate::stage::check_finite(&ck, &plan(&ck, &spec))
-        .map_err(|e| step("checking the weights", e))?;
+    let mut spec = stage_spec(opts)?;
+    let mut planned = plan(&ck, &spec);
+    let all = planned.len();
+    planned.retain(|t| !is_non_text(&t.name));
+    let skipped_tensors = all - planned.len();
+    check_named(&planned, &spec)?;
+    crate::stage::check_finite(&ck, &planned).map_err(|e| step("checking the weights", e))?;
+    // The budget is checked before anything is measured: an impossible one fails at once.
+    let budget = match opts.budget {
+        Some(b) => Some((b, mixed::check(b, &planned, &spec)?)),
+        None => None,
+    };
+    let measure = budget.is_some_and(|(_, all_fit)| !all_fit);
     let started = Instant::now();
     let (mut transform, mut awq, mut gptq, mut calib) =
         (Transform::default(), vec![], vec![], None);
-    if spec.method.calibrated() {
-        let mut stats = run_calibration(input, spec.method, opts, progress)?;
+    let mut measured = vec![];
+    if spec.method.calibrated() || measure {
+        let mut stats = run_calibration(input, (spec.method, measure), opts, progress)?;
         if spec.method.uses_awq() {
             progress.info("searching AWQ scales");
             (transform, awq) = gemma3_transform(&ck, &cfg, &stats, (&spec, opts.awq_grid))
                 .map_err(|e| step("AWQ search", e))?;
+        }
+        if measure {
+            progress.info("measuring each projection's sensitivity");
+            let cands = mixed::candidates(&planned, &spec);
+            measured = sensitivities((&ck, &cfg), &stats, &transform, spec.group, &cands)
+                .map_err(|e| step("measuring sensitivities", e))?;
         }
         if spec.method.uses_gptq() {
             progress.info("preparing GPTQ Hessians");
@@ -152,11 +175,19 @@ pub fn quantize(
         }
         calib = Some(stats);
     }
+    let mixed_precision = budget.map(|(b, all_fit)| {
+        let promoted = if all_fit {
+            mixed::candidates(&planned, &spec)
+        } else {
+            mixed::choose(b, (&planned, &spec), &measured)
+        };
+        let report = MixedReport::new(b, (&planned, &spec), measured, &promoted);
+        planned = mixed::promote(&planned, &promoted);
+        spec.tensors
+            .extend(promoted.into_iter().map(|n| (n, mixed::PROMOTED)));
+        report
+    });
     let calibration_seconds = started.elapsed().as_secs_f64();
-    let mut planned = plan(&ck, &spec);
-    let all = planned.len();
-    planned.retain(|t| !is_non_text(&t.name));
-    let skipped_tensors = all - planned.len();
     progress.total(planned_bytes(&ck, &planned));
     let write_start = Instant::now();
     let stats = write_weights(
@@ -170,7 +201,13 @@ pub fn quantize(
     let quantize_seconds = write_start.elapsed().as_secs_f64();
     copy_side_files(&ck, out)?;
     let name = format!("gemma3-{}", size_label(ck.num_parameters()));
-    write_stage_file(out, &name, &spec, opts, calib.as_ref())?;
+    write_stage_file(
+        out,
+        &name,
+        (&spec, opts),
+        calib.as_ref(),
+        mixed_precision.as_ref(),
+    )?;
     let written =
         Checkpoint::open(out).map_err(|e| step("reloading the quantized checkpoint", e))?;
     written
@@ -200,7 +237,20 @@ pub fn quantize(
         calibration: calib.as_ref().map(|_| calibration_name(opts)),
         awq,
         gptq,
+        mixed_precision,
     })
+}
+
+/// Fails on a `--policy NAME=SCHEME` naming no tensor of the (text) model.
+fn check_named(planned: &[PlannedTensor], spec: &StageSpec) -> Result<()> {
+    for name in spec.tensors.keys() {
+        if !planned.iter().any(|t| &t.name == name) {
+            return Err(Error::Quantize(format!(
+                "--policy {name}: the model has no tensor of that name"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// An error with what was being done.
@@ -222,15 +272,19 @@ fn planned_bytes(ck: &Checkpoint, planned: &[PlannedTensor]) -> u64 {
 
 fn stage_spec(opts: &QuantizeOptions) -> Result<StageSpec> {
     let mut policy = Policy::for_quant(opts.scheme);
+    let mut tensors = Default::default();
     if let Some(spec) = &opts.policy {
-        policy = policy
-            .with_overrides(spec)
+        (policy, tensors) = policy
+            .with_tensor_overrides(spec)
             .map_err(|e| step("--policy", e))?;
     }
     // Nothing is rounded to a grid: nothing to calibrate.
-    let float = policy.embed.quant_format().is_none() && policy.proj.quant_format().is_none();
+    let float = policy.embed.quant_format().is_none()
+        && policy.proj.quant_format().is_none()
+        && tensors.values().all(|s| s.quant_format().is_none());
     Ok(StageSpec {
         policy,
+        tensors,
         group: opts.group_size,
         method: if float { Method::Rtn } else { opts.method },
         quantization: opts.scheme.name().to_string(),
@@ -244,16 +298,17 @@ fn calibration_name(opts: &QuantizeOptions) -> String {
         .map_or(DEFAULT_CORPUS_NAME.to_string(), |p| p.display().to_string())
 }
 
+/// Runs calibration; `measure`: Hessians are needed for the mixed-precision measurement.
 fn run_calibration(
     dir: &Path,
-    method: Method,
+    (method, measure): (Method, bool),
     opts: &QuantizeOptions,
     progress: &dyn QuantizeProgress,
 ) -> Result<CalibStats> {
     let calib = CalibOptions {
         samples: opts.calib_samples,
         seq_len: opts.calib_seq_len,
-        hessians: method.uses_gptq(),
+        hessians: method.uses_gptq() || measure,
         ..CalibOptions::default()
     };
     let name = calibration_name(opts);
@@ -286,9 +341,9 @@ fn copy_side_files(ck: &Checkpoint, out: &Path) -> Result<()> {
 fn write_stage_file(
     out: &Path,
     name: &str,
-    spec: &StageSpec,
-    opts: &QuantizeOptions,
+    (spec, opts): (&StageSpec, &QuantizeOptions),
     calib: Option<&CalibStats>,
+    mixed: Option<&MixedReport>,
 ) -> Result<()> {
     let mut stage = json!({
         "method": spec.method.name(),
@@ -296,6 +351,24 @@ fn write_stage_file(
         "policy": spec.policy.to_string(),
         "format_version": FORMAT_VERSION,
     });
+    if !spec.tensors.is_empty() {
+        let tensors: serde_json::Map<_, _> = spec
+            .tensors
+            .iter()
+            .map(|(n, s)| (n.clone(), json!(s.name())))
+            .collect();
+        stage["tensor_policy"] = json!(tensors);
+    }
+    if let Some(m) = mixed {
+        stage["mixed_precision"] = json!({
+            "budget": m.budget,
+            "file_bytes": m.file_bytes,
+            "bits_per_weight": m.bits_per_weight,
+            "candidates": m.candidates,
+            "promoted": m.promoted.len(),
+            "measure": "relative output error tr(D H D^T) / tr(W H W^T) on the calibration Hessian",
+        });
+    }
     if let Some(c) = calib {
         stage["calibration_sha256"] = json!(c.sha256);
         stage["calibration_file"] = json!(match &opts.calib {

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ava_core::quant::{group_fits, scales_shape, SCALES_SUFFIX};
-use ava_core::safetensors_writer::{write_header, HeaderTensor};
+use ava_core::safetensors_writer::{header_bytes, write_header, HeaderTensor};
 use ava_core::{Checkpoint, DType, TensorView};
 
 use crate::error::{Error, Result};
@@ -19,6 +19,8 @@ use crate::gptq::{self, Prepared};
 use crate::grouped::{self, Layout};
 use crate::policy::{Policy, Scheme};
 
+/// The safetensors header's length prefix (a little-endian u64).
+const HEADER_LENGTH_BYTES: u64 = 8;
 /// Elements converted to f32 at a time while streaming a tensor (bounds memory use).
 const BLOCK_ELEMENTS: usize = 1 << 22;
 /// Write buffer size.
@@ -72,6 +74,8 @@ impl Method {
 pub struct StageSpec {
     /// Scheme per tensor role.
     pub policy: Policy,
+    /// Per-tensor schemes that replace the role's (`--policy NAME=SCHEME`, mixed precision).
+    pub tensors: BTreeMap<String, Scheme>,
     /// Group size of the quantized schemes.
     pub group: usize,
     /// The method (recorded; AWQ's effect comes through the [`Transform`]).
@@ -147,7 +151,11 @@ impl PlannedTensor {
 pub fn plan(ck: &Checkpoint, spec: &StageSpec) -> Vec<PlannedTensor> {
     ck.tensor_views()
         .map(|t| {
-            let wanted = spec.policy.scheme_of(t.name);
+            let wanted = spec
+                .tensors
+                .get(t.name)
+                .copied()
+                .unwrap_or_else(|| spec.policy.scheme_of(t.name));
             let fits = match t.shape {
                 [_, cols] => group_fits(*cols, spec.group),
                 _ => false,
@@ -161,6 +169,26 @@ pub fn plan(ck: &Checkpoint, spec: &StageSpec) -> Vec<PlannedTensor> {
             }
         })
         .collect()
+}
+
+/// Bytes of the `model.safetensors` that [`write_weights`] writes for `plan`: the header
+/// (with its length prefix) and every tensor's data.
+pub fn file_bytes(plan: &[PlannedTensor], spec: &StageSpec) -> u64 {
+    let (metadata, tensors) = header(plan, spec);
+    let header = header_bytes(&metadata, &tensors).len() as u64;
+    HEADER_LENGTH_BYTES + header + tensors.iter().map(|t| t.bytes).sum::<u64>()
+}
+
+/// Bytes of the tensors `plan` stores in a grouped integer format (codes and scales), and
+/// their element count.
+pub fn quantized_bytes(plan: &[PlannedTensor], spec: &StageSpec) -> (u64, u64) {
+    plan.iter()
+        .filter(|t| t.scheme.quant_format().is_some())
+        .fold((0, 0), |(bytes, numel), t| {
+            let b: usize = t.outputs(spec.group).iter().map(|o| o.3).sum();
+            let n: usize = t.shape.iter().product();
+            (bytes + b as u64, numel + n as u64)
+        })
 }
 
 /// Bytes written and read.
@@ -271,7 +299,7 @@ fn write_tensor(
             None => transformed(
                 block.to_f32_vec().map_err(std::io::Error::other)?,
                 (r0, cols),
-                t,
+                &t.name,
                 tr,
             ),
         };
@@ -309,18 +337,20 @@ fn write_tensor(
     out.write_all(&scales)
 }
 
-fn transformed(
+/// `v` (rows `r0..` of tensor `t`, `cols` wide) with the transform's column scales and row
+/// divisors applied.
+pub(crate) fn transformed(
     mut v: Vec<f32>,
     (r0, cols): (usize, usize),
-    t: &PlannedTensor,
+    name: &str,
     tr: &Transform,
 ) -> Vec<f32> {
-    if let Some(s) = tr.col_scale.get(&t.name) {
+    if let Some(s) = tr.col_scale.get(name) {
         for row in v.chunks_mut(cols) {
             row.iter_mut().zip(s).for_each(|(x, s)| *x *= s);
         }
     }
-    if let Some(d) = tr.row_div.get(&t.name) {
+    if let Some(d) = tr.row_div.get(name) {
         for (row, d) in v.chunks_mut(cols).zip(&d[r0..]) {
             row.iter_mut().for_each(|x| *x /= d);
         }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Quantization of the real Gemma 3 270M (f32 checkpoint from the GGUF import as the baseline):
-# WikiText-2 test perplexity of f32 / bf16 / q8bf16 / q4bf16-rtn / q4bf16-awq (calibration on
+# WikiText-2 test perplexity of f32 / bf16 / q8bf16 / q4bf16 rtn, awq, gptq, awq+gptq and
+# within a size budget (--size-budget, default the Q4_K_M GGUF's size) (calibration on
 # valid.txt only), quantization throughput and peak memory (next to llama-quantize to Q4_0
 # when llama.cpp is built), and decode speed of q4bf16 next to f32 on the native backend.
 set -euo pipefail
@@ -33,7 +34,12 @@ quantize() { # quantize LABEL ARGS...: writes $WORK/LABEL, a table row of speed 
 quantize bf16 --quant bf16
 quantize q8bf16 --quant q8bf16
 quantize q4bf16-rtn --quant q4bf16 --method rtn
-quantize q4bf16-awq --quant q4bf16 --method awq --calib "$WIKI/valid.txt" --calib-samples "$CALIB_SAMPLES"
+CAL=(--calib "$WIKI/valid.txt" --calib-samples "$CALIB_SAMPLES")
+quantize q4bf16-awq --quant q4bf16 --method awq "${CAL[@]}"
+quantize q4bf16-gptq --quant q4bf16 --method gptq "${CAL[@]}"
+quantize q4bf16-awq-gptq --quant q4bf16 --method awq-gptq "${CAL[@]}"
+# Mixed precision within the published Q4_K_M GGUF's size (default method).
+quantize q4bf16-budget --quant q4bf16 --size-budget "${QUANT_SIZE_BUDGET:-253113024}" "${CAL[@]}"
 if [ -x "$LLAMA/llama-quantize" ] && [ -f "$GGUF" ]; then
   start=$(date +%s.%N)
   /usr/bin/time -o "$WORK/rss-llama" -f '%M' "$LLAMA/llama-quantize" --allow-requantize "$GGUF" \
@@ -48,7 +54,7 @@ else
 fi
 
 ppl="$WORK/ppl.md"; : > "$ppl"
-for label in f32 bf16 q8bf16 q4bf16-rtn q4bf16-awq; do
+for label in f32 bf16 q8bf16 q4bf16-rtn q4bf16-awq q4bf16-gptq q4bf16-awq-gptq q4bf16-budget; do
   dir="$WORK/$label"; [ "$label" = f32 ] && dir="$BASE"
   "$ALC" --json perplexity "$dir" --text "$WIKI/test.txt" --ctx 512 --stride 512 \
     --max-chunks "$CHUNKS" > "$WORK/ppl-$label.json"
@@ -72,7 +78,8 @@ body="$WORK/section.md"
   echo "## Quantization of Gemma 3 270M (\`quant\`)"
   echo
   echo "$(machine_line). WikiText-2 test, ctx 512, stride 512, first $CHUNKS windows (second half"
-  echo "of each window scored, as llama-perplexity); AWQ calibrated on $CALIB_SAMPLES x 512 tokens of valid.txt."
+  echo "of each window scored, as llama-perplexity); calibrated methods on $CALIB_SAMPLES x 512 tokens of valid.txt;"
+  echo "q4bf16-budget: \`--size-budget ${QUANT_SIZE_BUDGET:-253113024}\` (awq+gptq, most sensitive projections at q8bf16)."
   echo "Group 128; q4bf16 keeps the tied embedding at q8bf16 (policy \`embed=q8bf16,proj=q4bf16,norm=f32\`)."
   echo
   echo "| model | perplexity | scored tokens | model.safetensors MiB |"

@@ -10,6 +10,15 @@ pub fn positive(s: &str) -> Result<usize, String> {
     }
 }
 
+/// A byte count of at least 1 (`--size-budget`).
+pub fn positive_bytes(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn finite(s: &str) -> Result<f32, String> {
     let v: f32 = s
         .parse()

@@ -43,6 +43,8 @@ pub struct CompileArgs {
     /// Tokens per calibration sequence.
     #[arg(long, default_value_t = ava_quantize::calib::DEFAULT_SEQ_LEN)]
     pub calib_seq_len: usize,
+    #[command(flatten)]
+    pub budget: super::BudgetArgs,
     /// Fail (exit 1, no archive) when the mean KL divergence of the quantized model's token
     /// distributions from the source model's exceeds this (nats), on --gate-text.
     #[arg(long, value_name = "NATS")]
@@ -108,6 +110,7 @@ impl CompileArgs {
             calib_samples: self.calib_samples,
             calib_seq_len: self.calib_seq_len,
             awq_grid: ava_quantize::awq::DEFAULT_GRID,
+            budget: self.budget.budget(),
         }
     }
 

@@ -16,7 +16,7 @@ pub use aon::{AonConvertArgs, ExportArgs, OptimizeArgs};
 pub use archive::{CommonCommand, InspectArgs, PackageArgs, UnpackArgs, VerifyArgs};
 pub use convert::{ConvertArgs, ConvertDtype};
 pub use download::{DownloadArgs, HubArgs};
-pub use quantize::{MethodArg, PerplexityArgs, QuantArg, QuantizeArgs};
+pub use quantize::{BudgetArgs, MethodArg, PerplexityArgs, QuantArg, QuantizeArgs};
 pub use run::RunArgs;
 pub use trust::{KeygenArgs, SignArgs, SignKeyArgs, TrustArgs};
 

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use ava_quantize::mixed::Budget;
 use ava_quantize::policy::Scheme;
 use ava_quantize::stage::Method;
 use ava_quantize::QuantizeOptions;
@@ -66,7 +67,8 @@ pub struct QuantizeArgs {
     /// Rounding method (every one but rtn calibrates; ignored for float formats).
     #[arg(long, value_enum, default_value_t = MethodArg::DEFAULT)]
     pub method: MethodArg,
-    /// Per-role overrides, e.g. `embed=q4bf16,norm=f32`.
+    /// Per-role overrides, e.g. `embed=q4bf16,norm=f32`, or per tensor
+    /// (`model.layers.3.mlp.down_proj.weight=q8bf16`; a budget leaves those alone).
     #[arg(long, value_name = "ROLE=SCHEME,...")]
     pub policy: Option<String>,
     /// Calibration text (plain UTF-8; default: the built-in corpus, quantize/data/).
@@ -82,9 +84,34 @@ pub struct QuantizeArgs {
     #[arg(long, default_value_t = ava_quantize::awq::DEFAULT_GRID, value_parser = crate::args::bounds::positive)]
     pub awq_grid: usize,
     #[command(flatten)]
+    pub budget: BudgetArgs,
+    #[command(flatten)]
     pub hub: HubArgs,
     #[command(flatten)]
     pub threads: super::ThreadsArgs,
+}
+
+/// Mixed precision under a budget (`docs/quantization.md#mixed-precision-under-a-budget`).
+#[derive(Args, Clone, Debug, Default)]
+pub struct BudgetArgs {
+    /// Keep the most sensitive q4bf16 projections at q8bf16 while model.safetensors (as
+    /// written, header included) stays within BYTES (measured on the calibration text).
+    #[arg(long, value_name = "BYTES", value_parser = crate::args::bounds::positive_bytes, conflicts_with = "bpw")]
+    pub size_budget: Option<u64>,
+    /// The same, within N bits per weight over the q4bf16/q8bf16 tensors (codes and scales).
+    #[arg(long, value_name = "N", value_parser = crate::args::bounds::positive_f32)]
+    pub bpw: Option<f32>,
+}
+
+impl BudgetArgs {
+    /// The library's budget.
+    pub fn budget(&self) -> Option<Budget> {
+        match (self.size_budget, self.bpw) {
+            (Some(b), _) => Some(Budget::FileBytes(b)),
+            (None, Some(b)) => Some(Budget::Bpw(f64::from(b))),
+            (None, None) => None,
+        }
+    }
 }
 
 impl QuantArg {
@@ -123,6 +150,7 @@ impl QuantizeArgs {
             calib_samples: self.calib_samples,
             calib_seq_len: self.calib_seq_len,
             awq_grid: self.awq_grid,
+            budget: self.budget.budget(),
         }
     }
 }

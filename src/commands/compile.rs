@@ -270,7 +270,11 @@ impl<'a> Pipeline<'a> {
         let mut h = KeyHasher::new("quantize", &TOOL_ID);
         h.text(&input.key);
         h.text(&format!("{:?} group {}", a.quant, a.group_size));
-        if a.method != MethodArg::Rtn {
+        let budget = a.budget.budget();
+        if let Some(b) = budget {
+            h.text(&b.describe());
+        }
+        if a.method != MethodArg::Rtn || budget.is_some() {
             h.text(&format!(
                 "{:?} {} x {}",
                 a.method, a.calib_samples, a.calib_seq_len
@@ -286,7 +290,8 @@ impl<'a> Pipeline<'a> {
         self.stage("quantize", h, |out| {
             let dest = out.join(CHECKPOINT_DIR);
             std::fs::create_dir(&dest)?;
-            ava_quantize::quantize(&dir, &dest, &opts, &ava_quantize::run::Quiet)?;
+            ava_quantize::quantize(&dir, &dest, &opts, &ava_quantize::run::Quiet)
+                .map_err(crate::commands::quantize::stage_error)?;
             Ok(())
         })
         .map(|a| a.join(CHECKPOINT_DIR))

@@ -1,9 +1,11 @@
 //! `alc quantize DIR|REPO --quant Q -o DIR`: the quantize stage ([`ava_quantize::quantize`])
 //! into a temporary directory beside `-o`, renamed into place when complete.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::bail;
+use ava_quantize::mixed::MixedReport;
 use ava_quantize::{QuantizeProgress, QuantizeReport};
 use indicatif::ProgressBar;
 use serde::Serialize;
@@ -73,7 +75,8 @@ pub fn run(args: &QuantizeArgs, ui: &Ui) -> anyhow::Result<()> {
         None => args.input.clone(),
     };
     let temp = PartialDir::beside(&args.output)?;
-    let stage = ava_quantize::quantize(&dir, temp.path(), &opts, &Progress::new(ui))?;
+    let stage = ava_quantize::quantize(&dir, temp.path(), &opts, &Progress::new(ui))
+        .map_err(stage_error)?;
     temp.persist(&args.output)?;
     let report = Report {
         output: &args.output,
@@ -81,6 +84,57 @@ pub fn run(args: &QuantizeArgs, ui: &Ui) -> anyhow::Result<()> {
         peak_rss_bytes: crate::commands::run::peak_rss_bytes(),
     };
     ui.result(&report, || human(&report))
+}
+
+/// The stage's error; a usage error (exit 2) when the budget is below what the policy can write.
+pub fn stage_error(e: ava_quantize::Error) -> anyhow::Error {
+    if matches!(e, ava_quantize::Error::BudgetTooSmall { .. }) {
+        anyhow::Error::new(crate::UsageError(e.to_string()))
+    } else {
+        e.into()
+    }
+}
+
+/// The budget's choice: one line per layer with promoted projections.
+fn human_mixed(m: &MixedReport) -> String {
+    let mut s = format!(
+        "\n  {}: {} of {} q4bf16 projections kept at q8bf16; {} ({} bytes, {:.3} bits per \
+         quantized weight; all q4 {}, all q8 {})",
+        m.budget,
+        m.promoted.len(),
+        m.candidates,
+        human_bytes(m.file_bytes),
+        m.file_bytes,
+        m.bits_per_weight,
+        human_bytes(m.file_bytes_range[0]),
+        human_bytes(m.file_bytes_range[1]),
+    );
+    let mut layers: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+    for name in &m.promoted {
+        let (layer, short) = layer_and_short(name);
+        layers
+            .entry(layer.unwrap_or(usize::MAX))
+            .or_default()
+            .push(short);
+    }
+    for (layer, names) in layers {
+        s += &format!("\n    layer {layer}: {}", names.join(" "));
+    }
+    s
+}
+
+/// `(3, "down_proj")` from `model.layers.3.mlp.down_proj.weight`.
+fn layer_and_short(name: &str) -> (Option<usize>, &str) {
+    let layer = name
+        .split_once("layers.")
+        .and_then(|(_, rest)| rest.split('.').next())
+        .and_then(|n| n.parse().ok());
+    let short = name
+        .trim_end_matches(".weight")
+        .rsplit('.')
+        .next()
+        .unwrap_or(name);
+    (layer, short)
 }
 
 fn human(report: &Report<'_>) -> String {
@@ -107,6 +161,9 @@ fn human(report: &Report<'_>) -> String {
     }
     if let Some(rss) = report.peak_rss_bytes {
         s += &format!(", peak RSS {}", human_bytes(rss));
+    }
+    if let Some(m) = &r.mixed_precision {
+        s += &human_mixed(m);
     }
     if r.skipped_tensors > 0 {
         s += &format!(

@@ -241,3 +241,129 @@ fn perplexity_reports_windows() {
     assert!(c["top1_agreement"].as_f64().unwrap() < 1.0, "{c}");
     assert_eq!(c["perplexity"], r["perplexity"]);
 }
+
+/// The tensor names of a safetensors file's header.
+fn header_names(path: &Path) -> Vec<String> {
+    let bytes = fs::read(path).unwrap();
+    let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
+    header.as_object().unwrap().keys().cloned().collect()
+}
+
+#[test]
+fn a_size_budget_keeps_sensitive_projections_at_q8_within_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cheap = [
+        "--method",
+        "rtn",
+        "--calib-samples",
+        "2",
+        "--calib-seq-len",
+        "32",
+    ];
+    let budgeted = |out: &str, flags: &[&str]| -> serde_json::Value {
+        let model = gemma3_tiny();
+        let mut args = vec!["--json", "quantize", model.to_str().unwrap(), "-o", out];
+        args.extend(["--group-size", "32"]);
+        args.extend(cheap);
+        args.extend(flags);
+        alc(tmp.path(), &args).ok().json()
+    };
+    // A budget above everything: the range of sizes reported.
+    let probe = budgeted("probe", &["--size-budget", "999999999"]);
+    let range = &probe["mixed_precision"]["file_bytes_range"];
+    let (min, max) = (range[0].as_u64().unwrap(), range[1].as_u64().unwrap());
+    let candidates = probe["mixed_precision"]["candidates"].as_u64().unwrap();
+    assert_eq!(candidates, 6 * 7);
+    // Above the all-q8 size: everything promoted, nothing measured.
+    assert_eq!(
+        probe["mixed_precision"]["promoted"]
+            .as_array()
+            .unwrap()
+            .len() as u64,
+        candidates
+    );
+    assert_eq!(probe["mixed_precision"]["file_bytes"].as_u64(), Some(max));
+    // The largest projection of the fixture is 128 x 64: one promotion adds 4096 bytes.
+    let step = 128 * 64 / 2;
+    let mut counts = vec![];
+    for (i, budget) in [min + (max - min) / 3, min + 2 * (max - min) / 3]
+        .into_iter()
+        .enumerate()
+    {
+        let out = format!("b{i}");
+        let r = budgeted(&out, &["--size-budget", &budget.to_string()]);
+        let m = &r["mixed_precision"];
+        let size = fs::metadata(tmp.path().join(&out).join("model.safetensors"))
+            .unwrap()
+            .len();
+        assert_eq!(m["file_bytes"].as_u64(), Some(size), "{m}");
+        assert!(
+            size <= budget && budget - size < step + 64,
+            "{size} {budget}"
+        );
+        let promoted: Vec<String> = m["promoted"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        // Promoted in decreasing gain per byte: the first has the best measured gain.
+        let sens = m["sensitivity"].as_array().unwrap();
+        assert_eq!(sens.len() as u64, candidates);
+        assert_eq!(sens[0]["name"].as_str(), Some(promoted[0].as_str()));
+        // What was recorded is what was written.
+        let text = fs::read(tmp.path().join(&out).join("ava-stage.json")).unwrap();
+        let stage: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        let policy = stage["stages"]["quantize"]["tensor_policy"]
+            .as_object()
+            .unwrap();
+        let names = header_names(&tmp.path().join(&out).join("model.safetensors"));
+        for name in names.iter().filter(|n| n.ends_with("_proj.weight.q4")) {
+            assert!(!policy.contains_key(name.trim_end_matches(".q4")), "{name}");
+        }
+        let q8: Vec<&String> = names
+            .iter()
+            .filter(|n| n.contains("_proj.weight.q8"))
+            .collect();
+        assert_eq!(q8.len(), promoted.len());
+        for name in &promoted {
+            assert_eq!(policy[name], "q8bf16");
+            assert!(names.contains(&format!("{name}.q8")), "{name}");
+        }
+        assert_eq!(
+            stage["stages"]["quantize"]["mixed_precision"]["file_bytes"].as_u64(),
+            Some(size)
+        );
+        counts.push(promoted.len());
+    }
+    assert!(counts[0] > 0 && counts[1] >= counts[0], "{counts:?}");
+    // The mixed model runs.
+    let (tokens, _) = run(tmp.path(), "b0");
+    assert_eq!(tokens.len(), 8);
+
+    // --policy NAME=SCHEME is left alone by the budget; --bpw is the other unit.
+    let down = "model.layers.0.mlp.down_proj.weight";
+    let r = budgeted(
+        "named",
+        &["--bpw", "8.6", "--policy", &format!("{down}=q4bf16")],
+    );
+    assert_eq!(
+        r["mixed_precision"]["candidates"].as_u64(),
+        Some(candidates - 1)
+    );
+    let names = header_names(&tmp.path().join("named/model.safetensors"));
+    assert!(names.contains(&format!("{down}.q4")));
+
+    // Below the all-q4 size: a usage error with the minimum, and no output.
+    let model = gemma3_tiny();
+    let low = (min - 1).to_string();
+    let mut args = vec!["quantize", model.to_str().unwrap(), "-o", "low"];
+    // The same method as the probe: the header records it, so it counts in the size.
+    args.extend(["--group-size", "32", "--size-budget", &low]);
+    args.extend(cheap);
+    let r = alc(tmp.path(), &args);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("{min} bytes")), "{}", r.stderr);
+    assert!(!tmp.path().join("low").exists());
+}
