@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::compare::{self, Comparison, Divergence};
 use super::report::{finite, finite_one, fits_check, human_head, percentile, runner_report};
-use super::report::{Check, Outcome};
+use super::report::{on_threads, Check, Outcome};
 use super::runner::{device_target, kernel_flag, locate_runner};
 use super::transport::{adb_state, Transport};
 use crate::args::run::Backend;
@@ -84,6 +84,8 @@ pub(super) struct Report {
     memory: Memory,
     timings: Timings,
     peak_rss_bytes: Option<u64>,
+    /// Threads the runner computed on (its report's figure).
+    threads: Option<usize>,
     device_facts: DeviceFacts,
     checks: Vec<Check>,
 }
@@ -106,8 +108,9 @@ impl Outcome for Report {
             (t.load_ms, t.decode_tok_s_p50, t.decode_tok_s_p95)
         {
             s.push_str(&format!(
-                "  load {load:.0} ms, ttft p50 {:.1} ms, decode {p50:.1} tok/s p50, {p95:.1} p95\n",
-                t.ttft_ms_p50.unwrap_or_default()
+                "  load {load:.0} ms, ttft p50 {:.1} ms, decode {p50:.1} tok/s p50, {p95:.1} p95{}\n",
+                t.ttft_ms_p50.unwrap_or_default(),
+                on_threads(self.threads)
             ));
         }
         if let Some(rss) = self.peak_rss_bytes {
@@ -193,6 +196,7 @@ pub(super) fn validate(args: &ValidateArgs, ui: &Ui) -> anyhow::Result<Report> {
         memory,
         timings: Timings::default(),
         peak_rss_bytes: None,
+        threads: None,
         device_facts: facts,
         checks: Vec::new(),
     };
@@ -203,6 +207,7 @@ pub(super) fn validate(args: &ValidateArgs, ui: &Ui) -> anyhow::Result<Report> {
         ui.info(format!("running on {}", report.device));
         let mut argv = runner_argv(&device.archive_arg(), args);
         argv.extend(kernel_flag(&args.archive, &args.trust)?);
+        argv.extend(args.runner.threads_argv());
         let out = device.exec(&argv);
         drop(device);
         if let Some(run) = read_run(&mut report, out?) {
@@ -457,6 +462,7 @@ fn read_run(report: &mut Report, out: Output) -> Option<GenerateReport> {
     });
     report.backend = Some(run.backend.clone());
     report.peak_rss_bytes = run.peak_rss_bytes;
+    report.threads = run.threads;
     report.timings = timings(&run);
     Some(run)
 }
