@@ -41,6 +41,24 @@ pub const CHECKPOINT_EXCLUDE: [&str; 10] = [
     "*.gguf",
 ];
 
+/// Files a GGUF conversion takes from the GGUF's repository too, when it has them.
+pub const GGUF_COMPANIONS: [&str; 1] = ["tokenizer.json"];
+
+/// The request that fetches one GGUF file, `file`, of repository `arg` (`org/name[@revision]`)
+/// and those of [`GGUF_COMPANIONS`] the repository has: none of its other files.
+pub fn gguf_request(arg: &str, file: &str) -> Result<DownloadRequest> {
+    let (id, revision) = split_revision(arg);
+    Ok(DownloadRequest {
+        repo: RepoId::parse(id)?,
+        revision: revision.map(str::to_string),
+        files: vec![file.to_string()],
+        optional: GGUF_COMPANIONS.iter().map(|s| s.to_string()).collect(),
+        include: Vec::new(),
+        exclude: Vec::new(),
+        local_dir: None,
+    })
+}
+
 /// The request that fetches checkpoint `arg`, read as a hub repository id (`org/name` or
 /// `name`, optionally `@revision`): every file but [`CHECKPOINT_EXCLUDE`], into the cache.
 pub fn checkpoint_request(arg: &str) -> Result<DownloadRequest> {
@@ -49,6 +67,7 @@ pub fn checkpoint_request(arg: &str) -> Result<DownloadRequest> {
         repo: RepoId::parse(id)?,
         revision: revision.map(str::to_string),
         files: Vec::new(),
+        optional: Vec::new(),
         include: Vec::new(),
         exclude: CHECKPOINT_EXCLUDE.iter().map(|s| s.to_string()).collect(),
         local_dir: None,

@@ -27,12 +27,27 @@ pub struct DownloadRequest {
     pub revision: Option<String>,
     /// Only these files (exact paths; each must exist), plus those `include` matches.
     pub files: Vec<String>,
+    /// These files too when the revision has them (exact paths; absent ones are no error).
+    pub optional: Vec<String>,
     /// Only files matching one of these globs (all when empty, unless `files` are named).
     pub include: Vec<String>,
     /// Minus files matching one of these.
     pub exclude: Vec<String>,
     /// Write plain files here instead of returning a cache snapshot.
     pub local_dir: Option<PathBuf>,
+}
+
+impl DownloadRequest {
+    /// Whether the globs select files: always, unless files are named and no `include` is
+    /// given (then the named files alone).
+    fn by_glob(&self) -> bool {
+        (self.files.is_empty() && self.optional.is_empty()) || !self.include.is_empty()
+    }
+
+    /// Whether `path` is named, required or optional.
+    fn named(&self, path: &str) -> bool {
+        self.files.iter().chain(&self.optional).any(|f| f == path)
+    }
 }
 
 /// The result: where the files are and what they are.
@@ -222,13 +237,11 @@ fn select(
             });
         }
     }
-    // Named files alone, unless globs are given too.
-    let by_glob = req.files.is_empty() || !req.include.is_empty();
+    let by_glob = req.by_glob();
     let mut files = Vec::new();
     for sibling in siblings {
         check_file_path(&req.repo, &sibling.rfilename)?;
-        let named = req.files.contains(&sibling.rfilename);
-        if named || (by_glob && filter.matches(&sibling.rfilename)) {
+        if req.named(&sibling.rfilename) || (by_glob && filter.matches(&sibling.rfilename)) {
             files.push(sibling);
         }
     }
@@ -493,10 +506,10 @@ fn offline_select(
             )));
         }
     }
-    let by_glob = req.files.is_empty() || !req.include.is_empty();
+    let by_glob = req.by_glob();
     let names: Vec<String> = files
         .into_iter()
-        .filter(|f| req.files.contains(f) || (by_glob && filter.matches(f)))
+        .filter(|f| req.named(f) || (by_glob && filter.matches(f)))
         .collect();
     if names.is_empty() {
         return Err(Error::Offline(format!(
@@ -561,5 +574,63 @@ mod tests {
             }
         });
         assert!(err.unwrap_err().to_string().contains("five"));
+    }
+
+    fn sibling(name: &str) -> Sibling {
+        Sibling {
+            rfilename: name.into(),
+            size: None,
+            lfs: None,
+        }
+    }
+
+    #[test]
+    fn optional_files_are_taken_when_listed_and_never_required() {
+        let mut req = crate::gguf_request("org/m-GGUF", "m-Q4_K_M.gguf").unwrap();
+        let filter = FileFilter::new(&req.include, &req.exclude).unwrap();
+        let listed = [
+            "m-Q4_K_M.gguf",
+            "m-Q8_0.gguf",
+            "tokenizer.json",
+            "README.md",
+        ];
+        let pick = |req: &DownloadRequest, names: &[&str]| -> Result<Vec<String>> {
+            let siblings = names.iter().map(|n| sibling(n)).collect();
+            Ok(select(req, "main", &filter, siblings)?
+                .into_iter()
+                .map(|s| s.rfilename)
+                .collect())
+        };
+        assert_eq!(
+            pick(&req, &listed).unwrap(),
+            ["m-Q4_K_M.gguf", "tokenizer.json"]
+        );
+        assert_eq!(
+            pick(&req, &listed[..2]).unwrap(),
+            ["m-Q4_K_M.gguf"],
+            "no tokenizer.json: no error"
+        );
+        assert!(matches!(
+            pick(&req, &listed[1..]),
+            Err(Error::MissingFile { .. })
+        ));
+        let cached: Vec<String> = listed.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            offline_select(&req, &filter, cached).unwrap(),
+            ["m-Q4_K_M.gguf", "tokenizer.json"]
+        );
+        req.files.clear();
+        let all = FileFilter::new(&[], &[]).unwrap();
+        let only_optional = select(
+            &req,
+            "main",
+            &all,
+            listed.iter().map(|n| sibling(n)).collect(),
+        );
+        assert_eq!(
+            only_optional.unwrap().len(),
+            1,
+            "optional files alone select no glob"
+        );
     }
 }

@@ -80,6 +80,9 @@ pub struct GenerateReport {
     pub load_ms: f64,
     /// Bytes of the KV cache at the run's context.
     pub kv_cache_bytes: u64,
+    /// Threads the kernels ran on (`--threads`, else one per core).
+    #[serde(default)]
+    pub threads: Option<usize>,
     /// One run per prompt, in order.
     pub prompts: Vec<PromptRun>,
     /// Peak resident set (`VmHWM`), in bytes.
@@ -136,6 +139,9 @@ pub struct ClassifyReport {
     pub labels: usize,
     /// Longest input the encoder takes.
     pub max_seq_len: usize,
+    /// Threads the kernels ran on (`--threads`, else one per core).
+    #[serde(default)]
+    pub threads: Option<usize>,
     /// One prediction per utterance, in order.
     pub utterances: Vec<Classified>,
     /// Peak resident set (`VmHWM`), in bytes.

@@ -2,7 +2,8 @@
 # Single-utterance latency of the INT8 mALBERT classifier (albert-clinc, CLINC150 test
 # utterances, one at a time, batch 1, no padding): ava-runtime's encoder (`aon eval`) on its
 # native kernels and on the archive's TVM kernels (`--target linux-x86_64`), next to onnxruntime
-# on the same INT8 ONNX file and the same token ids (tests/scripts/ort_predict.py).
+# on the same INT8 ONNX file and the same token ids (tests/scripts/ort_predict.py). Draws
+# docs/img/bench-aon.svg from the table.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$REPO"
@@ -63,6 +64,8 @@ table=$(mktemp)
 } > "$table"
 cat "$table"
 write_section aon "$table"
+draw_chart bars aon 1 "engine,threads" "p50 ms,p95 ms" \
+  "albert-clinc INT8, ms per utterance: ours and onnxruntime" bench-aon.svg
 
 # Per-utterance latency by sequence length, ours against onnxruntime's configurations, on the
 # bundled encoder and on an albert-base-v2-sized one (random weights from

@@ -2,6 +2,7 @@
 # Prefill and decode speed and peak memory of the real Gemma 3 270M on the native backend
 # (f32 and bf16 archives, weights used in place), next to llama.cpp on the same weights
 # (its F32/F16 GGUFs are re-quantized from the same Q4_K_M file our checkpoints come from).
+# Draws docs/img/bench-gemma-runtime.svg from the table.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$REPO"
@@ -72,3 +73,5 @@ table=$(mktemp)
 } > "$table"
 cat "$table"
 write_section gemma-runtime "$table"
+draw_chart bars gemma-runtime 1 "engine,weights" "prefill tok/s,decode tok/s" \
+  "Gemma 3 270M, tokens/s: ours (native) and llama.cpp" bench-gemma-runtime.svg

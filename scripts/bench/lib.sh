@@ -37,6 +37,17 @@ write_section() {
   mv "$tmp" "$BENCH_DOC"
 }
 
+# draw_chart bars|scatter SECTION TABLE COLUMNS... TITLE FILE.svg: draws docs/img/FILE.svg from
+# table TABLE (from 1) of SECTION, as just written (examples/bench-chart.rs says the columns).
+draw_chart() {
+  local kind=$1 section=$2; shift 2
+  local args=("$@") out="$REPO/docs/img/${!#}"
+  local chart="$REPO/target/release/examples/bench-chart"
+  cargo build -q --release --example bench-chart --manifest-path "$REPO/Cargo.toml"
+  mkdir -p "$REPO/docs/img"
+  "$chart" "$kind" "$BENCH_DOC" "$section" "${args[@]:0:$((${#args[@]} - 1))}" "$out"
+}
+
 # json_field FILE KEY: a numeric or string value of a top-level or nested "key": in JSON text
 # (first match; good enough for our own --json outputs).
 json_field() {

@@ -2,14 +2,14 @@
 # Quantization of the real Gemma 3 270M (f32 checkpoint from the GGUF import as the baseline):
 # WikiText-2 test perplexity of f32 / bf16 / q8bf16 / q4bf16 rtn, awq, gptq, awq+gptq and
 # within a size budget (--size-budget, default the Q4_K_M GGUF's size) (calibration on
-# valid.txt only), quantization throughput and peak memory (next to llama-quantize to Q4_0
-# when llama.cpp is built), and decode speed of q4bf16 next to f32 on the native backend.
+# valid.txt only), and quantization throughput and peak memory (next to llama-quantize to Q4_0
+# when llama.cpp is built). Speed is the runtime sections' (gemma-runtime.sh, tvm.sh). Draws
+# docs/img/bench-quant.svg (perplexity against size) from the table.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$REPO"
 CHUNKS=${QUANT_PPL_CHUNKS:-8}        # 512-token windows per perplexity run (~12 s each here)
 CALIB_SAMPLES=${QUANT_CALIB_SAMPLES:-16}
-GEN_TOKENS=${GEN_TOKENS:-64}
 WIKI="${WIKITEXT_DIR:-$REPO/../shared/datasets/wikitext-2}"
 BASE="$MODELS/gemma3-270m-f32"
 GGUF="$MODELS/gemma-3-270m-q4_k_m.gguf"
@@ -63,16 +63,6 @@ for label in f32 bf16 q8bf16 q4bf16-rtn q4bf16-awq q4bf16-gptq q4bf16-awq-gptq q
     "$(json_field "$WORK/ppl-$label.json" scored_tokens)" "$((size / 1048576))" >> "$ppl"
 done
 
-dec="$WORK/decode.md"; : > "$dec"
-for label in f32 q8bf16 q4bf16-awq; do
-  dir="$WORK/$label"; [ "$label" = f32 ] && dir="$BASE"
-  "$ALC" --json run "$dir" --prompt "The capital of France is" --max-tokens "$GEN_TOKENS" \
-    --ignore-eos > "$WORK/run-$label.json"
-  printf '| %s | %.1f | %.1f | %d |\n' "$label" "$(json_field "$WORK/run-$label.json" prefill_tok_s)" \
-    "$(json_field "$WORK/run-$label.json" decode_tok_s)" \
-    "$(( $(json_field "$WORK/run-$label.json" peak_rss_bytes | cut -d. -f1) / 1048576 ))" >> "$dec"
-done
-
 body="$WORK/section.md"
 {
   echo "## Quantization of Gemma 3 270M (\`quant\`)"
@@ -93,9 +83,11 @@ body="$WORK/section.md"
   echo "Peak RSS includes the mapped input checkpoint pages (1.07 GB, file-backed); AWQ's also the"
   echo "model loaded for calibration."
   echo
-  echo "| native backend, $GEN_TOKENS generated tokens | prefill tok/s | decode tok/s | peak RSS MiB |"
-  echo "|---|---|---|---|"
-  cat "$dec"
+  echo "Speed is measured once, in the runtime sections: native f32 and bf16 next to llama.cpp in"
+  echo "[\`gemma-runtime\`](#gemma-3-270m-on-the-native-backend-gemma-runtime), q4bf16 on both backends in"
+  echo "[\`tvm\`](#the-tvm-backend-tvm)."
 } > "$body"
 write_section quant "$body"
 cat "$body"
+draw_chart scatter quant 1 model "model.safetensors MiB" perplexity \
+  "Gemma 3 270M: WikiText-2 perplexity against weight size" bench-quant.svg

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The TVM kernel libraries of the real Gemma 3 270M: compile time per target (`alc build`, no
 # kernel cache) for f32, bf16 and q4bf16 weights, and prefill/decode speed of the `tvm` backend
-# next to the `native` one on this machine (linux-x86_64), with llama.cpp's Q4_0 beside them.
+# on this machine (linux-x86_64), with the `native` backend on q4bf16 (native f32/bf16 and the
+# llama.cpp peers are measured once, by gemma-runtime.sh). Draws docs/img/bench-tvm.svg.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$REPO"
@@ -51,22 +52,8 @@ speed_row() { # speed_row WEIGHTS BACKEND: median prefill/decode tok/s of `alc r
     "$(printf '%s\n' "${prefill[@]}" | median)" "$(printf '%s\n' "${decode[@]}" | median)"
 }
 
-peer_row() { # peer_row LABEL GGUF: llama-bench on the same prompt/generation lengths
-  local csv="$WORK/llama-$1.csv" col pp tg
-  "$LLAMA/llama-bench" -m "$2" -p "$PROMPT_TOKENS" -n "$GEN_TOKENS" -t "$(nproc)" -r "$REPS" \
-    -o csv > "$csv" 2> /dev/null
-  col=$(head -1 "$csv" | tr ',' '\n' | grep -n '^"\?avg_ts"\?$' | cut -d: -f1)
-  pp=$(sed -n 2p "$csv" | cut -d, -f"$col" | tr -d '"')
-  tg=$(sed -n 3p "$csv" | cut -d, -f"$col" | tr -d '"')
-  printf '| llama.cpp | %s | %.1f | %.1f |\n' "$1" "$pp" "$tg"
-}
-
 [ -x "$ALC" ] || cargo build --release --bins
 [ -d "$MODELS/gemma3-270m-f32" ] || make real-models
-LLAMA=$("$REPO/scripts/build-llama-cpp" | tail -1)
-q40="$REPO/.cache/bench/gemma-3-270m-Q4_0.gguf"
-[ -f "$q40" ] || "$LLAMA/llama-quantize" --allow-requantize "$MODELS/gemma-3-270m-q4_k_m.gguf" \
-  "$q40" Q4_0 > /dev/null 2>&1
 rm -f "$WORK"/*.tar
 
 table=$(mktemp)
@@ -83,11 +70,10 @@ table=$(mktemp)
   echo
   echo "| engine | weights | prefill tok/s | decode tok/s |"
   echo "|---|---|---|---|"
-  for w in f32 bf16 q4bf16; do
-    speed_row "$w" native
-    speed_row "$w" tvm
-  done
-  peer_row Q4_0 "$q40"
+  for w in f32 bf16 q4bf16; do speed_row "$w" tvm; done
+  speed_row q4bf16 native
 } > "$table"
 cat "$table"
 write_section tvm "$table"
+draw_chart bars tvm 2 "engine,weights" "prefill tok/s,decode tok/s" \
+  "Gemma 3 270M on the TVM backend, tokens/s" bench-tvm.svg

@@ -178,8 +178,10 @@ pub enum CompileQuant {
 /// `aon compile SOURCE --intents FILE -o OUT`.
 #[derive(Args, Clone, Debug)]
 pub struct CompileArgs {
-    /// ALBERT checkpoint directory (`AlbertModel` or `AlbertForSequenceClassification`).
-    pub source: PathBuf,
+    /// ALBERT checkpoint directory (`AlbertModel` or `AlbertForSequenceClassification`), or a
+    /// hub repository id (`org/name[@REV]`) when no such path exists.
+    #[arg(value_name = "DIR|REPO_ID")]
+    pub source: String,
     /// Labelled intents (CLINC150 JSON or JSONL): head fitting and calibration use the train
     /// split, validation the `val` split (never `test`).
     #[arg(long, value_name = "FILE")]
@@ -216,7 +218,7 @@ pub struct CompileArgs {
     /// target). Needs `--target`.
     #[arg(long, value_name = "CPU", requires = "target")]
     pub cpu: Option<String>,
-    /// Archive name (default: the source directory's name).
+    /// Archive name (default: the source directory's or repository's name).
     #[arg(long)]
     pub name: Option<String>,
     /// Output: a directory (the archive is named by the naming scheme; created when missing
@@ -233,6 +235,8 @@ pub struct CompileArgs {
     /// symlink, a FIFO or a device).
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub hub: super::HubArgs,
     #[command(flatten)]
     pub threads: super::ThreadsArgs,
 }

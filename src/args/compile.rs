@@ -22,6 +22,11 @@ pub struct CompileArgs {
     /// A hub repository id (`org/name[@REV]`), a checkpoint directory or a `.gguf` file.
     #[arg(value_name = "REPO_ID|DIR|FILE.gguf")]
     pub source: String,
+    /// Compile this GGUF file of SOURCE, a hub repository or directory (e.g.
+    /// `gemma-3-270m-it-Q4_K_M.gguf`): only it and the repository's tokenizer.json are
+    /// downloaded.
+    #[arg(long, value_name = "FILE.gguf")]
+    pub gguf: Option<String>,
     /// Format of the projections (as `alc quantize --quant`).
     #[arg(long, value_enum, default_value_t = QuantArg::Q4bf16)]
     pub quant: QuantArg,
@@ -62,7 +67,8 @@ pub struct CompileArgs {
     /// Elements per quantization group (32, 64 or 128).
     #[arg(long, default_value_t = ava_core::quant::DEFAULT_GROUP_SIZE, value_parser = crate::args::bounds::positive)]
     pub group_size: usize,
-    /// tokenizer.json for a `.gguf` source (default: one beside the file).
+    /// tokenizer.json for a GGUF source (default: the repository's with --gguf, else one
+    /// beside the file).
     #[arg(long, value_name = "FILE")]
     pub tokenizer: Option<PathBuf>,
     /// Leave files matching this glob out of the archives (e.g. `goldens.json`); repeatable.

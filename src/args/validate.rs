@@ -116,6 +116,18 @@ pub struct RunnerArgs {
     /// Cargo profile of a runner this command builds.
     #[arg(long, value_enum, default_value_t = RunnerProfile::Release)]
     pub runner_profile: RunnerProfile,
+    /// Threads the runner computes on, on the device (default: one per device core).
+    #[arg(long, value_name = "N", value_parser = crate::args::bounds::threads)]
+    pub threads: Option<usize>,
+}
+
+impl RunnerArgs {
+    /// `--threads N` for the runner's command line, when given.
+    pub fn threads_argv(&self) -> Vec<String> {
+        self.threads
+            .map(|n| vec!["--threads".to_string(), n.to_string()])
+            .unwrap_or_default()
+    }
 }
 
 /// Default number of utterances `aon validate` classifies.

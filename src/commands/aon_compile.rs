@@ -26,9 +26,10 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::archive_identity::resolve_version;
+use super::archive_identity::{resolve_version, source_name};
 use super::package;
 use crate::args::aon_int8::{CompileArgs, CompileQuant};
+use crate::hub::resolve_checkpoint_source;
 use crate::ui::{human_bytes, Ui};
 use stages::{StageReport, Stages, CACHE_FOLDER, CONVERT_REPORT, QUANTIZE_REPORT};
 
@@ -113,7 +114,8 @@ pub fn run(args: &CompileArgs, ui: &Ui) -> anyhow::Result<()> {
     let stage_cache = ui.stage_cache(CACHE_FOLDER);
     let cache = stage_cache.dir().to_path_buf();
     let mut st = Stages::new(stage_cache, ui);
-    let conv = st.convert(args)?;
+    let (source_dir, hub) = resolve_checkpoint_source(&args.source, &args.hub.options(ui), ui)?;
+    let conv = st.convert(args, &source_dir)?;
     let optimized = {
         let exported = st.export(&conv)?;
         st.optimize(&exported)?
@@ -214,6 +216,8 @@ pub fn run(args: &CompileArgs, ui: &Ui) -> anyhow::Result<()> {
         zstd: args.output.extension().is_some_and(|e| e == "zst"),
         created_by: crate::created_by(ui.tool),
         sign_with: Some(key),
+        source_repo: hub.as_ref().map(|s| s.repository.clone()),
+        source_revision: hub.and_then(|s| s.revision),
         ..PackageOptions::default()
     };
     let (path, _, archive_bytes) = package::write(stage, &args.output, args.force, &opts, ui)?;
@@ -264,13 +268,11 @@ fn build_kernels(
     reports.pop().context("the kernel build reported no target")
 }
 
-/// The archive's name: `--name`, else the source directory's name.
+/// The archive's name: `--name`, else the source directory's or repository's name.
 fn archive_name(args: &CompileArgs) -> String {
-    args.name.clone().unwrap_or_else(|| {
-        args.source
-            .file_name()
-            .map_or("malbert".into(), |n| n.to_string_lossy().into_owned())
-    })
+    args.name
+        .clone()
+        .unwrap_or_else(|| source_name(&args.source))
 }
 
 /// `ava-stage.json`: name, family, quantization, and the `aon-compile` and `oos` stages.

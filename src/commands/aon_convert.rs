@@ -1,16 +1,28 @@
 //! `aon convert ALBERT_DIR|REPO -o DIR`: ALBERT -> mALBERT intent classifier (see
 //! [`ava_malbert`]).
 
-use ava_malbert::{convert, Options};
+use ava_malbert::{convert, ConvertReport, Options};
+use ava_packaging::Source;
+use serde::Serialize;
 
 use crate::args::AonConvertArgs;
-use crate::hub::resolve_checkpoint;
+use crate::hub::resolve_checkpoint_source;
 use crate::partial_dir::PartialDir;
 use crate::ui::{human_bytes, CountBar, Ui};
 
+/// What `aon convert --json` prints: the conversion, and the hub repository and commit of a
+/// fetched source.
+#[derive(Serialize)]
+struct Report {
+    #[serde(flatten)]
+    convert: ConvertReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<Source>,
+}
+
 /// Runs `aon convert`.
 pub fn run(args: &AonConvertArgs, ui: &Ui) -> anyhow::Result<()> {
-    let src = resolve_checkpoint(&args.checkpoint, &args.hub.options(ui), ui)?;
+    let (src, source) = resolve_checkpoint_source(&args.checkpoint, &args.hub.options(ui), ui)?;
     let progress = ui.count_progress("encoding");
     let opts = Options {
         intents: args.intents.as_deref(),
@@ -29,7 +41,9 @@ pub fn run(args: &AonConvertArgs, ui: &Ui) -> anyhow::Result<()> {
     let temp = PartialDir::beside(&args.output)?;
     let r = convert(&src, temp.path(), &opts)?;
     temp.persist(&args.output)?;
-    ui.result(&r, || {
+    let report = Report { convert: r, source };
+    let r = &report.convert;
+    ui.result(&report, || {
         let mut s = format!(
             "wrote {}: vocabulary {} -> {}, positions {} -> {}, weights {} -> {} (saved {})\nhead: {} ({} labels)\n",
             args.output.display(),

@@ -43,7 +43,10 @@ impl FromStr for PackageVersion {
 /// The archive name of a compile source: repository name, directory name or file stem.
 pub fn source_name(source: &str) -> String {
     let path = Path::new(source);
-    let last = if path.exists() {
+    let last = if source.to_ascii_lowercase().ends_with(".gguf") {
+        // A GGUF file, local or named in a repository by `--gguf`.
+        path.file_stem().map(|s| s.to_string_lossy().into_owned())
+    } else if path.exists() {
         // `.` or `dir/..` name nothing by themselves: the directory they mean does.
         let named = path
             .components()
@@ -56,12 +59,7 @@ pub fn source_name(source: &str) -> String {
             owned = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
             &owned
         };
-        let stem = if p.extension().is_some_and(|e| e == "gguf") {
-            p.file_stem()
-        } else {
-            p.file_name()
-        };
-        stem.map(|s| s.to_string_lossy().into_owned())
+        p.file_name().map(|s| s.to_string_lossy().into_owned())
     } else {
         // A hub id, `org/name[@REV]`.
         let id = source.split('@').next().unwrap_or(source);
@@ -161,6 +159,10 @@ mod tests {
         let gguf = tmp.path().join("gemma-3-270m-Q4_K_M.gguf");
         std::fs::write(&gguf, b"").unwrap();
         assert_eq!(source_name(gguf.to_str().unwrap()), "gemma-3-270m-q4_k_m");
+        assert_eq!(
+            source_name("Q8/gemma-3-270m-Q8_0.gguf"),
+            "gemma-3-270m-q8_0"
+        );
         assert_eq!(
             source_name(dir.join(".").to_str().unwrap()),
             "my-model",

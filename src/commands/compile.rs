@@ -15,9 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use ava_core::kernel_table::{table_path, KernelTable};
 use ava_core::TOKENIZER_FILE;
-use ava_hub::split_revision;
 use ava_packaging::cache::{hash_dir, KeyHasher, Lookup, StageCache, DIGEST_FILE};
-use ava_packaging::package::{hub_source, PackageOptions};
+use ava_packaging::package::PackageOptions;
 use ava_packaging::Source;
 use ava_quantize::calib::{DEFAULT_CORPUS, DEFAULT_CORPUS_NAME};
 use ava_quantize::gate::quality_gates;
@@ -33,7 +32,7 @@ use super::archive_identity::{check_replace, resolve_version, source_name};
 use super::memory::{self, MIB};
 use crate::args::compile::CompileArgs;
 use crate::args::{GlobalArgs, MethodArg};
-use crate::hub::resolve_checkpoint;
+use crate::hub::{checkpoint_source, resolve_checkpoint, resolve_gguf};
 use crate::ui::{human_bytes, Ui};
 use crate::TOOL_ID;
 
@@ -161,6 +160,8 @@ struct Pipeline<'a> {
     stages: Vec<StageReport>,
     /// The archives' name, version and source, once the source is known.
     identity: Identity,
+    /// The repository and commit of a GGUF fetched from the hub.
+    hub_gguf: Option<Source>,
 }
 
 /// What the archives of one `compile` are called and where they come from.
@@ -187,6 +188,7 @@ impl<'a> Pipeline<'a> {
             bar: steps_bar(ui, steps),
             stages: Vec::new(),
             identity: Identity::default(),
+            hub_gguf: None,
         }
     }
 
@@ -194,21 +196,17 @@ impl<'a> Pipeline<'a> {
     /// commit its snapshot was resolved to, a local source with the digest of its content.
     fn identify(&mut self, checkpoint: &Artifact) {
         let a = self.args;
-        let name = source_name(&a.source);
-        let source = if Path::new(&a.source).exists() {
+        let name = source_name(a.gguf.as_deref().unwrap_or(&a.source));
+        let source = if let Some(hub) = self.hub_gguf.take() {
+            hub
+        } else if Path::new(&a.source).exists() {
             Source {
                 repository: "local".into(),
                 revision: Some(format!("sha256:{}", checkpoint.key)),
                 ..Source::default()
             }
         } else {
-            let (id, rev) = split_revision(&a.source);
-            let commit = hub_source(&checkpoint.dir).revision;
-            Source {
-                repository: id.to_string(),
-                revision: commit.or(rev.map(str::to_string)),
-                ..Source::default()
-            }
+            checkpoint_source(&a.source, &checkpoint.dir)
         };
         let quant = format!("{:?}", a.quant).to_lowercase();
         let targets: Vec<&str> = a.targets.iter().map(|t| t.name()).collect();
@@ -224,8 +222,12 @@ impl<'a> Pipeline<'a> {
     /// the `.gguf` converted to an f32 checkpoint.
     fn source(&mut self) -> anyhow::Result<Artifact> {
         let source = &self.args.source;
-        if source.ends_with(".gguf") {
-            return self.convert(Path::new(source));
+        if source.ends_with(".gguf") || self.args.gguf.is_some() {
+            self.bar.set_message("download");
+            let opts = self.args.hub.options(self.ui);
+            let gguf = resolve_gguf(source, self.args.gguf.as_deref(), &opts, &self.inner)?;
+            self.hub_gguf = gguf.hub;
+            return self.convert(&gguf.file, gguf.tokenizer);
         }
         let local = Path::new(source).exists();
         self.bar
@@ -237,14 +239,17 @@ impl<'a> Pipeline<'a> {
         Ok(Artifact { key, dir })
     }
 
-    fn convert(&mut self, gguf: &Path) -> anyhow::Result<Artifact> {
-        let tokenizer = match &self.args.tokenizer {
-            Some(t) => t.clone(),
-            None => gguf.with_file_name(TOKENIZER_FILE),
+    /// The GGUF converted to an f32 checkpoint, with `--tokenizer`, else `found` (the
+    /// repository's), else the one beside the file.
+    fn convert(&mut self, gguf: &Path, found: Option<PathBuf>) -> anyhow::Result<Artifact> {
+        let tokenizer = match (&self.args.tokenizer, found) {
+            (Some(t), _) => t.clone(),
+            (None, Some(t)) => t,
+            (None, None) => gguf.with_file_name(TOKENIZER_FILE),
         };
         if !tokenizer.is_file() {
             bail!(
-                "{}: no tokenizer.json beside the GGUF file: pass --tokenizer FILE",
+                "{}: no tokenizer.json in its repository or beside it: pass --tokenizer FILE",
                 gguf.display()
             );
         }

@@ -1,6 +1,8 @@
 //! `alc convert FILE.gguf -o DIR`: a llama.cpp `gemma3` GGUF becomes a Hugging Face-layout
 //! checkpoint (`model.safetensors` in f32 or bf16, transformers-5 `config.json`,
-//! `generation_config.json`, and `tokenizer.json` when `--tokenizer` is given).
+//! `generation_config.json`, and `tokenizer.json` when `--tokenizer` is given, or the
+//! repository has one). `convert org/name --gguf FILE.gguf` fetches that one file of a hub
+//! repository first.
 //!
 //! The work is the convert stage ([`ava_quantize::convert`]); this verb adds the temporary
 //! directory that is renamed into place only when everything is written, and the output.
@@ -12,11 +14,13 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use ava_core::{LayerKind, TOKENIZER_FILE};
+use ava_packaging::Source;
 use ava_quantize::convert::Conversion;
 use ava_quantize::import::{ImportPlan, OutDtype};
 use serde::Serialize;
 
 use crate::args::ConvertArgs;
+use crate::hub::resolve_gguf;
 use crate::partial_dir::PartialDir;
 use crate::ui::{human_bytes, Ui};
 
@@ -24,6 +28,9 @@ use crate::ui::{human_bytes, Ui};
 #[derive(Serialize)]
 struct ConvertReport<'a> {
     input: &'a Path,
+    /// The hub repository and commit the GGUF came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<Source>,
     output: &'a Path,
     dtype: OutDtype,
     tensors: usize,
@@ -64,11 +71,13 @@ pub fn run(args: &ConvertArgs, ui: &Ui) -> anyhow::Result<()> {
             args.output.display()
         );
     }
-    let opts = args.options();
+    let gguf = resolve_gguf(&args.input, args.gguf.as_deref(), &args.hub.options(ui), ui)?;
+    let input = gguf.file.as_path();
+    let opts = args.options(gguf.tokenizer.clone());
     let dtype = opts.dtype;
-    let conversion = Conversion::open(&args.input)?;
+    let conversion = Conversion::open(input)?;
     let plan = &conversion.plan;
-    let tokenizer_vocab = match &args.tokenizer {
+    let tokenizer_vocab = match &opts.tokenizer {
         Some(path) => Some(tokenizer_vocab_size(path)?),
         None => None,
     };
@@ -76,7 +85,7 @@ pub fn run(args: &ConvertArgs, ui: &Ui) -> anyhow::Result<()> {
     let total = plan.output_bytes(dtype);
     ui.detail(format!(
         "{}: {} tensors {:?} -> {} of {} weights",
-        args.input.display(),
+        input.display(),
         plan.tensors.len(),
         plan.source_types(),
         human_bytes(total),
@@ -91,7 +100,8 @@ pub fn run(args: &ConvertArgs, ui: &Ui) -> anyhow::Result<()> {
     bar.finish_and_clear();
     temp.persist(&args.output)?;
     let report = ConvertReport {
-        input: &args.input,
+        input,
+        source: gguf.hub,
         output: &args.output,
         dtype,
         tensors: plan.tensors.len(),

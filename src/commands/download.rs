@@ -25,6 +25,7 @@ pub fn run(args: &DownloadArgs, ui: &Ui) -> anyhow::Result<()> {
         repo: RepoId::parse(id)?,
         revision,
         files: args.files.clone(),
+        optional: Vec::new(),
         include: args.include.clone(),
         exclude: args.exclude.clone(),
         local_dir: args.local_dir.clone(),

@@ -70,11 +70,19 @@ fn aon_validate_under_qemu_matches_the_host() {
     let args = validate_args(
         &archive,
         "qemu",
-        &["--data", clinc.to_str().unwrap(), "--max-utterances", "12"],
+        &[
+            "--data",
+            clinc.to_str().unwrap(),
+            "--max-utterances",
+            "12",
+            "--threads",
+            "3",
+        ],
     );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let r = aon(tmp.path(), &args).ok().json();
     assert_passed(&r, 12);
+    assert_eq!(r["threads"], 3, "--threads reaches the runner");
     assert_eq!(r["device"], "qemu-aarch64");
     assert_eq!(r["target"], "linux-arm64");
     assert_eq!(r["utterance_source"], "data");

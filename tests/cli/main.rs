@@ -14,6 +14,7 @@ mod checkpoint;
 mod common;
 mod convert;
 mod download;
+mod download_gguf;
 mod download_sources;
 mod hubserver;
 mod outputs;

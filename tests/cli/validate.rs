@@ -120,10 +120,12 @@ fn validate_under_qemu_matches_the_host_and_reports_timings() {
     let tmp = tempfile::tempdir().unwrap();
     let archive = arm64_archive(tmp.path());
     std::fs::write(tmp.path().join("prompts.txt"), PROMPTS).unwrap();
-    let args = validate_args(&archive, "qemu");
+    let mut args = validate_args(&archive, "qemu");
+    args.extend(["--threads".to_string(), "2".to_string()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let report = alc(tmp.path(), &args).ok().json();
     assert_passed(&report);
+    assert_eq!(report["threads"], 2, "--threads reaches the runner");
     assert_eq!(report["device"], "qemu-aarch64");
     assert_eq!(report["target"], "linux-arm64");
     assert_eq!(report["device_facts"]["arch"], "aarch64");

@@ -115,8 +115,11 @@ fn a_constructed_near_tie_passes_within_the_tolerance_and_fails_outside() {
     std::fs::write(dir.join("prompts.txt"), PROMPTS).unwrap();
 
     // The real runner, as a plain run finds or builds it: the host's bits exactly.
-    let plain = validate(dir, &archive, &["--json"]).ok().json();
+    let plain = validate(dir, &archive, &["--json", "--threads", "1"])
+        .ok()
+        .json();
     assert_eq!(plain["tokens_match"], true, "{plain:#}");
+    assert_eq!(plain["threads"], 1, "--threads reaches the runner");
     assert_eq!(plain["max_logit_diff"]["value"], 0.0);
     let real = plain["runner"].as_str().unwrap();
 

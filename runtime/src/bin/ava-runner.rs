@@ -5,9 +5,9 @@
 //!
 //! ```text
 //! ava-runner ARCHIVE --prompts FILE [--backend auto|native|tvm] [--max-new-tokens N] [--context N]
-//!            [--force FILE] [--top K] [--kv-cache f32|f16|q8]
+//!            [--force FILE] [--top K] [--kv-cache f32|f16|q8] [--threads N]
 //!            [--trusted-key FILE]... [--allow-unsigned-kernels]
-//! ava-runner ARCHIVE --classify FILE [--backend auto|native|tvm]
+//! ava-runner ARCHIVE --classify FILE [--backend auto|native|tvm] [--threads N]
 //! ava-runner --facts
 //! ```
 //!
@@ -48,6 +48,8 @@ struct Options {
     policy: KernelPolicy,
     /// How the KV cache stores keys and values.
     kv: ava_runtime::KvDtype,
+    /// Threads the kernels run on (`None`: one per core).
+    threads: Option<usize>,
 }
 
 /// Logits reported per step with `--force` when `--top` is not given.
@@ -61,9 +63,16 @@ fn main() -> ExitCode {
             device: device_facts(),
         })
     } else {
-        parse_args(&args).and_then(|o| match &o.classify {
-            Some(utterances) => to_line(&classify(&o.archive, utterances, o.backend, &o.policy)?),
-            None => to_line(&run(&o)?),
+        parse_args(&args).and_then(|o| {
+            if let Some(n) = o.threads {
+                ava_runtime::set_process_threads(n).map_err(|e| format!("--threads {n}: {e}"))?;
+            }
+            match &o.classify {
+                Some(utterances) => {
+                    to_line(&classify(&o.archive, utterances, o.backend, &o.policy)?)
+                }
+                None => to_line(&run(&o)?),
+            }
         })
     };
     match result {
@@ -96,6 +105,7 @@ fn parse_args(args: &[String]) -> Result<Options> {
     let mut top = DEFAULT_TOP;
     let mut policy = KernelPolicy::default();
     let mut kv = ava_runtime::KvDtype::default();
+    let mut threads = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = || {
@@ -126,6 +136,7 @@ fn parse_args(args: &[String]) -> Result<Options> {
             }
             "--allow-unsigned-kernels" => policy.allow_unsigned = true,
             "--kv-cache" => kv = value()?.parse()?,
+            "--threads" => threads = Some(parse_count(arg, &value()?)?),
             a if a.starts_with('-') => return Err(format!("unknown option `{a}`").into()),
             a if archive.is_none() => archive = Some(PathBuf::from(a)),
             a => return Err(format!("unexpected argument `{a}`").into()),
@@ -145,6 +156,7 @@ fn parse_args(args: &[String]) -> Result<Options> {
         top,
         policy,
         kv,
+        threads,
     })
 }
 
@@ -226,6 +238,7 @@ fn run(o: &Options) -> Result<GenerateReport> {
         load_ms: ms(engine.load_time()),
         kv_cache_bytes: ava_runtime::KvCache::bytes_for(engine.model().config(), o.context, o.kv)
             as u64,
+        threads: Some(engine.threads().count()),
         prompts: results,
         peak_rss_bytes: status_bytes("VmHWM:"),
         device: device_facts(),
@@ -298,6 +311,7 @@ fn classify(
         backend: c.encoder().backend_name().to_string(),
         load_ms: ms(load),
         labels: c.labels().len(),
+        threads: Some(c.threads().count()),
         max_seq_len: c.encoder().max_positions(),
         utterances: results,
         peak_rss_bytes: status_bytes("VmHWM:"),

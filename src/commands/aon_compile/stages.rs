@@ -90,9 +90,9 @@ impl<'a> Stages<'a> {
     }
 
     /// ALBERT checkpoint -> mALBERT (`malbert::convert`): a fitted head, or the checkpoint's.
-    pub fn convert(&mut self, args: &CompileArgs) -> anyhow::Result<Artifact> {
+    pub fn convert(&mut self, args: &CompileArgs, source: &Path) -> anyhow::Result<Artifact> {
         let mut h = KeyHasher::new("aon convert", &TOOL_ID);
-        h.text(&hash_dir(&args.source, &TOOL_ID)?);
+        h.text(&hash_dir(source, &TOOL_ID)?);
         h.text(&format!(
             "keep_head {} max_seq_len {} l2 {HEAD_L2} solver {HEAD_SOLVER}",
             args.keep_head, args.max_seq_len
@@ -110,7 +110,7 @@ impl<'a> Stages<'a> {
                 l2: HEAD_L2,
                 progress: &CountBar(&progress),
             };
-            let report = malbert::convert(&args.source, &out.join(CHECKPOINT_DIR), &opts)?;
+            let report = malbert::convert(source, &out.join(CHECKPOINT_DIR), &opts)?;
             std::fs::write(
                 out.join(CONVERT_REPORT),
                 serde_json::to_vec_pretty(&report)?,

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::compare::{self, Comparison, Divergence};
 use super::report::{finite, finite_one, fits_check, human_head, percentile, runner_report};
-use super::report::{Check, Outcome};
+use super::report::{on_threads, Check, Outcome};
 use super::runner::{DeviceArgs, Start, Verb};
 use crate::args::run::Backend;
 use crate::args::validate::ValidateArgs;
@@ -83,6 +83,8 @@ pub(super) struct Report {
     memory: Memory,
     timings: Timings,
     peak_rss_bytes: Option<u64>,
+    /// Threads the runner computed on (its report's figure).
+    threads: Option<usize>,
     device_facts: DeviceFacts,
     checks: Vec<Check>,
 }
@@ -105,8 +107,9 @@ impl Outcome for Report {
             (t.load_ms, t.decode_tok_s_p50, t.decode_tok_s_p95)
         {
             s.push_str(&format!(
-                "  load {load:.0} ms, ttft p50 {:.1} ms, decode {p50:.1} tok/s p50, {p95:.1} p95\n",
-                t.ttft_ms_p50.unwrap_or_default()
+                "  load {load:.0} ms, ttft p50 {:.1} ms, decode {p50:.1} tok/s p50, {p95:.1} p95{}\n",
+                t.ttft_ms_p50.unwrap_or_default(),
+                on_threads(self.threads)
             ));
         }
         if let Some(rss) = self.peak_rss_bytes {
@@ -195,6 +198,7 @@ pub(super) fn validate(args: &ValidateArgs, ui: &Ui) -> anyhow::Result<Report> {
         memory,
         timings: Timings::default(),
         peak_rss_bytes: None,
+        threads: None,
         device_facts: facts,
         checks: Vec::new(),
     };
@@ -202,7 +206,9 @@ pub(super) fn validate(args: &ValidateArgs, ui: &Ui) -> anyhow::Result<Report> {
     let fits_ok = fits.ok;
     report.checks.push(fits);
     if fits_ok {
-        let out = start.run(device, &runner_argv(args), ui)?;
+        let mut argv = runner_argv(args);
+        argv.extend(args.runner.threads_argv());
+        let out = start.run(device, &argv, ui)?;
         if let Some(run) = read_run(&mut report, out) {
             let c = compare_run(&engine, (&prompts, &expected), &run, args, tolerance)?;
             record(&mut report, c);
@@ -454,6 +460,7 @@ fn read_run(report: &mut Report, out: Output) -> Option<GenerateReport> {
     });
     report.backend = Some(run.backend.clone());
     report.peak_rss_bytes = run.peak_rss_bytes;
+    report.threads = run.threads;
     report.timings = timings(&run);
     Some(run)
 }

@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::report::{finite, finite_one, fits_check, human_head, percentile, runner_report};
-use super::report::{Check, Outcome};
+use super::report::{on_threads, Check, Outcome};
 use super::runner::{DeviceArgs, Start, Verb};
 use crate::args::validate::AonValidateArgs;
 use crate::ui::{human_bytes, Ui};
@@ -121,6 +121,8 @@ pub(super) struct AonReport {
     memory: AonMemory,
     timings: Timings,
     peak_rss_bytes: Option<u64>,
+    /// Threads the runner computed on (its report's figure).
+    threads: Option<usize>,
     device_facts: DeviceFacts,
     checks: Vec<Check>,
 }
@@ -142,7 +144,8 @@ impl Outcome for AonReport {
         if let (Some(load), Some(p50), Some(p95)) = (t.load_ms, t.latency_ms_p50, t.latency_ms_p95)
         {
             s.push_str(&format!(
-                "  load {load:.0} ms, latency p50 {p50:.2} ms, p95 {p95:.2} ms per utterance\n"
+                "  load {load:.0} ms, latency p50 {p50:.2} ms, p95 {p95:.2} ms per utterance{}\n",
+                on_threads(self.threads)
             ));
         }
         if let Some(a) = &self.accuracy {
@@ -218,6 +221,7 @@ pub(super) fn validate(args: &AonValidateArgs, ui: &Ui) -> anyhow::Result<AonRep
         memory,
         timings: Timings::default(),
         peak_rss_bytes: None,
+        threads: None,
         device_facts: facts,
         checks: Vec::new(),
     };
@@ -250,7 +254,8 @@ pub(super) fn validate(args: &AonValidateArgs, ui: &Ui) -> anyhow::Result<AonRep
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let argv = ["--classify".to_string(), UTTERANCES_FILE.to_string()];
+        let mut argv = vec!["--classify".to_string(), UTTERANCES_FILE.to_string()];
+        argv.extend(args.runner.threads_argv());
         let out = start.run(device, &argv, ui)?;
         read_run(&mut report, out, &expected, &utterances, host.labels());
     }
@@ -365,6 +370,7 @@ fn read_run(
         detail: format!("classified {} utterances", run.utterances.len()),
     });
     report.peak_rss_bytes = run.peak_rss_bytes;
+    report.threads = run.threads;
     report.timings = timings(&run);
     let got: Vec<Option<Predicted>> = run.utterances.iter().map(predicted).collect();
     report.max_logit_diff = expected

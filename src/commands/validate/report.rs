@@ -65,6 +65,13 @@ pub(super) fn exit<R: Outcome>(ui: &Ui, result: anyhow::Result<R>) -> ExitCode {
     }
 }
 
+/// ` on N threads`, when the runner said.
+pub(super) fn on_threads(threads: Option<usize>) -> String {
+    threads
+        .map(|n| format!(" on {n} threads"))
+        .unwrap_or_default()
+}
+
 /// One named check of a report and its verdict.
 #[derive(Serialize)]
 pub(super) struct Check {
