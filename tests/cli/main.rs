@@ -13,6 +13,8 @@ mod chat;
 mod checkpoint;
 mod convert;
 mod download;
+#[path = "../../quantize/tests/support/hostile_gguf.rs"]
+mod hostile_gguf;
 mod hubserver;
 mod outputs;
 mod polish;
