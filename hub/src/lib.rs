@@ -27,8 +27,9 @@ pub use snapshot::{download, plan, DownloadRequest, FileReport, Plan, PlannedFil
 pub use transfer::{MAX_ATTEMPTS, MAX_RETRIES};
 
 /// Files a checkpoint download leaves out: pickle weights (never loaded: they execute code),
-/// and other frameworks' or runtimes' copies of the weights.
-pub const CHECKPOINT_EXCLUDE: [&str; 10] = [
+/// other frameworks' or runtimes' copies of the weights, and kernel libraries (`lib/`: native
+/// code, never loaded from a hub download, docs/security.md).
+pub const CHECKPOINT_EXCLUDE: [&str; 11] = [
     "*.bin",
     "*.pt",
     "*.pth",
@@ -39,6 +40,7 @@ pub const CHECKPOINT_EXCLUDE: [&str; 10] = [
     "*.ot",
     "*.onnx",
     "*.gguf",
+    "lib/",
 ];
 
 /// Files a GGUF conversion takes from the GGUF's repository too, when it has them.

@@ -58,7 +58,17 @@ pub struct Package {
     pub inputs: Vec<InputFile>,
     /// Compression.
     pub compression: Compression,
+    /// Files of the directory left out because it is a hub download: its kernel libraries
+    /// (`lib/`), which nobody this machine trusts built ([`HUB_KERNELS_LEFT_OUT`]).
+    pub left_out: Vec<String>,
 }
+
+/// Why [`Package::left_out`] is not empty: packaging signs the archive with the user's key,
+/// which the user's own tools trust, so a library that came from a hub repository would be
+/// loaded as if the user had built it (docs/security.md).
+pub const HUB_KERNELS_LEFT_OUT: &str =
+    "a hub download's kernel libraries are never packaged (only `alc build` makes kernels \
+     that are signed)";
 
 impl Package {
     /// The conventional archive file name.
@@ -89,7 +99,18 @@ pub fn plan(dir: &Path, opts: &PackageOptions) -> Result<Package> {
         });
     }
     let stage = StageFile::read(dir)?.unwrap_or_default();
-    let inputs = collect_inputs(dir, &glob_set(&opts.exclude)?)?;
+    let mut inputs = collect_inputs(dir, &glob_set(&opts.exclude)?)?;
+    let mut left_out = Vec::new();
+    if is_hub_download(dir) {
+        let kernels = format!("{}/", ava_core::kernel_table::LIB_DIR);
+        inputs.retain(|input| {
+            let keep = !input.path.starts_with(&kernels);
+            if !keep {
+                left_out.push(input.path.clone());
+            }
+            keep
+        });
+    }
     let checkpoint = if dir.join(CONFIG_FILE).is_file() {
         Some(Checkpoint::open(dir)?)
     } else {
@@ -106,7 +127,17 @@ pub fn plan(dir: &Path, opts: &PackageOptions) -> Result<Package> {
         spec,
         inputs,
         compression,
+        left_out,
     })
+}
+
+/// Folder `huggingface_hub` (and `alc download --local-dir`) keeps beside a local-dir
+/// download.
+const HF_LOCAL_DIR_METADATA: &str = ".cache/huggingface";
+
+/// Whether `dir` is a hub download: a snapshot of the hub cache, or a `--local-dir` download.
+fn is_hub_download(dir: &Path) -> bool {
+    hub_source(dir).revision.is_some() || dir.join(HF_LOCAL_DIR_METADATA).is_dir()
 }
 
 /// Packages `dir` into `out_dir` under its conventional name; returns the archive's path and
@@ -332,5 +363,46 @@ mod tests {
         assert_eq!(kept, ["lib/b.json"]);
         std::fs::write(dir.path().join("w.pt"), b"").unwrap();
         assert!(collect_inputs(dir.path(), &set).is_err(), "pickle refused");
+    }
+
+    /// A directory with a kernel library and a config-less file set (family, name and
+    /// quantization come from the options).
+    fn model_dir(dir: &Path) {
+        std::fs::create_dir_all(dir.join("lib/linux-x86_64")).unwrap();
+        for f in ["notes.json", "lib/linux-x86_64/libmodel.so"] {
+            std::fs::write(dir.join(f), b"{}").unwrap();
+        }
+    }
+
+    fn paths(dir: &Path) -> (Vec<String>, Vec<String>) {
+        let opts = PackageOptions {
+            family: Some("gemma3".into()),
+            name: Some("m".into()),
+            quantization: Some("f32".into()),
+            ..PackageOptions::default()
+        };
+        let p = plan(dir, &opts).unwrap();
+        (p.inputs.into_iter().map(|i| i.path).collect(), p.left_out)
+    }
+
+    #[test]
+    fn a_hub_downloads_kernels_are_left_out() {
+        let tmp = tempfile::tempdir().unwrap();
+        let local = tmp.path().join("built");
+        model_dir(&local);
+        let (kept, left) = paths(&local);
+        assert_eq!(kept, ["lib/linux-x86_64/libmodel.so", "notes.json"]);
+        assert!(left.is_empty());
+
+        let snapshot = tmp.path().join("hub/models--org--m/snapshots/0123abcd");
+        model_dir(&snapshot);
+        let local_dir = tmp.path().join("ckpt");
+        model_dir(&local_dir);
+        std::fs::create_dir_all(local_dir.join(HF_LOCAL_DIR_METADATA)).unwrap();
+        for dir in [snapshot, local_dir] {
+            let (kept, left) = paths(&dir);
+            assert_eq!(kept, ["notes.json"], "{}", dir.display());
+            assert_eq!(left, ["lib/linux-x86_64/libmodel.so"]);
+        }
     }
 }

@@ -196,6 +196,29 @@ fn a_flipped_byte_in_any_entry_is_named() {
     }
 }
 
+/// Generated here as well as in the committed corpus: an archive cut right after its last
+/// entry, or inside its end-of-archive marker, is refused.
+#[test]
+fn an_archive_without_its_end_marker_is_refused() {
+    const BLOCK: u64 = 512;
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = model_dir(tmp.path());
+    let archive = write(tmp.path(), &inputs, "a.tar", Compression::None);
+    let bytes = fs::read(&archive).unwrap();
+    let data_end = layout(&archive)
+        .iter()
+        .map(|(_, offset, size)| (offset + size).next_multiple_of(BLOCK))
+        .max()
+        .unwrap();
+    assert!(bytes.len() as u64 >= data_end + 2 * BLOCK);
+    for cut in [data_end, data_end + BLOCK] {
+        let cut_path = tmp.path().join("cut.tar");
+        fs::write(&cut_path, &bytes[..cut as usize]).unwrap();
+        let err = verify(&cut_path).expect_err("an archive without its end marker");
+        assert!(err.to_string().contains("end-of-archive"), "{cut}: {err}");
+    }
+}
+
 #[test]
 fn file_changed_between_hash_and_write_is_caught() {
     // Simulate by listing a file whose size differs from what we will read: a directory

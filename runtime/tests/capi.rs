@@ -492,3 +492,104 @@ fn open_with_a_policy_checks_the_trusted_keys() {
     let status = unsafe { ava_engine_open_with(model.as_ptr(), &options, &mut engine) };
     assert_eq!(status, AvaStatus::InvalidArgument);
 }
+
+/// An app pins its release key: the archive that key signed has its kernel library loaded
+/// (its constructor leaves a file behind); trusting nothing, or another key, it is not.
+#[test]
+fn a_pinned_key_loads_the_kernels_of_the_archive_it_signed() {
+    use ava_packaging::{write_archive, Compression, InputFile, PackageSpec, Role, SecretKey};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let canary = dir.join("constructor-ran");
+    let src = dir.join("canary.c");
+    std::fs::write(
+        &src,
+        format!(
+            "#include <stdio.h>\n\
+             __attribute__((constructor)) static void planted(void) {{\n\
+               FILE *f = fopen(\"{}\", \"w\"); if (f) {{ fputs(\"ran\", f); fclose(f); }}\n\
+             }}\n",
+            canary.display()
+        ),
+    )
+    .unwrap();
+    let lib = dir.join("libmodel.so");
+    let status = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .status()
+        .expect("cc runs");
+    assert!(status.success());
+    let target = ava_core::Target::host().expect("a kernel target for this machine");
+    let table = dir.join("kernels.json");
+    std::fs::write(
+        &table,
+        format!(r#"{{"format_version": 1, "target": "{target}", "requires": [], "kernels": []}}"#),
+    )
+    .unwrap();
+    let model = fixture("fixtures/models/gemma3-tiny");
+    let mut inputs: Vec<InputFile> = ["config.json", "model.safetensors", "tokenizer.json"]
+        .iter()
+        .map(|name| InputFile {
+            source: model.join(name),
+            path: name.to_string(),
+            role: Role::from_path(name),
+        })
+        .collect();
+    for (source, name) in [(lib, "libmodel.so"), (table, "kernels.json")] {
+        let path = format!("lib/{target}/{name}");
+        inputs.push(InputFile {
+            role: Role::from_path(&path),
+            source,
+            path,
+        });
+    }
+    let release = SecretKey::from_seed(&[11; 32]);
+    let spec = PackageSpec {
+        name: "gemma3-pinned".into(),
+        version: "1".into(),
+        family: "gemma3".into(),
+        quantization: "f32".into(),
+        target: target.name().parse().unwrap(),
+        created_by: ava_packaging::CreatedBy {
+            tool: "test".into(),
+            version: "0".into(),
+            git_commit: "none".into(),
+        },
+        source: ava_packaging::Source::default(),
+        stages: Default::default(),
+        sign_with: Some(release.clone()),
+    };
+    let archive = dir.join("pinned.tar");
+    write_archive(&spec, &inputs, &archive, Compression::None, &mut |_| {}).unwrap();
+    let archive = c_path(&archive);
+
+    let open = |key: Option<&SecretKey>| {
+        let line = key.map(|k| CString::new(k.public().to_file_text().trim()).unwrap());
+        let keys: Vec<*const c_char> = line.iter().map(|l| l.as_ptr()).collect();
+        let options = AvaOpenOptions {
+            trusted_keys: keys.as_ptr(),
+            n_trusted_keys: keys.len(),
+            allow_unsigned_kernels: false,
+        };
+        let mut engine = ptr::null_mut();
+        // SAFETY: valid strings, options and out pointer.
+        let status = unsafe { ava_engine_open_with(archive.as_ptr(), &options, &mut engine) };
+        if status == AvaStatus::Ok {
+            // SAFETY: opened above.
+            unsafe { ava_engine_free(engine) };
+        }
+        status
+    };
+    assert_eq!(open(None), AvaStatus::Ok, "{}", last_error());
+    assert_eq!(
+        open(Some(&SecretKey::from_seed(&[12; 32]))),
+        AvaStatus::Ok,
+        "{}",
+        last_error()
+    );
+    assert!(!canary.exists(), "an untrusted library was loaded");
+    open(Some(&release));
+    assert!(canary.exists(), "the pinned key's library was not loaded");
+}

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ava_packaging::package::{plan, PackageOptions};
+use ava_packaging::package::{plan, PackageOptions, HUB_KERNELS_LEFT_OUT};
 use ava_packaging::Manifest;
 use serde::Serialize;
 
@@ -62,6 +62,13 @@ pub fn write(
     ui: &Ui,
 ) -> anyhow::Result<(PathBuf, Manifest, u64)> {
     let package = plan(dir, opts)?;
+    if !package.left_out.is_empty() {
+        ui.info(format!(
+            "note: {} is a hub download: left out {} ({HUB_KERNELS_LEFT_OUT})",
+            dir.display(),
+            package.left_out.join(", ")
+        ));
+    }
     let source = &package.spec.source;
     ui.detail(format!(
         "source: {} {}",

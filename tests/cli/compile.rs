@@ -121,6 +121,29 @@ fn compile_caches_stages_and_redoes_only_what_an_option_changes() {
     let (b2, tvm) = run("auto");
     assert_eq!((b1.as_str(), b2.as_str()), ("native", "tvm"));
     assert_eq!(native, tvm);
+
+    // --sign-key signs with that key instead of the user's (a new package stage), which this
+    // machine does not trust.
+    let signed_by = || {
+        let j = alc(tmp.path(), &["inspect", archive, "--json"]).ok().json();
+        j["signed_by"].as_str().unwrap().to_string()
+    };
+    let own = signed_by();
+    alc(tmp.path(), &["keygen", "-o", "ci.key"]).ok();
+    let ci = compile(
+        tmp.path(),
+        &fixture,
+        &["--quant", "f32", "--sign-key", "ci.key"],
+    );
+    assert_eq!(cached(&ci), [false, true, true, false]);
+    assert_ne!(signed_by(), own);
+    let v = alc(
+        tmp.path(),
+        &["verify", archive, "--trusted-key", "ci.key.pub"],
+    )
+    .ok();
+    assert!(v.stdout.contains("(trusted)"), "{}", v.stdout);
+    assert_eq!(run("auto").0, "native");
 }
 
 #[test]

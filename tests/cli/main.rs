@@ -16,6 +16,8 @@ mod convert;
 mod download;
 mod download_gguf;
 mod download_sources;
+#[path = "../../quantize/tests/support/hostile_gguf.rs"]
+mod hostile_gguf;
 mod hubserver;
 mod outputs;
 mod polish;

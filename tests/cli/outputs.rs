@@ -249,6 +249,16 @@ fn interrupted_compile_leaves_nothing_behind() {
     assert_eq!(partials(dir), Vec::<PathBuf>::new());
     let out = dir.join("out");
     assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
+
+    // SIGTERM the same way, with 143.
+    let mut third = start_compile(dir);
+    let driver = wait_for_driver(&mut third);
+    kill(third.id(), libc::SIGTERM);
+    let status = third.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "{status}");
+    wait_gone(driver);
+    assert_eq!(partials(dir), Vec::<PathBuf>::new());
+    assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
     assert!(!canary.exists(), "the working directory's .venv ran");
 }
 

@@ -5,7 +5,18 @@ use crate::common::token_ids;
 use crate::{alc, gemma3_tiny};
 
 fn tokens(dir: &std::path::Path, model: &str, backend: &str) -> (Vec<u64>, String) {
-    let run = alc(
+    tokens_with_env(dir, model, backend, &[])
+}
+
+/// [`tokens`] with more environment variables.
+fn tokens_with_env(
+    dir: &std::path::Path,
+    model: &str,
+    backend: &str,
+    env: &[(&str, &std::path::Path)],
+) -> (Vec<u64>, String) {
+    let mut cmd = crate::command(
+        env!("CARGO_BIN_EXE_alc"),
         dir,
         &[
             "run",
@@ -21,8 +32,11 @@ fn tokens(dir: &std::path::Path, model: &str, backend: &str) -> (Vec<u64>, Strin
             backend,
             "--json",
         ],
-    )
-    .ok();
+    );
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let run = crate::finished(cmd.output().expect("alc runs")).ok();
     let j = run.json();
     (
         token_ids(&j["tokens"]),
@@ -81,6 +95,11 @@ fn tvm_backend_matches_native_on_the_tiny_fixture() {
     );
     assert_eq!(native, tvm);
     assert_eq!(native, auto);
+    // No writable temporary directory (as for an Android app): the kernels load all the same.
+    let nowhere = tmp.path().join("no-such-dir");
+    let (no_temp, b4) = tokens_with_env(tmp.path(), &archive, "tvm", &[("TMPDIR", &nowhere)]);
+    assert_eq!(b4, "tvm");
+    assert_eq!(native, no_temp);
 }
 
 #[test]

@@ -474,6 +474,26 @@ mod tests {
     }
 
     #[test]
+    fn hostile_sizes_are_refused_before_anything_is_allocated() {
+        let cases = [
+            ("num_hidden_layers", json!(1u64 << 40)),
+            ("num_hidden_groups", json!(u64::MAX)),
+            ("num_attention_heads", json!(1u64 << 32)),
+            ("hidden_size", json!(1u64 << 33)),
+            ("embedding_size", json!(1u64 << 40)),
+            ("intermediate_size", json!(1u64 << 40)),
+            ("vocab_size", json!(1u64 << 50)),
+            ("max_position_embeddings", json!(1u64 << 50)),
+        ];
+        for (key, value) in cases {
+            let mut v = albert_base_v2();
+            v[key] = value;
+            let msg = parse(v).unwrap_err().to_string();
+            assert!(msg.contains(&format!("`{key}`")), "{key}: {msg}");
+        }
+    }
+
+    #[test]
     fn bad_id2label() {
         let mut v = classifier();
         v["id2label"] = json!({"zero": "a"});

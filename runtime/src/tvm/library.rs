@@ -344,18 +344,18 @@ pub(crate) fn library_on_disk(entry: LibraryEntry<'_>) -> Result<(PathBuf, Optio
     if let Some(path) = memfd::sealed(&bytes) {
         return Ok((path, None));
     }
-    private_file(&entry.label, &bytes)
+    private_file(&std::env::temp_dir(), &entry.label, &bytes)
 }
 
-/// The fallback: `bytes` in a new 0700 directory of the temporary directory, both with random
-/// names, the file created with `O_EXCL | O_NOFOLLOW`. Removed when the guard drops.
-fn private_file(label: &Path, bytes: &[u8]) -> Result<(PathBuf, Option<TempLibrary>)> {
+/// The fallback: `bytes` in a new 0700 directory of `base` (the temporary directory), both
+/// with random names, the file created with `O_EXCL | O_NOFOLLOW`. Removed when the guard
+/// drops.
+fn private_file(base: &Path, label: &Path, bytes: &[u8]) -> Result<(PathBuf, Option<TempLibrary>)> {
     use std::io::Write;
     let io = |path: &Path, e| Error::Io {
         path: path.to_path_buf(),
         source: e,
     };
-    let base = std::env::temp_dir();
     let mut builder = std::fs::DirBuilder::new();
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, PRIVATE_DIR_MODE);
@@ -370,15 +370,21 @@ fn private_file(label: &Path, bytes: &[u8]) -> Result<(PathBuf, Option<TempLibra
     };
     let guard = TempLibrary(dir.clone());
     let path = dir.join(ava_core::kernel_table::LIBRARY_NAME);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
-    let mut file = options.open(&path).map_err(|e| io(&path, e))?;
+    let mut file = create_exclusive(&path).map_err(|e| io(&path, e))?;
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .map_err(|e| io(label, e))?;
     Ok((path, Some(guard)))
+}
+
+/// A new file at `path` (`O_CREAT | O_EXCL | O_NOFOLLOW`): never an existing file, never
+/// through a symbolic link.
+fn create_exclusive(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+    options.open(path)
 }
 
 /// Permissions of the private directory of the fallback.
@@ -455,5 +461,104 @@ pub(crate) struct TempLibrary(pub(crate) PathBuf);
 impl Drop for TempLibrary {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry<'a>(bytes: &'a [u8], sha256: &'a str) -> LibraryEntry<'a> {
+        LibraryEntry {
+            label: PathBuf::from("model.tar/lib/linux-x86_64/libmodel.so"),
+            bytes,
+            sha256,
+        }
+    }
+
+    fn sha256(bytes: &[u8]) -> String {
+        ava_packaging::sha256_reader(bytes).unwrap().1
+    }
+
+    #[test]
+    fn bytes_that_do_not_match_the_manifest_are_refused() {
+        let bytes = b"\x7fELF not really".to_vec();
+        let other = sha256(b"something else");
+        let err = library_on_disk(entry(&bytes, &other)).err().unwrap();
+        assert!(err.to_string().contains("changed since"), "{err}");
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn the_memory_file_holds_the_bytes_sealed_and_touches_no_directory() {
+        use std::io::Write;
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+        let (path, temp) = library_on_disk(entry(&bytes, &sha256(&bytes))).unwrap();
+        assert!(temp.is_none(), "fell back to a file: {}", path.display());
+        assert!(path.starts_with("/proc/self/fd"), "{}", path.display());
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        // Sealed: neither written nor grown through another descriptor.
+        let write = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(b"patched"));
+        assert!(write.is_err(), "a sealed memory file was written");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_fallback_file_lives_in_a_private_directory_and_is_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = tempfile::tempdir().unwrap();
+        let bytes = b"kernel bytes".to_vec();
+        let (path, guard) = private_file(base.path(), Path::new("lib"), &bytes).unwrap();
+        let guard = guard.expect("a file needs its guard");
+        let dir = path.parent().unwrap().to_path_buf();
+        assert_eq!(dir, guard.0);
+        assert_eq!(dir.parent().unwrap(), base.path());
+        let name = dir.file_name().unwrap().to_str().unwrap();
+        assert!(
+            name.starts_with("ava-kernels-") && name.len() == 12 + 16,
+            "{name}"
+        );
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, PRIVATE_DIR_MODE);
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        // A second library gets its own directory.
+        let (second, _guard2) = private_file(base.path(), Path::new("lib"), &bytes).unwrap();
+        assert_ne!(second.parent(), path.parent());
+        drop(guard);
+        assert!(!dir.exists(), "the private directory was left behind");
+        assert!(second.exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_fallback_never_opens_an_existing_file_or_follows_a_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("target");
+        std::fs::write(&target, b"theirs").unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        for path in [&target, &link] {
+            let err = create_exclusive(path).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists, "{err}");
+        }
+        let dangling = tmp.path().join("dangling");
+        std::os::unix::fs::symlink(tmp.path().join("nothing"), &dangling).unwrap();
+        assert!(create_exclusive(&dangling).is_err());
+        assert!(!tmp.path().join("nothing").exists(), "followed a link");
+        assert_eq!(std::fs::read(&target).unwrap(), b"theirs");
+    }
+
+    #[test]
+    fn no_temporary_directory_is_an_error_naming_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = tmp.path().join("no-such-dir");
+        let err = private_file(&missing, Path::new("lib"), b"x")
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("no-such-dir"), "{err}");
     }
 }
