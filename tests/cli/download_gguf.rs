@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use crate::download::{fixture_bytes, start, Home, WEIGHTS};
+use crate::download::{fixture_bytes, Home, WEIGHTS};
 use crate::hubserver::{HubServer, Repo, RepoFile, Revision};
 use crate::{fixtures, gemma3_tiny};
 
