@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use super::graph::{attr_f, attr_i, input, ActQuant, Matrix, OnnxGraph};
 use super::kernels::{i32_arg, i8_arg, EncoderKernels};
 use crate::error::{Error, Result};
+use crate::native;
 use crate::tvm::Arg;
 
 /// `LayerNormalization`'s default epsilon.
@@ -563,7 +564,7 @@ impl Encoder {
         }
         let hidden = self.mapping.n_out;
         let mut pooled = self.pooler.run(&h[..hidden], k)?;
-        pooled.iter_mut().for_each(|v| *v = v.tanh());
+        pooled.iter_mut().for_each(|v| *v = native::tanh(*v));
         self.classifier.run(&pooled, k)
     }
 
@@ -606,9 +607,11 @@ impl Encoder {
         Ok(y)
     }
 
+    /// The tanh approximation of GELU (`gelu_new`, what the export writes and `FastGelu`
+    /// computes).
     fn gelu(&self, mut x: Vec<f32>, w: usize) -> Result<Vec<f32>> {
         let Some(k) = &self.kernels else {
-            x.iter_mut().for_each(|v| *v = gelu_tanh(*v));
+            x.iter_mut().for_each(|v| *v = native::gelu_tanh(*v));
             return Ok(x);
         };
         let n = x.len() / w;
@@ -659,10 +662,4 @@ impl Encoder {
         }
         Ok(ctx)
     }
-}
-
-/// The tanh approximation of GELU (`gelu_new`, what the export writes and `FastGelu` computes).
-fn gelu_tanh(x: f32) -> f32 {
-    const C: f32 = 0.797_884_6; // sqrt(2 / pi)
-    0.5 * x * (1.0 + (C * (x + 0.044_715 * x * x * x)).tanh())
 }
