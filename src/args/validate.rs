@@ -87,11 +87,16 @@ pub struct ValidateArgs {
     /// Which kernels the device runs (the host reference always runs `native`).
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,
-    /// Largest logit difference accepted at any step; a different greedy token where the
-    /// host's margin between the two is at most this is a near-tie, not a failure (default:
-    /// 0.01, or 1.0 for q4bf16 archives, whose int8 activations amplify float rounding).
+    /// Absolute part of the tolerance: a step's largest logit difference may be at most
+    /// `X + R * scale`, the scale being the host's largest |logit| at that step; a different
+    /// greedy token where the host's margin between the two is within that is a near-tie, not
+    /// a failure (default per weight format: docs/runtime.md, "Numerical contract"; given
+    /// alone, either flag is the whole tolerance).
     #[arg(long, value_name = "X", value_parser = tolerance)]
     pub tolerance: Option<f32>,
+    /// Relative part of the tolerance (`R` above).
+    #[arg(long, value_name = "R", value_parser = tolerance)]
+    pub rel_tolerance: Option<f32>,
     #[command(flatten)]
     pub trust: super::TrustArgs,
     /// Runner options.

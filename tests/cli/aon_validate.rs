@@ -245,3 +245,26 @@ fn aon_validate_over_adb_builds_an_android_runner_by_default() {
         "{log}"
     );
 }
+
+#[test]
+fn aon_validate_native_under_qemu_gives_the_host_bits() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Float weights (no int8 rounding to hide a last-bit difference) and no arm64 library:
+    // the device runs the native encoder, as the host does, and must give the same logits to
+    // the bit (docs/runtime.md, "Numerical contract": GELU and the pooler's tanh from exp).
+    let archive = tiny_archive(tmp.path(), &["--quant", "f32"]);
+    let clinc = fixtures().join("gen/data/clinc150.json");
+    let args = validate_args(
+        &archive,
+        "qemu",
+        &["--data", clinc.to_str().unwrap(), "--max-utterances", "24"],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = aon(tmp.path(), &args).ok().json();
+    assert_passed(&r, 24);
+    assert_eq!(
+        (r["backend"].as_str(), r["host_backend"].as_str()),
+        (Some("native"), Some("native"))
+    );
+    assert_eq!(r["max_logit_diff"].as_f64(), Some(0.0), "{r:#}");
+}

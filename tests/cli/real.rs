@@ -77,3 +77,47 @@ fn real_gemma3_270m_bf16_archive_runs_in_place() {
         "archive {archive_rss}, directory {dir_rss}, weights {weights}"
     );
 }
+
+/// `PROMPT` as the Gemma 3 tokenizer gives it (`<bos>` first).
+const PROMPT_IDS: &str = "2 818 5279 529 7001 563\n";
+
+#[test]
+#[ignore = "needs the real Gemma 3 270M: run `make test-real`"]
+fn real_gemma3_270m_bf16_native_under_qemu_gives_the_host_bits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = models().join("gemma3-270m-bf16");
+    alc(
+        tmp.path(),
+        &["-q", "package", model.to_str().unwrap(), "-o", "m.tar"],
+    )
+    .ok();
+    fs::write(tmp.path().join("p.txt"), PROMPT_IDS).unwrap();
+    // The native backend on linux-arm64 (qemu) against the host's, teacher-forced, each step's
+    // logits compared: equal to the bit (docs/runtime.md, "Numerical contract").
+    let run = alc(
+        tmp.path(),
+        &[
+            "validate",
+            "m.tar",
+            "--device",
+            "qemu",
+            "--backend",
+            "native",
+            "--prompts",
+            "p.txt",
+            "--max-new-tokens",
+            "3",
+            "--context",
+            "16",
+            "--runner-profile",
+            "dev",
+            "--json",
+        ],
+    );
+    let report = run.json();
+    assert_eq!(run.code, 0, "{report:#}\n{}", run.stderr);
+    assert_eq!(report["backend"], "native");
+    assert_eq!(report["tokens_match"], true, "{report:#}");
+    assert_eq!(report["max_logit_diff"]["value"], 0.0, "{report:#}");
+    assert!(report["max_logit_diff"]["scale"].as_f64().unwrap() > 1.0);
+}

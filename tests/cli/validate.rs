@@ -101,7 +101,13 @@ fn assert_passed(report: &serde_json::Value) {
         report["max_logit_diff"]["value"].as_f64().unwrap() < 1e-4,
         "{report:#}"
     );
-    assert!((report["tolerance"].as_f64().unwrap() - 1e-2).abs() < 1e-9);
+    // The float formats' default: 1e-3 + 5e-4 * scale, the scale each step's largest |logit|.
+    assert!((report["tolerance"].as_f64().unwrap() - 1e-3).abs() < 1e-9);
+    assert!((report["rel_tolerance"].as_f64().unwrap() - 5e-4).abs() < 1e-9);
+    let worst = &report["max_logit_diff"];
+    let scale = worst["scale"].as_f64().unwrap();
+    assert!(scale > 0.0, "{report:#}");
+    assert!((worst["tolerance"].as_f64().unwrap() - (1e-3 + 5e-4 * scale)).abs() < 1e-6);
     assert_eq!(report["near_ties"], serde_json::json!([]));
     assert_eq!(report["prompts"], 2);
     let t = &report["timings"];

@@ -169,6 +169,16 @@ fn a_constructed_near_tie_passes_within_the_tolerance_and_fails_outside() {
     let worst = &report["max_logit_diff"];
     assert_eq!((&worst["prompt"], &worst["token"]), (&json!(p), &json!(s)));
     assert_eq!(worst["value"].as_f64().unwrap() as f32, margin);
+    // The same bound as a relative tolerance alone: R times the host's scale at that step.
+    let rel = (2.0 * f64::from(margin) / worst["scale"].as_f64().unwrap()).to_string();
+    let mut args = runner.to_vec();
+    args.extend(["--rel-tolerance", &rel, "--json"]);
+    let relative = validate(dir, &archive, &args).ok().json();
+    assert_eq!(relative["tolerance"], 0.0);
+    let ties = relative["near_ties"].as_array().unwrap();
+    assert_eq!(ties.len(), 1, "{relative:#}");
+    let t = ties[0]["tolerance"].as_f64().unwrap();
+    assert!((t - 2.0 * f64::from(margin)).abs() < 1e-6, "{relative:#}");
     let check = report["checks"]
         .as_array()
         .unwrap()

@@ -16,6 +16,7 @@ use super::graph::{attr_f, attr_i, input, ActQuant, Matrix, OnnxGraph};
 use super::kernels::EncoderKernels;
 use super::ops::{EncoderOps, Heads, NativeOps};
 use crate::error::{Error, Result};
+use crate::native;
 
 /// `LayerNormalization`'s default epsilon.
 const LN_DEFAULT_EPS: f32 = 1e-5;
@@ -518,7 +519,7 @@ impl Encoder {
         }
         let hidden = self.mapping.n_out;
         let mut pooled = k.linear(&self.pooler, &h[..hidden])?;
-        pooled.iter_mut().for_each(|v| *v = v.tanh());
+        pooled.iter_mut().for_each(|v| *v = native::tanh(*v));
         k.linear(&self.classifier, &pooled)
     }
 
@@ -547,8 +548,3 @@ pub(super) fn attention_kernel(heads: usize, head_dim: usize) -> String {
     format!("attention_full_{heads}x{head_dim}")
 }
 
-/// The tanh approximation of GELU (`gelu_new`, what the export writes and `FastGelu` computes).
-pub(super) fn gelu_tanh(x: f32) -> f32 {
-    const C: f32 = 0.797_884_6; // sqrt(2 / pi)
-    0.5 * x * (1.0 + (C * (x + 0.044_715 * x * x * x)).tanh())
-}

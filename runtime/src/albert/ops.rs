@@ -3,7 +3,8 @@
 //! archive's TVM kernel library ([`EncoderKernels`]). The network, its weights and the order of
 //! operations are the encoder's; how each operation is computed is the backend's.
 
-use super::encoder::{attention_kernel, dot_f32, gelu_tanh, LayerNorm, Linear, Plan, Weights};
+use super::encoder::{attention_kernel, dot_f32, LayerNorm, Linear, Plan, Weights};
+use crate::native::gelu_tanh;
 use super::kernels::{i32_arg, i8_arg, EncoderKernels};
 use crate::error::Result;
 use crate::tvm::Arg;

@@ -16,6 +16,8 @@ mod stored;
 pub use act::QuantActs;
 pub use kernels::{NativeKernels, NativePositions};
 pub use matrix::{Matrix, WeightData};
-pub use ops::{add_in_place, gelu_tanh_gate, rms_norm, rms_norm_rows, softmax_in_place, Rope};
+pub use ops::{
+    add_in_place, gelu_tanh, gelu_tanh_gate, rms_norm, rms_norm_rows, softmax_in_place, tanh, Rope,
+};
 pub use q4::QuantWeights;
 pub use simd::dot;

@@ -23,21 +23,46 @@ pub fn add_in_place(a: &mut [f32], b: &[f32]) {
     }
 }
 
-/// `gate = gelu_tanh(gate) * up`, the gated MLP's activation (`gelu_pytorch_tanh`).
-///
-/// `0.5 * x * (1 + tanh(u))` is computed as `x / (1 + exp(-2u))`, the same function: glibc's
-/// `tanhf` differs in the last bit between x86_64 and aarch64 on about one input in 15,000,
-/// its `expf` on none, and the native backend must give the same bits on every CPU
-/// (docs/runtime.md, "Numerical contract").
-pub fn gelu_tanh_gate(gate: &mut [f32], up: &[f32]) {
+/// The tanh approximation of GELU, `0.5 * x * (1 + tanh(u))` with
+/// `u = sqrt(2 / pi) * (x + 0.044715 * x^3)`, computed as `x / (1 + exp(-2u))`, the same
+/// function: glibc's `tanhf` differs in the last bit between x86_64 and aarch64 on about one
+/// input in 15,000, its `expf` on none, and the native backend must give the same bits on
+/// every CPU (docs/runtime.md, "Numerical contract").
+pub fn gelu_tanh(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     const COEFF: f32 = 0.044_715;
+    let inner = SQRT_2_OVER_PI * (x + COEFF * x * x * x);
+    // exp overflows to infinity for very negative x: x / inf is the limit, -0.
+    x / (1.0 + (-2.0 * inner).exp())
+}
+
+/// `gate = gelu_tanh(gate) * up`, the gated MLP's activation (`gelu_pytorch_tanh`).
+pub fn gelu_tanh_gate(gate: &mut [f32], up: &[f32]) {
     for (g, u) in gate.iter_mut().zip(up) {
-        let x = *g;
-        let inner = SQRT_2_OVER_PI * (x + COEFF * x * x * x);
-        // exp overflows to infinity for very negative x: x / inf is the limit, -0.
-        *g = x / (1.0 + (-2.0 * inner).exp()) * u;
+        *g = gelu_tanh(*g) * u;
     }
+}
+
+/// Below this `|x|`, [`tanh`] sums its Taylor series: `1 - exp(-2|x|)` would cancel.
+const TANH_SERIES_BELOW: f32 = 0.125;
+
+/// `tanh(x)` from `exp` alone, the same bits on every CPU (see [`gelu_tanh`] for why not
+/// `tanhf`): `(1 - e) / (1 + e)` with `e = exp(-2|x|)`, and for small `|x|`, where that
+/// subtraction loses digits, the Taylor series to `x^11` (its first omitted term is below
+/// f32 rounding there). Within a few ulp of `f32::tanh`.
+pub fn tanh(x: f32) -> f32 {
+    let a = x.abs();
+    if a < TANH_SERIES_BELOW {
+        // tanh x = x (1 - x^2/3 + 2x^4/15 - 17x^6/315 + 62x^8/2835 - 1382x^10/155925 + ...)
+        let s = x * x;
+        let p = 1.0
+            + s * (-1.0 / 3.0
+                + s * (2.0 / 15.0
+                    + s * (-17.0 / 315.0 + s * (62.0 / 2835.0 + s * (-1382.0 / 155_925.0)))));
+        return x * p;
+    }
+    let e = (-2.0 * a).exp();
+    ((1.0 - e) / (1.0 + e)).copysign(x)
 }
 
 /// Softmax of `x` in place (max-subtracted, f32).
@@ -122,6 +147,24 @@ mod tests {
         rope.apply(&mut x, 17);
         let norm = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>();
         assert!((norm(&x) - norm(&orig)).abs() < 1e-3);
+    }
+
+    #[test]
+    fn tanh_from_exp_matches_libm() {
+        for i in -2000..=2000 {
+            let x = i as f32 * 0.005 + 1e-4;
+            let (got, want) = (tanh(x), f32::tanh(x));
+            // A few ulp of the result.
+            assert!(
+                (got - want).abs() <= 4.0 * f32::EPSILON * want.abs(),
+                "{x}: {got} {want}"
+            );
+        }
+        assert_eq!(tanh(0.0), 0.0);
+        assert_eq!(tanh(1e-30), 1e-30);
+        assert_eq!((tanh(100.0), tanh(-100.0)), (1.0, -1.0));
+        assert_eq!((tanh(f32::INFINITY), tanh(f32::NEG_INFINITY)), (1.0, -1.0));
+        assert!(tanh(f32::NAN).is_nan());
     }
 
     #[test]

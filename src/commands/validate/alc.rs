@@ -77,8 +77,12 @@ pub(super) struct Report {
     max_new_tokens: usize,
     tokens_match: Option<bool>,
     first_divergence: Option<Divergence>,
+    /// The tolerance's absolute part.
     tolerance: f32,
+    /// Its part relative to each step's scale (the host's largest `|logit|`).
+    rel_tolerance: f32,
     max_logit_diff: Option<compare::WorstDiff>,
+    max_relative_logit_diff: Option<compare::WorstDiff>,
     near_ties: Vec<compare::NearTie>,
     memory: Memory,
     timings: Timings,
@@ -153,9 +157,13 @@ pub(super) fn validate(args: &ValidateArgs, ui: &Ui) -> anyhow::Result<Report> {
         ui,
     )?;
     let (manifest, target) = (&start.manifest, start.target);
-    let tolerance = args
-        .tolerance
-        .unwrap_or_else(|| compare::default_tolerance(&manifest.quantization));
+    let tolerance = match (args.tolerance, args.rel_tolerance) {
+        (None, None) => compare::default_tolerance(&manifest.quantization),
+        (abs, rel) => compare::Tolerance {
+            abs: abs.unwrap_or(0.0),
+            rel: rel.unwrap_or(0.0),
+        },
+    };
 
     let engine = Engine::open_with(&args.archive, ava_runtime::Backend::Native)
         .with_context(|| format!("loading {} on the host", args.archive.display()))?;
@@ -192,8 +200,10 @@ pub(super) fn validate(args: &ValidateArgs, ui: &Ui) -> anyhow::Result<Report> {
         max_new_tokens: args.max_new_tokens,
         tokens_match: None,
         first_divergence: None,
-        tolerance,
+        tolerance: tolerance.abs,
+        rel_tolerance: tolerance.rel,
         max_logit_diff: None,
+        max_relative_logit_diff: None,
         near_ties: Vec::new(),
         memory,
         timings: Timings::default(),
@@ -211,6 +221,12 @@ pub(super) fn validate(args: &ValidateArgs, ui: &Ui) -> anyhow::Result<Report> {
         let out = start.run(device, &argv, ui)?;
         if let Some(run) = read_run(&mut report, out) {
             let c = compare_run(&engine, (&prompts, &expected), &run, args, tolerance)?;
+            for d in &c.per_step {
+                ui.detail(format!(
+                    "prompt {} token {}: max logit diff {:.3e}, scale {:.3e}, tolerance {:.3e}",
+                    d.prompt, d.token, d.diff, d.scale, d.tolerance
+                ));
+            }
             record(&mut report, c);
         }
         if let Some(budget) = report.memory.budget_bytes {
@@ -326,7 +342,7 @@ fn compare_run(
     (prompts, expected): (&[Vec<u32>], &[Vec<u32>]),
     run: &GenerateReport,
     args: &ValidateArgs,
-    tolerance: f32,
+    tolerance: compare::Tolerance,
 ) -> anyhow::Result<Comparison> {
     let runs = &run.prompts;
     let mut c = Comparison::new(tolerance);
@@ -363,6 +379,7 @@ fn record(report: &mut Report, c: Comparison) {
     });
     report.tokens_match = Some(c.tokens_match);
     report.max_logit_diff = c.max_logit_diff;
+    report.max_relative_logit_diff = c.max_relative_logit_diff;
     report.near_ties = c.near_ties;
     report.first_divergence = c.first_divergence;
 }

@@ -6,21 +6,51 @@
 use ava_runtime::runner_report::PromptRun;
 use serde::Serialize;
 
+/// How far a device's logit may be from the host's at one step: `abs + rel * scale`, where
+/// `scale` is that step's largest host logit in magnitude ([`scale`]). Float rounding moves a
+/// logit in proportion to the magnitudes summed into it, so the bound follows the logits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Tolerance {
+    pub abs: f32,
+    pub rel: f32,
+}
+
+impl Tolerance {
+    /// The tolerance of a step whose host logits have scale `scale`.
+    pub fn at(&self, scale: f32) -> f32 {
+        self.abs + self.rel * scale
+    }
+}
+
 /// Default tolerance: float ordering (vector widths, FMA) and the f16 KV cache's rounding move
-/// logits by ~1e-5 on the tiny models and 3.6e-3 on the real Gemma 3 270M (docs/runtime.md).
-pub const TOLERANCE: f32 = 1e-2;
+/// logits by ~1e-4 on the tiny models and up to 1.3e-4 of the step's scale on the real Gemma 3
+/// 270M (bf16, 10 prompts; docs/runtime.md): the relative part is four times that.
+pub const TOLERANCE: Tolerance = Tolerance {
+    abs: 1e-3,
+    rel: 5e-4,
+};
 /// Default tolerance of q4bf16 archives: the same float differences can move an activation
 /// across an int8 rounding boundary (one code, `amax / 127`), moving logits by ~1e-1 on the
-/// tiny models and 0.74 on the real Gemma 3 270M (docs/runtime.md).
-pub const TOLERANCE_INT8_ACTS: f32 = 1.0;
+/// tiny models and up to 5.7e-2 of the step's scale on the real Gemma 3 270M (q4bf16 g128,
+/// 10 prompts; docs/runtime.md).
+pub const TOLERANCE_INT8_ACTS: Tolerance = Tolerance { abs: 0.1, rel: 0.1 };
 
 /// The default tolerance of an archive quantized as `quantization` (its manifest's field).
-pub fn default_tolerance(quantization: &str) -> f32 {
+pub fn default_tolerance(quantization: &str) -> Tolerance {
     if quantization.starts_with("q4") {
         TOLERANCE_INT8_ACTS
     } else {
         TOLERANCE
     }
+}
+
+/// The scale of one step's host logits: the largest finite `|logit|` (0 when none is).
+pub fn scale(logits: &[f32]) -> f32 {
+    logits
+        .iter()
+        .map(|v| v.abs())
+        .filter(|v| v.is_finite())
+        .fold(0.0, f32::max)
 }
 
 /// What one step of the device reported: its argmax and its highest logits.
@@ -30,13 +60,28 @@ pub struct DeviceStep {
     pub top: Vec<(u32, f32)>,
 }
 
-/// Where the device's logits differ most from the host's.
+/// Where the device's logits differ most from the host's (absolutely, or relative to the
+/// step's scale).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct WorstDiff {
     pub value: f32,
     pub prompt: usize,
     pub token: usize,
     pub id: u32,
+    /// The host step's [`scale`].
+    pub scale: f32,
+    /// The tolerance at that step.
+    pub tolerance: f32,
+}
+
+/// One step's largest logit difference, against the host's scale and the tolerance there.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepDiff {
+    pub prompt: usize,
+    pub token: usize,
+    pub diff: f32,
+    pub scale: f32,
+    pub tolerance: f32,
 }
 
 /// A step where the device's greedy token differs from the host's by less than the tolerance.
@@ -50,11 +95,14 @@ pub struct NearTie {
     pub got: u32,
     /// The host's logit of `expected` minus its logit of `got`.
     pub margin: f32,
+    /// The tolerance at that step.
+    pub tolerance: f32,
 }
 
 /// The first step outside the tolerance. `expected`/`got` are the host's and the device's
 /// greedy tokens (`None` for a missing step); `margin` the host's margin between them where
-/// they differ; `logit_diff` that step's largest logit difference.
+/// they differ; `logit_diff` that step's largest logit difference; `tolerance` the tolerance
+/// there (`None` where the host has no logits).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Divergence {
     pub prompt: usize,
@@ -63,24 +111,30 @@ pub struct Divergence {
     pub got: Option<u32>,
     pub margin: Option<f32>,
     pub logit_diff: Option<f32>,
+    pub tolerance: Option<f32>,
 }
 
 /// The running comparison of every prompt's steps.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Comparison {
-    pub tolerance: f32,
+    pub tolerance: Tolerance,
     /// Every step's greedy token equal on both sides.
     pub tokens_match: bool,
     pub max_logit_diff: Option<WorstDiff>,
+    /// The step whose difference is largest relative to the host's scale (`value`: the ratio).
+    pub max_relative_logit_diff: Option<WorstDiff>,
     pub near_ties: Vec<NearTie>,
     pub first_divergence: Option<Divergence>,
     /// Steps compared.
     pub steps: usize,
+    /// Every compared step's largest difference, in order (`alc validate -v` prints them).
+    #[serde(skip)]
+    pub per_step: Vec<StepDiff>,
 }
 
 impl Comparison {
     /// An empty comparison at `tolerance`.
-    pub fn new(tolerance: f32) -> Self {
+    pub fn new(tolerance: Tolerance) -> Self {
         Comparison {
             tolerance,
             tokens_match: true,
@@ -112,9 +166,12 @@ impl Comparison {
                 got: None,
                 margin: None,
                 logit_diff: None,
+                tolerance: None,
             });
             return;
         };
+        let scale = scale(logits);
+        let tolerance = self.tolerance.at(scale);
         let diff = d
             .top
             .iter()
@@ -129,22 +186,37 @@ impl Comparison {
                 _ => Some((id, x)),
             });
         if let Some((id, value)) = diff {
-            if self.max_logit_diff.as_ref().is_none_or(|w| value > w.value) {
-                self.max_logit_diff = Some(WorstDiff {
-                    value,
-                    prompt,
-                    token,
-                    id,
-                });
+            let worst = |w: &Option<WorstDiff>, v: f32| w.as_ref().is_none_or(|w| v > w.value);
+            let at = |value| WorstDiff {
+                value,
+                prompt,
+                token,
+                id,
+                scale,
+                tolerance,
+            };
+            if worst(&self.max_logit_diff, value) {
+                self.max_logit_diff = Some(at(value));
             }
+            let relative = if scale > 0.0 { value / scale } else { value };
+            if worst(&self.max_relative_logit_diff, relative) {
+                self.max_relative_logit_diff = Some(at(relative));
+            }
+            self.per_step.push(StepDiff {
+                prompt,
+                token,
+                diff: value,
+                scale,
+                tolerance,
+            });
         }
         let logit_diff = diff.map(|(_, x)| x);
-        let too_far = logit_diff.is_some_and(|x| x > self.tolerance);
+        let too_far = logit_diff.is_some_and(|x| x > tolerance);
         let margin = (d.argmax != expected).then(|| margin(logits, expected, d.argmax));
         if margin.is_some() {
             self.tokens_match = false;
         }
-        let tie_outside = margin.is_some_and(|m| m.is_nan() || m > self.tolerance);
+        let tie_outside = margin.is_some_and(|m| m.is_nan() || m > tolerance);
         if too_far || tie_outside {
             self.diverge(Divergence {
                 prompt,
@@ -153,6 +225,7 @@ impl Comparison {
                 got: Some(d.argmax),
                 margin,
                 logit_diff,
+                tolerance: Some(tolerance),
             });
         } else if let Some(margin) = margin {
             self.near_ties.push(NearTie {
@@ -161,6 +234,7 @@ impl Comparison {
                 expected,
                 got: d.argmax,
                 margin,
+                tolerance,
             });
         }
     }
@@ -175,6 +249,7 @@ impl Comparison {
             got: Some(got),
             margin: None,
             logit_diff: None,
+            tolerance: None,
         });
     }
 
@@ -199,7 +274,8 @@ impl Comparison {
         match &self.first_divergence {
             None => format!(
                 "{} steps within {} of the host: {worst}{ties}",
-                self.steps, self.tolerance
+                self.steps,
+                self.tolerance_text()
             ),
             Some(d) => format!(
                 "prompt {} token {}: expected {:?}, got {:?}{}{} (tolerance {}; {worst}{ties})",
@@ -211,8 +287,21 @@ impl Comparison {
                     .map_or(String::new(), |m| format!(", host margin {m:.3e}")),
                 d.logit_diff
                     .map_or(String::new(), |x| format!(", logit diff {x:.3e}")),
-                self.tolerance
+                d.tolerance.map_or(self.tolerance_text(), |t| format!(
+                    "{t:.3e} = {}",
+                    self.tolerance_text()
+                )),
             ),
+        }
+    }
+
+    /// `0.01`, or `0.01 + 0.002 * scale` with a relative part.
+    fn tolerance_text(&self) -> String {
+        let Tolerance { abs, rel } = self.tolerance;
+        if rel == 0.0 {
+            format!("{abs}")
+        } else {
+            format!("{abs} + {rel} * scale")
         }
     }
 }
@@ -243,6 +332,11 @@ pub fn device_steps(prompt: &PromptRun) -> Vec<DeviceStep> {
 mod tests {
     use super::*;
 
+    const T: Tolerance = Tolerance {
+        abs: 0.05,
+        rel: 0.0,
+    };
+
     fn step(argmax: u32, top: &[(u32, f32)]) -> DeviceStep {
         DeviceStep {
             argmax,
@@ -252,7 +346,7 @@ mod tests {
 
     #[test]
     fn equal_logits_pass_with_zero_difference() {
-        let mut c = Comparison::new(0.05);
+        let mut c = Comparison::new(T);
         let host = [0.0, 3.0, 1.0];
         c.step((0, 0), &host, 1, Some(&step(1, &[(1, 3.0), (2, 1.0)])));
         assert!(c.ok() && c.tokens_match && c.near_ties.is_empty());
@@ -261,7 +355,7 @@ mod tests {
 
     #[test]
     fn a_constructed_tie_is_a_near_tie_and_the_run_goes_on() {
-        let mut c = Comparison::new(0.05);
+        let mut c = Comparison::new(T);
         // Host: token 1 by 0.01 over token 2; the device: 2 by 0.005 over 1.
         let host = [0.0, 2.01, 2.0];
         c.step((0, 3), &host, 1, Some(&step(2, &[(2, 2.01), (1, 2.005)])));
@@ -278,7 +372,7 @@ mod tests {
 
     #[test]
     fn a_token_change_outside_the_tolerance_fails() {
-        let mut c = Comparison::new(0.05);
+        let mut c = Comparison::new(T);
         let host = [0.0, 3.0, 2.0];
         c.step((1, 2), &host, 1, Some(&step(2, &[(2, 3.0), (1, 2.99)])));
         let d = c.first_divergence.clone().unwrap();
@@ -293,25 +387,44 @@ mod tests {
 
     #[test]
     fn a_logit_difference_outside_the_tolerance_fails_with_equal_tokens() {
-        let mut c = Comparison::new(0.05);
+        let mut c = Comparison::new(T);
         let host = [0.0, 3.0, 2.0];
         c.step((0, 0), &host, 1, Some(&step(1, &[(1, 3.0), (2, 2.2)])));
         assert!(c.tokens_match);
         let d = c.first_divergence.clone().unwrap();
         assert!((d.logit_diff.unwrap() - 0.2).abs() < 1e-6);
         // A NaN on the device is the worst difference, not a pass.
-        let mut c = Comparison::new(0.05);
+        let mut c = Comparison::new(T);
         c.step((0, 0), &host, 1, Some(&step(1, &[(1, f32::NAN)])));
         assert!(!c.ok());
     }
 
     #[test]
+    fn the_tolerance_grows_with_the_host_scale() {
+        let t = Tolerance { abs: 0.1, rel: 0.1 };
+        assert_eq!(scale(&[1.0, -20.0, f32::NEG_INFINITY, 3.0]), 20.0);
+        // A difference of 1.5 at scale 20 (tolerance 2.1) passes; at scale 5 (0.6) it fails.
+        let mut c = Comparison::new(t);
+        c.step((0, 0), &[0.0, 20.0, 2.0], 1, Some(&step(1, &[(1, 21.5)])));
+        assert!(c.ok(), "{c:?}");
+        let w = c.max_logit_diff.clone().unwrap();
+        assert_eq!((w.value, w.scale, w.tolerance), (1.5, 20.0, 2.1));
+        let r = c.max_relative_logit_diff.clone().unwrap();
+        assert!((r.value - 0.075).abs() < 1e-6);
+        c.step((0, 1), &[0.0, 5.0, 2.0], 1, Some(&step(1, &[(1, 6.5)])));
+        let d = c.first_divergence.clone().unwrap();
+        assert_eq!((d.token, d.tolerance), (1, Some(0.6)));
+        assert!(c.detail().contains("0.1 + 0.1 * scale"), "{}", c.detail());
+        assert_eq!(c.per_step.len(), 2);
+    }
+
+    #[test]
     fn missing_steps_fail() {
-        let mut c = Comparison::new(0.05);
+        let mut c = Comparison::new(T);
         c.step((0, 5), &[1.0], 0, None);
         let d = c.first_divergence.clone().unwrap();
         assert_eq!((d.token, d.expected, d.got), (5, Some(0), None));
-        let mut c = Comparison::new(0.05);
+        let mut c = Comparison::new(T);
         c.extra(2, 0, 7);
         assert!(!c.ok());
     }
