@@ -45,7 +45,7 @@
 
 // Version of the C ABI: raised whenever a function or struct of the header changes
 // incompatibly.
-#define AVA_ABI_VERSION 1
+#define AVA_ABI_VERSION 2
 
 // What a call returned. Every fallible function returns one; on anything but
 // `AVA_STATUS_OK`, `ava_last_error()` on the same thread says what went wrong.
@@ -88,7 +88,8 @@ typedef enum {
 typedef enum {
   // 32-bit floats (exact).
   AVA_KV_CACHE_F32 = 0,
-  // Half floats: half the memory (the default of `ava_session_new`).
+  // Half floats: half the memory (the default of `ava_session_new` and of
+  // `ava_open_options_default`).
   AVA_KV_CACHE_F16 = 1,
   // int8 with one scale per head row: about a quarter of f32.
   AVA_KV_CACHE_Q8 = 2,
@@ -211,7 +212,8 @@ typedef struct {
 } AvaGenerateResult;
 
 // How `ava_engine_open_with` and `ava_classifier_open_with` treat an archive's kernel
-// library (`lib/<target>/libmodel.so`, native code).
+// library (`lib/<target>/libmodel.so`, native code), and how the engine's sessions store
+// their KV cache. Start from `ava_open_options_default()`: a zeroed struct asks for f32.
 typedef struct {
   // Public keys whose valid signature lets an archive's kernel library load: each a
   // NUL-terminated key file line (`ava-ed25519-public-key <64 hex>`) or the 64 hex digits.
@@ -220,6 +222,9 @@ typedef struct {
   size_t n_trusted_keys;
   // Also load the kernels of archives that are unsigned or signed by an untrusted key.
   bool allow_unsigned_kernels;
+  // How `ava_session_new` stores the KV cache of this engine's sessions: an `AvaKvCache`
+  // value (the default's is `AVA_KV_CACHE_F16`; classifiers ignore it).
+  uint32_t kv_cache;
 } AvaOpenOptions;
 
 #ifdef __cplusplus
@@ -334,14 +339,15 @@ void ava_classification_free(AvaClassification *classification);
 const char *ava_last_error(void);
 
 // Starts a conversation on `engine` with a KV cache of `context` positions (0: 4096), stored
-// as f16, and writes it to `*out`. The session keeps the model alive after `ava_engine_free`.
+// as the engine's open options said (f16 by default), and writes it to `*out`. The session
+// keeps the model alive after `ava_engine_free`.
 //
 // # Safety
 // `engine` is a live engine; `out` points to writable storage for a pointer.
 AvaStatus ava_session_new(const AvaEngine *engine, uint32_t context, AvaSession **out);
 
-// Like `ava_session_new`, with the KV cache stored as `kv_cache` (`ava_session_new` stores
-// it as f16).
+// Like `ava_session_new`, with the KV cache stored as `kv_cache` whatever the engine's open
+// options said.
 //
 // # Safety
 // `engine` is a live engine; `out` points to writable storage for a pointer. `kv_cache` is
@@ -406,11 +412,19 @@ AvaStatus ava_session_reset(AvaSession *session);
 // `session` is NULL or live; `out` points to an `AvaGenerateResult`.
 AvaStatus ava_session_last_result(const AvaSession *session, AvaGenerateResult *out);
 
+// Writes the bytes the session's KV cache holds (keys, values, and the f32 copy of one
+// layer that attention reads a compact cache through, once used) to `*out`.
+//
+// # Safety
+// `session` is NULL or live; `out` points to writable storage for a `uint64_t`.
+AvaStatus ava_session_kv_cache_bytes(const AvaSession *session, uint64_t *out);
+
 // Options that trust nothing: kernel libraries never load, models run on the native backend.
 AvaOpenOptions ava_open_options_default(void);
 
 // `ava_engine_open` with a native-code policy: the archive's kernel library for this machine
-// is used when `options` allow it, otherwise the native backend runs the model.
+// is used when `options` allow it, otherwise the native backend runs the model. Sessions from
+// `ava_session_new` store their KV cache as `options->kv_cache` says.
 //
 // # Safety
 // `path` is a NUL-terminated string; `options` is NULL or points to valid options;

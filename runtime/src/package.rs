@@ -152,6 +152,16 @@ impl Package {
         })
     }
 
+    /// Drops the archive's pages from this process's residency (advice only): what was read
+    /// while opening (the tokenizer, the kernel library) stops counting, and the weights are
+    /// faulted in again from the file as the model touches them.
+    pub fn release_pages(&self) {
+        match &self.storage {
+            Storage::Tar(map) => release_pages(map),
+            Storage::Dir(maps) => maps.values().for_each(|m| release_pages(m)),
+        }
+    }
+
     /// Names of all tensors, sorted.
     pub fn tensor_names(&self) -> impl Iterator<Item = &str> {
         self.tensors.keys().map(String::as_str)

@@ -88,6 +88,14 @@ impl ModelSource {
         }
     }
 
+    /// Drops an archive's mapped pages from residency ([`Package::release_pages`]); nothing
+    /// for a checkpoint directory.
+    pub fn release_pages(&self) {
+        if let ModelSource::Package(p) = self {
+            p.release_pages();
+        }
+    }
+
     /// A path naming a file of this model in messages.
     pub fn label(&self, name: &str) -> PathBuf {
         match self {

@@ -60,7 +60,7 @@ pub fn run_steps(
     let steps = sizes.steps;
     let mut cache = engine.model().new_cache_as(sizes.context, sizes.kv);
     let t0 = Instant::now();
-    let mut logits = engine.forward(prompt, &mut cache)?;
+    let mut logits = engine.prefill(prompt, &mut cache)?;
     let prefill = t0.elapsed();
     let t1 = Instant::now();
     let mut out = Steps {

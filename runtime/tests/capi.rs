@@ -144,6 +144,67 @@ fn streamed_greedy_text_equals_the_golden() {
     unsafe { ava_session_free(session) };
 }
 
+/// Bytes of the KV cache of a fresh session made by `ava_session_new` on an engine opened with
+/// `kv` in its options, and the greedy tokens it generates.
+fn open_options_session(model: &Path, kv: u32) -> (u64, Vec<u32>) {
+    let p = golden_prompt();
+    let options = AvaOpenOptions {
+        kv_cache: kv,
+        ..ava_open_options_default()
+    };
+    let (path, mut engine) = (c_path(model), ptr::null_mut());
+    // SAFETY: valid strings, options and out pointer.
+    let status = unsafe { ava_engine_open_with(path.as_ptr(), &options, &mut engine) };
+    assert_eq!(status, AvaStatus::Ok, "{}", last_error());
+    let session = new_session(engine, 256);
+    let mut bytes = 0u64;
+    // SAFETY: a live session and a valid out pointer.
+    let status = unsafe { ava_session_kv_cache_bytes(session, &mut bytes) };
+    assert_eq!(status, AvaStatus::Ok, "{}", last_error());
+    let out = generate(session, &ids(&p["input_ids"]), &greedy(32));
+    // SAFETY: freed once, no call running.
+    unsafe {
+        ava_session_free(session);
+        ava_engine_free(engine);
+    }
+    (bytes, out.tokens)
+}
+
+#[test]
+fn open_options_choose_the_kv_cache_of_sessions() {
+    let model = fixture("fixtures/models/gemma3-tiny");
+    let cfg = ava_core::Gemma3Config::from_json(
+        &model.join("config.json"),
+        &serde_json::from_slice(&std::fs::read(model.join("config.json")).unwrap()).unwrap(),
+    )
+    .unwrap();
+    let golden = ids(&golden_prompt()["greedy_ids"]);
+    let (f32_bytes, f32_tokens) = open_options_session(&model, AvaKvCache::F32 as u32);
+    let f32_planes = ava_runtime::KvCache::bytes_for(&cfg, 256, ava_runtime::KvDtype::F32);
+    assert_eq!(f32_bytes, f32_planes as u64);
+    assert_eq!(f32_tokens, golden);
+    let (f16_bytes, f16_tokens) = open_options_session(&model, AvaKvCache::F16 as u32);
+    assert_eq!(
+        f16_bytes * 2,
+        f32_bytes,
+        "f16 planes are half of f32's before first use"
+    );
+    assert_eq!(f16_tokens, golden);
+    let (q8_bytes, _) = open_options_session(&model, AvaKvCache::Q8 as u32);
+    assert!(q8_bytes < f16_bytes, "{q8_bytes} >= {f16_bytes}");
+
+    let options = AvaOpenOptions {
+        kv_cache: 7,
+        ..ava_open_options_default()
+    };
+    let (path, mut engine) = (c_path(&model), ptr::null_mut());
+    // SAFETY: valid strings, options and out pointer; the value is checked before use.
+    let status = unsafe { ava_engine_open_with(path.as_ptr(), &options, &mut engine) };
+    assert_eq!(status, AvaStatus::InvalidArgument);
+    assert_eq!(last_error(), "kv_cache 7 is not an AvaKvCache");
+    assert!(engine.is_null());
+}
+
 #[test]
 fn sessions_take_a_kv_cache_type() {
     let p = golden_prompt();
@@ -469,6 +530,7 @@ fn open_with_a_policy_checks_the_trusted_keys() {
             trusted_keys: keys.as_ptr(),
             n_trusted_keys: 1,
             allow_unsigned_kernels: false,
+            kv_cache: AvaKvCache::F16 as u32,
         };
         let mut engine = ptr::null_mut();
         // SAFETY: valid strings, options and out pointer.
@@ -487,6 +549,7 @@ fn open_with_a_policy_checks_the_trusted_keys() {
         trusted_keys: ptr::null(),
         n_trusted_keys: 3,
         allow_unsigned_kernels: true,
+        kv_cache: AvaKvCache::F16 as u32,
     };
     // SAFETY: the NULL key list is rejected before it is read.
     let status = unsafe { ava_engine_open_with(model.as_ptr(), &options, &mut engine) };

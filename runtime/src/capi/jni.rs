@@ -275,7 +275,8 @@ fn policy(
 }
 
 /// `static native long nativeOpen(String path, int context, String[] trustedKeys,
-/// boolean allowUnsignedKernels, int threads)`.
+/// boolean allowUnsignedKernels, int threads, int kvCache)`; `kvCache` is an `AvaKvCache`
+/// value.
 #[no_mangle]
 pub extern "system" fn Java_com_ava_runtime_AlcEngine_nativeOpen<'l>(
     mut env: JNIEnv<'l>,
@@ -285,15 +286,20 @@ pub extern "system" fn Java_com_ava_runtime_AlcEngine_nativeOpen<'l>(
     trusted_keys: JObjectArray<'l>,
     allow_unsigned: jboolean,
     threads: jint,
+    kv_cache: jint,
 ) -> jlong {
     run(&mut env, |env| {
         let path = string(env, &path, "path")?;
+        let kv = u32::try_from(kv_cache)
+            .ok()
+            .and_then(super::AvaKvCache::dtype)
+            .ok_or_else(|| CapiError::invalid(format!("kvCache {kv_cache} is not a KvCache")))?;
         let context = usize::try_from(context)
             .map_err(|_| CapiError::invalid("context length is negative"))?;
         let threads = thread_count(threads)?;
         let policy = policy(env, &trusted_keys, allow_unsigned)?;
         let engine = super::trust::engine_with(Path::new(&path), &policy, threads)?;
-        let session = Box::new(AvaSession::new(engine, context, crate::KvDtype::F16));
+        let session = Box::new(AvaSession::new(engine, context, kv));
         Ok(Box::into_raw(session) as jlong)
     })
     .unwrap_or(0)

@@ -28,8 +28,8 @@ pub use classify::{
 pub use error::{ava_last_error, AvaStatus};
 pub use session::{
     ava_session_cancel, ava_session_chat, ava_session_free, ava_session_generate,
-    ava_session_last_result, ava_session_new, ava_session_new_with_kv_cache, ava_session_reset,
-    AvaPieceCallback, AvaSession,
+    ava_session_kv_cache_bytes, ava_session_last_result, ava_session_new,
+    ava_session_new_with_kv_cache, ava_session_reset, AvaPieceCallback, AvaSession,
 };
 
 pub use trust::{
@@ -41,7 +41,7 @@ use error::{c_slice, c_str, guard, guard_void, handle, out_ptr, CapiError, CapiR
 
 /// Version of the C ABI: raised whenever a function or struct of the header changes
 /// incompatibly.
-pub const AVA_ABI_VERSION: u32 = 1;
+pub const AVA_ABI_VERSION: u32 = 2;
 
 const VERSION: &std::ffi::CStr = match std::ffi::CStr::from_bytes_with_nul(
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes(),
@@ -53,6 +53,8 @@ const VERSION: &std::ffi::CStr = match std::ffi::CStr::from_bytes_with_nul(
 /// A loaded model and its tokenizer. Immutable once open: share it between threads freely.
 pub struct AvaEngine {
     engine: Arc<Engine>,
+    /// How `ava_session_new` stores a session's KV cache.
+    kv: crate::KvDtype,
 }
 
 /// How a session's KV cache stores keys and values.
@@ -61,7 +63,8 @@ pub struct AvaEngine {
 pub enum AvaKvCache {
     /// 32-bit floats (exact).
     F32 = 0,
-    /// Half floats: half the memory (the default of `ava_session_new`).
+    /// Half floats: half the memory (the default of `ava_session_new` and of
+    /// `ava_open_options_default`).
     F16 = 1,
     /// int8 with one scale per head row: about a quarter of f32.
     Q8 = 2,
@@ -238,7 +241,10 @@ pub unsafe extern "C" fn ava_engine_open(
         // SAFETY: per this function's contract.
         let path = unsafe { c_str(path, "path") }?;
         let engine = Arc::new(Engine::open(Path::new(path))?);
-        *out = Box::into_raw(Box::new(AvaEngine { engine }));
+        *out = Box::into_raw(Box::new(AvaEngine {
+            engine,
+            kv: crate::KvDtype::F16,
+        }));
         Ok(())
     })
 }

@@ -173,7 +173,8 @@ impl CCallback {
 }
 
 /// Starts a conversation on `engine` with a KV cache of `context` positions (0: 4096), stored
-/// as f16, and writes it to `*out`. The session keeps the model alive after `ava_engine_free`.
+/// as the engine's open options said (f16 by default), and writes it to `*out`. The session
+/// keeps the model alive after `ava_engine_free`.
 ///
 /// # Safety
 /// `engine` is a live engine; `out` points to writable storage for a pointer.
@@ -186,14 +187,14 @@ pub unsafe extern "C" fn ava_session_new(
     guard(|| {
         // SAFETY: per this function's contract.
         let (engine, out) = unsafe { (handle(engine, "engine")?, out_ptr(out, "out")?) };
-        let session = AvaSession::new(engine.engine.clone(), context as usize, KvDtype::F16);
+        let session = AvaSession::new(engine.engine.clone(), context as usize, engine.kv);
         *out = Box::into_raw(Box::new(session));
         Ok(())
     })
 }
 
-/// Like `ava_session_new`, with the KV cache stored as `kv_cache` (`ava_session_new` stores
-/// it as f16).
+/// Like `ava_session_new`, with the KV cache stored as `kv_cache` whatever the engine's open
+/// options said.
 ///
 /// # Safety
 /// `engine` is a live engine; `out` points to writable storage for a pointer. `kv_cache` is
@@ -329,6 +330,24 @@ pub unsafe extern "C" fn ava_session_last_result(
         // SAFETY: per this function's contract.
         let (session, out) = unsafe { (handle(session, "session")?, out_ptr(out, "out")?) };
         *out = session.last_result()?;
+        Ok(())
+    })
+}
+
+/// Writes the bytes the session's KV cache holds (keys, values, and the f32 copy of one
+/// layer that attention reads a compact cache through, once used) to `*out`.
+///
+/// # Safety
+/// `session` is NULL or live; `out` points to writable storage for a `uint64_t`.
+#[no_mangle]
+pub unsafe extern "C" fn ava_session_kv_cache_bytes(
+    session: *const AvaSession,
+    out: *mut u64,
+) -> AvaStatus {
+    guard(|| {
+        // SAFETY: per this function's contract.
+        let (session, out) = unsafe { (handle(session, "session")?, out_ptr(out, "out")?) };
+        *out = session.lock()?.session.cache().bytes() as u64;
         Ok(())
     })
 }

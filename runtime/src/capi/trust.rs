@@ -11,6 +11,7 @@ use ava_packaging::PublicKey;
 use super::classify::AvaClassifier;
 use super::error::{c_str, guard, out_ptr, CapiError, CapiResult};
 use super::AvaEngine;
+use crate::gemma3::KvDtype;
 use crate::generate::Engine;
 use crate::policy::KernelPolicy;
 use crate::tvm::Backend;
@@ -19,7 +20,8 @@ use crate::tvm::Backend;
 const MAX_TRUSTED_KEYS: usize = 256;
 
 /// How `ava_engine_open_with` and `ava_classifier_open_with` treat an archive's kernel
-/// library (`lib/<target>/libmodel.so`, native code).
+/// library (`lib/<target>/libmodel.so`, native code), and how the engine's sessions store
+/// their KV cache. Start from `ava_open_options_default()`: a zeroed struct asks for f32.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct AvaOpenOptions {
@@ -30,6 +32,9 @@ pub struct AvaOpenOptions {
     pub n_trusted_keys: usize,
     /// Also load the kernels of archives that are unsigned or signed by an untrusted key.
     pub allow_unsigned_kernels: bool,
+    /// How `ava_session_new` stores the KV cache of this engine's sessions: an `AvaKvCache`
+    /// value (the default's is `AVA_KV_CACHE_F16`; classifiers ignore it).
+    pub kv_cache: u32,
 }
 
 /// Options that trust nothing: kernel libraries never load, models run on the native backend.
@@ -39,6 +44,7 @@ pub extern "C" fn ava_open_options_default() -> AvaOpenOptions {
         trusted_keys: std::ptr::null(),
         n_trusted_keys: 0,
         allow_unsigned_kernels: false,
+        kv_cache: super::AvaKvCache::F16 as u32,
     }
 }
 
@@ -51,6 +57,19 @@ pub(crate) fn parse_key(text: &str) -> CapiResult<PublicKey> {
         format!("{PUBLIC_KEY_TAG} {text}")
     };
     PublicKey::parse(&line).map_err(|e| CapiError::invalid(format!("trusted key: {e}")))
+}
+
+/// The KV cache type `options` ask for (NULL: the default, f16).
+///
+/// # Safety
+/// `options` is NULL or valid.
+unsafe fn kv_cache(options: *const AvaOpenOptions) -> CapiResult<KvDtype> {
+    // SAFETY: per this function's contract.
+    let Some(o) = (unsafe { options.as_ref() }) else {
+        return Ok(KvDtype::F16);
+    };
+    super::AvaKvCache::dtype(o.kv_cache)
+        .ok_or_else(|| CapiError::invalid(format!("kv_cache {} is not an AvaKvCache", o.kv_cache)))
 }
 
 /// The policy `options` describe (NULL: trust nothing).
@@ -84,7 +103,8 @@ unsafe fn policy(options: *const AvaOpenOptions) -> CapiResult<KernelPolicy> {
 }
 
 /// `ava_engine_open` with a native-code policy: the archive's kernel library for this machine
-/// is used when `options` allow it, otherwise the native backend runs the model.
+/// is used when `options` allow it, otherwise the native backend runs the model. Sessions from
+/// `ava_session_new` store their KV cache as `options->kv_cache` says.
 ///
 /// # Safety
 /// `path` is a NUL-terminated string; `options` is NULL or points to valid options;
@@ -118,9 +138,9 @@ pub unsafe extern "C" fn ava_engine_open_with_threads(
         // SAFETY: per this function's contract.
         let path = unsafe { c_str(path, "path") }?;
         // SAFETY: per this function's contract.
-        let policy = unsafe { policy(options) }?;
+        let (policy, kv) = unsafe { (policy(options)?, kv_cache(options)?) };
         let engine = engine_with(Path::new(path), &policy, n_threads as usize)?;
-        *out = Box::into_raw(Box::new(AvaEngine { engine }));
+        *out = Box::into_raw(Box::new(AvaEngine { engine, kv }));
         Ok(())
     })
 }

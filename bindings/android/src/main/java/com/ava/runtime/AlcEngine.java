@@ -41,6 +41,22 @@ public final class AlcEngine implements AutoCloseable {
     }
 
     /** Why a generation stopped (the C API's {@code AvaStopReason}, in its order). */
+    /** How the KV cache stores keys and values (the C header's {@code AvaKvCache}). */
+    public enum KvCache {
+        /** 32-bit floats: exact, the most memory. */
+        F32(0),
+        /** Half floats: half of f32 (the default). */
+        F16(1),
+        /** int8 with one scale per head row: about a quarter of f32. */
+        Q8(2);
+
+        final int code;
+
+        KvCache(int code) {
+            this.code = code;
+        }
+    }
+
     public enum StopReason { EOS, END_OF_TURN, MAX_TOKENS, STOP_STRING, CANCELLED }
 
     /** The outcome of one generation. */
@@ -112,8 +128,29 @@ public final class AlcEngine implements AutoCloseable {
             boolean allowUnsignedKernels,
             int threads)
             throws AlcException {
+        return open(path, contextLength, trustedKeys, allowUnsignedKernels, threads, KvCache.F16);
+    }
+
+    /**
+     * As {@link #open(String, int, String[], boolean, int)}, the KV cache stored as {@code
+     * kvCache} (the other overloads store it as {@link KvCache#F16}).
+     */
+    public static AlcEngine open(
+            String path,
+            int contextLength,
+            String[] trustedKeys,
+            boolean allowUnsignedKernels,
+            int threads,
+            KvCache kvCache)
+            throws AlcException {
         return new AlcEngine(
-                nativeOpen(path, contextLength, trustedKeys, allowUnsignedKernels, threads));
+                nativeOpen(
+                        path,
+                        contextLength,
+                        trustedKeys,
+                        allowUnsignedKernels,
+                        threads,
+                        kvCache.code));
     }
 
     /** Continues the conversation with a user turn (chat template applied) and answers it. */
@@ -228,7 +265,8 @@ public final class AlcEngine implements AutoCloseable {
             int context,
             String[] trustedKeys,
             boolean allowUnsignedKernels,
-            int threads)
+            int threads,
+            int kvCache)
             throws AlcException;
 
     private static native void nativeFree(long handle);

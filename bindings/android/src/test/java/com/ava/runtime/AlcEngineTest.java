@@ -132,6 +132,21 @@ public final class AlcEngineTest {
                 check(tokens.get(i) == golden[i], "2 threads: token " + i + " differs");
             }
         }
+        for (AlcEngine.KvCache kv : AlcEngine.KvCache.values()) {
+            if (kv == AlcEngine.KvCache.Q8) {
+                continue; // lossy: the greedy golden holds for f32 and f16
+            }
+            try (AlcEngine e = AlcEngine.open(args[0], 256, null, false, 0, kv)) {
+                AlcEngine.Options greedy = new AlcEngine.Options();
+                greedy.maxTokens = 32;
+                greedy.ignoreEos = true;
+                List<Integer> tokens = new ArrayList<>();
+                e.generate(prompt, greedy, (piece, token) -> tokens.add(token));
+                for (int i = 0; i < golden.length; i++) {
+                    check(tokens.get(i) == golden[i], kv + " KV cache: token " + i + " differs");
+                }
+            }
+        }
         try {
             AlcEngine.open(args[0], 16, null, false, -1).close();
             check(false, "a negative thread count is refused");
