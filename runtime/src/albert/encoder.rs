@@ -547,4 +547,3 @@ impl Encoder {
 pub(super) fn attention_kernel(heads: usize, head_dim: usize) -> String {
     format!("attention_full_{heads}x{head_dim}")
 }
-

@@ -4,9 +4,9 @@
 //! operations are the encoder's; how each operation is computed is the backend's.
 
 use super::encoder::{attention_kernel, dot_f32, LayerNorm, Linear, Plan, Weights};
-use crate::native::gelu_tanh;
 use super::kernels::{i32_arg, i8_arg, EncoderKernels};
 use crate::error::Result;
+use crate::native::gelu_tanh;
 use crate::tvm::Arg;
 
 /// The attention of one sequence: `n` tokens of `heads` heads of `head_dim` values.
