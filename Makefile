@@ -55,6 +55,7 @@ build:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p ava-runtime --features capi,jni,runner --all-targets -- -D warnings
 
 test: setup lint
 	$(CARGO) test --workspace

@@ -635,6 +635,7 @@ fn a_pinned_key_loads_the_kernels_of_the_archive_it_signed() {
             trusted_keys: keys.as_ptr(),
             n_trusted_keys: keys.len(),
             allow_unsigned_kernels: false,
+            kv_cache: AvaKvCache::F16 as u32,
         };
         let mut engine = ptr::null_mut();
         // SAFETY: valid strings, options and out pointer.
