@@ -264,15 +264,7 @@ fn pack(
 mod tests {
     use super::*;
     use crate::grouped;
-
-    /// A deterministic pseudo-random value in [-1, 1).
-    fn noise(i: usize) -> f32 {
-        let x = (i as u64)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .rotate_left(17)
-            >> 40;
-        (x as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
+    use crate::test_util::noise;
 
     /// `X` with a few outlier channels, and correlated channels (as real activations are).
     fn activations(n: usize, cols: usize) -> Array2<f32> {

@@ -41,3 +41,16 @@ pub use error::{Error, Result};
 pub use gguf::{GgufFile, TensorInfo};
 pub use import::{ImportPlan, OutDtype};
 pub use run::{quantize, QuantizeOptions, QuantizeProgress, QuantizeReport};
+
+/// Helpers shared by the unit tests.
+#[cfg(test)]
+mod test_util {
+    /// A deterministic pseudo-random value in [-1, 1).
+    pub(crate) fn noise(i: usize) -> f32 {
+        let x = (i as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(17)
+            >> 40;
+        (x as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}

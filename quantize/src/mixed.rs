@@ -283,20 +283,12 @@ impl MixedReport {
 
 #[cfg(test)]
 mod tests {
+    use crate::test_util::noise;
     use ndarray::Array2;
 
     use super::*;
     use crate::policy::Policy;
     use crate::stage::Method;
-
-    /// A deterministic pseudo-random value in [-1, 1).
-    fn noise(i: usize) -> f32 {
-        let x = (i as u64)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .rotate_left(17)
-            >> 40;
-        (x as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
 
     fn spec() -> StageSpec {
         StageSpec {

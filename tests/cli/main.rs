@@ -18,6 +18,7 @@ mod download_gguf;
 mod download_sources;
 #[path = "../../quantize/tests/support/hostile_gguf.rs"]
 mod hostile_gguf;
+mod hostile_input;
 mod hubserver;
 mod outputs;
 mod polish;
